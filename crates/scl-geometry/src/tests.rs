@@ -1,0 +1,203 @@
+use super::*;
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand_distr::StandardNormal;
+
+/// `per_class` copies of each column of `means` (`d x K`), plus optional noise.
+fn samples_from_means(
+    means: &DMatrix<f64>,
+    per_class: usize,
+    noise: f64,
+    seed: u64,
+) -> (Embeddings, Vec<usize>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (d, k) = means.shape();
+    let mut data = Vec::new();
+    let mut labels = Vec::new();
+    for c in 0..k {
+        for _ in 0..per_class {
+            for r in 0..d {
+                let e: f64 = rng.sample(StandardNormal);
+                data.push(means[(r, c)] + noise * e);
+            }
+            labels.push(c);
+        }
+    }
+    (Embeddings::new(k * per_class, d, data).unwrap(), labels)
+}
+
+/// Vertices of a simplex ETF in `R^K`: the centred standard basis.
+fn simplex_etf_means(k: usize) -> DMatrix<f64> {
+    simplex_etf_gram(k)
+}
+
+fn random_orthogonal(d: usize, seed: u64) -> DMatrix<f64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let a = DMatrix::<f64>::from_fn(d, d, |_, _| rng.sample(StandardNormal));
+    a.qr().q()
+}
+
+#[test]
+fn an_exact_orthogonal_frame_has_zero_of_distance() {
+    let means = DMatrix::<f64>::identity(6, 4) * 2.5;
+    let (x, y) = samples_from_means(&means, 3, 0.0, 0);
+    let g = geometry(&x, &y, 4).unwrap();
+    assert!(g.of_distance < 1e-12, "{g:?}");
+    assert!(g.mean_cosine.abs() < 1e-12);
+    assert!((g.norm_ratio - 1.0).abs() < 1e-12);
+    assert!(
+        g.nc1 < 1e-20,
+        "collapsed classes have no within-class spread"
+    );
+    // App. D.1.2 of the paper: a centred OF is a simplex ETF.
+    assert!(g.etf_distance < 1e-12, "{g:?}");
+}
+
+#[test]
+fn a_simplex_etf_with_ten_classes_is_0_32_from_the_orthogonal_frame() {
+    // Closed form: with A = (I - 11^T/K)/sqrt(K-1) and B = I/sqrt(K), both of unit Frobenius
+    // norm, ||A - B||^2 = 2 - 2 <A, B> = 2 - 2 (K-1)/sqrt((K-1) K) = 2 - 2 sqrt((K-1)/K).
+    let k = 10;
+    let expected = (2.0 - 2.0 * ((k as f64 - 1.0) / k as f64).sqrt()).sqrt();
+    assert!((expected - 0.32036).abs() < 1e-5);
+    let (x, y) = samples_from_means(&simplex_etf_means(k), 2, 0.0, 0);
+    let g = geometry(&x, &y, k).unwrap();
+    assert!((g.of_distance - expected).abs() < 1e-12, "{g:?}");
+    assert!(g.etf_distance < 1e-12);
+    // Cosine between simplex vertices: -1/(K-1).
+    assert!((g.mean_cosine + 1.0 / (k as f64 - 1.0)).abs() < 1e-12);
+}
+
+#[test]
+fn identical_class_means_are_far_from_both_targets() {
+    // All means equal: G = c 11^T, so ||11^T/K - I/sqrt(K)||_F = sqrt(2 - 2/sqrt(K)).
+    let k = 10;
+    let means = DMatrix::<f64>::from_element(3, k, 0.7);
+    let (x, y) = samples_from_means(&means, 2, 0.0, 0);
+    let g = geometry(&x, &y, k).unwrap();
+    let expected = (2.0 - 2.0 / (k as f64).sqrt()).sqrt();
+    assert!((g.of_distance - expected).abs() < 1e-12, "{g:?}");
+    assert!((g.mean_cosine - 1.0).abs() < 1e-12);
+}
+
+#[test]
+fn nc1_matches_a_hand_computation() {
+    // Means (1, 0) and (-1, 0); deviations +-a along x. mu_G = 0, S_B = diag(1, 0),
+    // S_W = diag(a^2, 0), so Tr(S_W S_B^+) = a^2.
+    let a = 0.5;
+    let data = vec![1.0 + a, 0.0, 1.0 - a, 0.0, -1.0 + a, 0.0, -1.0 - a, 0.0];
+    let x = Embeddings::new(4, 2, data).unwrap();
+    let g = geometry(&x, &[0, 0, 1, 1], 2).unwrap();
+    assert!((g.nc1 - a * a).abs() < 1e-12, "{g:?}");
+    // Deviations orthogonal to every between-class direction do not count (pseudo-inverse).
+    let data = vec![1.0, a, 1.0, -a, -1.0, a, -1.0, -a];
+    let x = Embeddings::new(4, 2, data).unwrap();
+    let g = geometry(&x, &[0, 0, 1, 1], 2).unwrap();
+    assert!(g.nc1.abs() < 1e-12, "{g:?}");
+}
+
+#[test]
+fn norm_ratio_and_group_metrics_use_only_their_classes() {
+    // Classes 0, 1 majority on orthogonal axes with norms 1 and 3; classes 2, 3 minority,
+    // both on the same direction.
+    let means = DMatrix::<f64>::from_column_slice(
+        3,
+        4,
+        &[1.0, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 2.0],
+    );
+    let (x, y) = samples_from_means(&means, 2, 0.0, 0);
+    let s = geometry_summary(&x, &y, 4, &[2, 3]).unwrap();
+    let major = s.majority.unwrap();
+    let minor = s.minority.unwrap();
+    assert!((major.norm_ratio - 3.0).abs() < 1e-12);
+    assert!(major.mean_cosine.abs() < 1e-12);
+    assert!((minor.mean_cosine - 1.0).abs() < 1e-12);
+    assert!((s.overall.norm_ratio - 3.0).abs() < 1e-12);
+    // One minority class only: no minority group metrics.
+    let s = geometry_summary(&x, &y, 4, &[3]).unwrap();
+    assert!(s.minority.is_none());
+    assert_eq!(s.majority.unwrap().num_classes, 3);
+}
+
+#[test]
+fn bad_labels_are_reported_not_panicked_on() {
+    let x = Embeddings::new(2, 2, vec![1.0, 0.0, 0.0, 1.0]).unwrap();
+    assert_eq!(
+        geometry(&x, &[0, 3], 2),
+        Err(GeometryError::LabelOutOfRange {
+            label: 3,
+            row: 1,
+            num_classes: 2
+        })
+    );
+    assert_eq!(geometry(&x, &[0, 0], 2), Err(GeometryError::EmptyClass(1)));
+    assert_eq!(
+        geometry(&x, &[0], 2),
+        Err(GeometryError::LabelCount { labels: 1, rows: 2 })
+    );
+    assert!(matches!(
+        Embeddings::new(2, 2, vec![1.0; 3]),
+        Err(GeometryError::BufferSize { .. })
+    ));
+    assert_eq!(
+        Embeddings::new(1, 2, vec![1.0, f64::NAN]),
+        Err(GeometryError::NonFinite { row: 0, col: 1 })
+    );
+}
+
+#[test]
+fn embeddings_read_a_burn_tensor() {
+    use burn::backend::NdArray;
+    let device = Default::default();
+    let t = Tensor::<NdArray, 2>::from_floats([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], &device);
+    let x = Embeddings::from_tensor(t).unwrap();
+    assert_eq!((x.rows(), x.dim()), (3, 2));
+    assert_eq!(x.row(2), &[5.0, 6.0]);
+}
+
+fn all_metrics(s: &GeometrySummary) -> Vec<f64> {
+    let mut v = Vec::new();
+    for r in [Some(s.overall), s.majority, s.minority]
+        .into_iter()
+        .flatten()
+    {
+        v.extend([
+            r.of_distance,
+            r.etf_distance,
+            r.nc1,
+            r.mean_cosine,
+            r.norm_ratio,
+        ]);
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn every_metric_is_invariant_to_rotation_and_global_scale(
+        seed in 0u64..10_000,
+        k in 4usize..8,
+        extra_dim in 0usize..4,
+        scale in 0.01f64..100.0,
+    ) {
+        let d = k + extra_dim;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let means = DMatrix::<f64>::from_fn(d, k, |_, _| rng.random::<f64>());
+        let (x, y) = samples_from_means(&means, 3, 0.2, seed);
+        let minority: Vec<usize> = (k / 2..k).collect();
+        let before = geometry_summary(&x, &y, k, &minority).unwrap();
+
+        let q = random_orthogonal(d, seed ^ 0xABCD);
+        let mut rotated = x.clone();
+        rotated.map_rows(|row| {
+            let v = &q * nalgebra::DVector::from_column_slice(row) * scale;
+            row.copy_from_slice(v.as_slice());
+        });
+        let after = geometry_summary(&rotated, &y, k, &minority).unwrap();
+        for (a, b) in all_metrics(&before).into_iter().zip(all_metrics(&after)) {
+            prop_assert!((a - b).abs() <= 1e-8 * (1.0 + a.abs()), "{a} vs {b}");
+        }
+    }
+}

@@ -1,0 +1,220 @@
+use super::*;
+use burn::backend::{Autodiff, NdArray};
+use burn::tensor::{Int, Tensor, TensorData};
+
+// Only f32 here: Burn 0.21 keeps one default float dtype per device, and NdArray<f32> and
+// NdArray<f64> share their device, so the f64 tests live in their own binary (tests/f64.rs).
+type F32 = NdArray<f32>;
+
+#[path = "../tests/support/naive.rs"]
+mod naive;
+use naive::supcontrast_naive;
+
+fn features<B: Backend>(values: &[f64], shape: [usize; 3]) -> Tensor<B, 3> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), &Default::default())
+}
+
+fn labels<B: Backend>(values: &[i64]) -> Tensor<B, 1, Int> {
+    Tensor::from_data(
+        TensorData::new(values.to_vec(), [values.len()]),
+        &Default::default(),
+    )
+}
+
+fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_data().convert::<f64>().into_vec::<f64>().unwrap()[0]
+}
+
+fn loss_config(t: f64, base: f64, mode: ContrastMode, policy: NoPositivePolicy) -> SupConLoss {
+    SupConLossConfig::new()
+        .with_temperature(t)
+        .with_base_temperature(base)
+        .with_contrast_mode(mode)
+        .with_no_positive(policy)
+        .init()
+}
+
+#[test]
+fn all_distinct_labels_give_zero_and_no_nan() {
+    let f = features::<F32>(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [3, 1, 2]);
+    let y = labels::<F32>(&[0, 1, 2]);
+    for policy in [NoPositivePolicy::CountAsZero, NoPositivePolicy::Exclude] {
+        let loss = loss_config(0.1, 0.07, ContrastMode::All, policy);
+        assert_eq!(scalar(loss.forward(f.clone(), Some(y.clone()))), 0.0);
+    }
+    // A single sample with a single view has no pair at all.
+    let one = features::<F32>(&[1.0, 2.0], [1, 1, 2]);
+    let loss = loss_config(0.1, 0.07, ContrastMode::All, NoPositivePolicy::Exclude);
+    assert_eq!(scalar(loss.forward(one, None)), 0.0);
+}
+
+#[test]
+fn invalid_temperatures_are_rejected_with_the_key_named() {
+    let e = SupConLossConfig::new().with_temperature(0.0).try_init();
+    assert_eq!(e, Err(SupConConfigError::Temperature(0.0)));
+    assert!(e.unwrap_err().to_string().starts_with("temperature = 0"));
+    let e = SupConLossConfig::new()
+        .with_base_temperature(f64::NAN)
+        .try_init();
+    assert!(matches!(e, Err(SupConConfigError::BaseTemperature(_))));
+}
+
+#[test]
+fn extreme_logits_stay_finite_and_match_f64() {
+    // Un-normalised features of norm 100 and temperature 0.005: logits up to 2e6. Expected
+    // values: the plain-f64 transcription of SupContrast.
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let mut rng = StdRng::seed_from_u64(3);
+    let (batch, views, dim) = (6, 2, 4);
+    let mut values: Vec<f64> = (0..batch * views * dim)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    for row in values.chunks_mut(dim) {
+        let n = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+        row.iter_mut().for_each(|v| *v *= 100.0 / n);
+    }
+    // f32 inputs, as the f32 kernels see them.
+    let values: Vec<f64> = values.iter().map(|&v| f64::from(v as f32)).collect();
+    let y = [0, 0, 1, 1, 2, 0];
+    let loss = loss_config(
+        0.005,
+        0.07,
+        ContrastMode::All,
+        NoPositivePolicy::CountAsZero,
+    );
+    let expected = supcontrast_naive(
+        &values,
+        [batch, views, dim],
+        Some(&y),
+        0.005,
+        0.07,
+        ContrastMode::All,
+    );
+    let mean = expected.iter().sum::<f64>() / expected.len() as f64;
+    assert!(
+        expected.iter().any(|v| *v > 1e3),
+        "the test should reach large losses: {expected:?}"
+    );
+    let f = || features::<F32>(&values, [batch, views, dim]);
+    let per_anchor = loss.forward_no_reduction(f(), Some(labels::<F32>(&y)));
+    let per_anchor = per_anchor
+        .into_data()
+        .convert::<f64>()
+        .into_vec::<f64>()
+        .unwrap();
+    for (a, b) in per_anchor.iter().zip(&expected) {
+        assert!(a.is_finite(), "{per_anchor:?}");
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+            "reference {a} vs f64 {b}"
+        );
+    }
+    let fused = scalar(supcon_fused(f(), Some(labels::<F32>(&y)), &loss));
+    assert!(
+        fused.is_finite() && (fused - mean).abs() <= 1e-4 * mean,
+        "fused {fused} vs f64 {mean}"
+    );
+}
+
+/// Fused vs reference: value and every gradient, in f32, relative tolerance 1e-4.
+fn check_fused_against_reference(
+    shape: [usize; 3],
+    y: Option<&[i64]>,
+    temperature: f64,
+    mode: ContrastMode,
+    policy: NoPositivePolicy,
+    seed: u64,
+) {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    type AdF32 = Autodiff<NdArray<f32>>;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let values: Vec<f64> = (0..shape.iter().product())
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let mut loss = loss_config(temperature, 0.07, mode, policy);
+    loss.normalize = true;
+    let run = |fused: bool| {
+        let f = features::<AdF32>(&values, shape).require_grad();
+        let l = y.map(labels::<AdF32>);
+        let out = if fused {
+            supcon_fused(f.clone(), l, &loss)
+        } else {
+            loss.forward(f.clone(), l)
+        };
+        let n = values.len();
+        // No gradient at all when the loss does not depend on the features (one sample).
+        let grad = f.grad(&out.backward()).map_or(vec![0.0; n], |g| {
+            g.into_data().convert::<f64>().into_vec::<f64>().unwrap()
+        });
+        (scalar(out), grad)
+    };
+    let (v_ref, g_ref) = run(false);
+    let (v_fused, g_fused) = run(true);
+    let what = format!(
+        "{shape:?} tau={temperature} {mode:?} {policy:?} labels={}",
+        y.is_some()
+    );
+    assert!(v_fused.is_finite() && v_ref.is_finite(), "{what}");
+    // Relative tolerance, with a floor: a loss that is exactly 0 by cancellation (two samples
+    // of one class) comes out as round-off of order 1e-7.
+    assert!(
+        (v_fused - v_ref).abs() <= 1e-4 * v_ref.abs().max(1e-2),
+        "{what}: value {v_fused} vs {v_ref}"
+    );
+    // Relative to the largest gradient entry; where every term cancels exactly (two samples
+    // of one class) the reference gradient is 0 and only round-off is left, hence the floor.
+    let g_scale = g_ref.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-2);
+    for (k, (a, b)) in g_fused.iter().zip(&g_ref).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * g_scale,
+            "{what}: gradient {k}: {a} vs {b} (scale {g_scale})"
+        );
+    }
+}
+
+#[test]
+fn fused_cpu_matches_the_reference_on_awkward_sizes_and_every_option() {
+    let imbalanced = |n: usize| -> Vec<i64> {
+        (0..n)
+            .map(|i| if i % 7 < 5 { 0 } else { 1 + (i % 3) as i64 })
+            .collect()
+    };
+    let mut seed = 0;
+    for n in [1usize, 2, 31, 257] {
+        for d in [3usize, 8, 128] {
+            for tau in [0.005, 0.1, 1.0] {
+                seed += 1;
+                let y = imbalanced(n);
+                check_fused_against_reference(
+                    [n, 1, d],
+                    Some(&y),
+                    tau,
+                    ContrastMode::All,
+                    NoPositivePolicy::CountAsZero,
+                    seed,
+                );
+            }
+        }
+    }
+    // Multi-view, both contrast modes and policies, a class with one member, all distinct.
+    let one_member: Vec<i64> = vec![0, 0, 1, 2, 2, 2, 3, 0, 2, 2, 0];
+    let distinct: Vec<i64> = (0..11).collect();
+    for mode in [ContrastMode::All, ContrastMode::One] {
+        for policy in [NoPositivePolicy::CountAsZero, NoPositivePolicy::Exclude] {
+            for y in [Some(&one_member[..]), Some(&distinct[..]), None] {
+                seed += 1;
+                check_fused_against_reference([11, 3, 8], y, 0.1, mode, policy, seed);
+                check_fused_against_reference([11, 1, 8], y, 0.1, mode, policy, seed);
+            }
+        }
+    }
+    let y = imbalanced(1031);
+    check_fused_against_reference(
+        [1031, 2, 16],
+        Some(&y),
+        0.1,
+        ContrastMode::All,
+        NoPositivePolicy::Exclude,
+        99,
+    );
+}

@@ -1,0 +1,149 @@
+//! Run configurations and their validation.
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration the user got wrong: one sentence that names the key and what is allowed.
+///
+/// Command-line front ends exit with code 2 on this error and write nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    message: String,
+}
+
+impl ConfigError {
+    /// A configuration error with the given sentence.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// The sentence.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// The optimiser of a UFM run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam with Burn's defaults (betas 0.9, 0.999).
+    Adam,
+    /// SGD with momentum 0.9.
+    Sgd,
+}
+
+/// One unconstrained-features run: STEP-imbalanced classes, full-batch SupCon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UfmConfig {
+    /// Number of classes `K`.
+    pub num_classes: usize,
+    /// Feature dimension `d` (at least `K`). Absent: `2 K`, so that every class has room for
+    /// a private support even when some ReLU coordinates die.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dim: Option<usize>,
+    /// Samples of each majority class (the first `K / 2` classes).
+    pub n_majority: usize,
+    /// Imbalance ratio `R >= 1`: minority classes get `floor(n_majority / R)` samples.
+    pub ratio: f64,
+    /// UFM+ (ReLU before the normalisation) when true, plain UFM when false.
+    pub relu: bool,
+    /// SupCon temperature; the loss is not rescaled (base temperature = temperature).
+    pub temperature: f64,
+    /// Number of full-batch optimisation steps.
+    pub steps: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Optimiser.
+    pub optimizer: OptimizerKind,
+    /// Seed of the initial features.
+    pub seed: u64,
+    /// Log the loss and geometry every this many steps (and at the last step).
+    pub log_every: usize,
+}
+
+/// The keys a UFM configuration accepts, for error messages.
+pub const UFM_KEYS: &[&str] = &[
+    "num_classes",
+    "dim",
+    "n_majority",
+    "ratio",
+    "relu",
+    "temperature",
+    "steps",
+    "lr",
+    "optimizer",
+    "seed",
+    "log_every",
+];
+
+impl UfmConfig {
+    /// The feature dimension: `dim`, or `2 K` when absent.
+    pub fn dim(&self) -> usize {
+        self.dim.unwrap_or(2 * self.num_classes)
+    }
+
+    /// Checks every value; the error names the first wrong key and what is allowed.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] sentence.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: &dyn std::fmt::Display, allowed: &str| {
+            Err(ConfigError::new(format!(
+                "{key} = {value} is not allowed: {allowed}"
+            )))
+        };
+        if self.num_classes < 2 {
+            return bad("num_classes", &self.num_classes, "it must be at least 2");
+        }
+        if self.dim() < self.num_classes {
+            return bad(
+                "dim",
+                &self.dim(),
+                &format!(
+                    "it must be at least num_classes = {} (d >= K)",
+                    self.num_classes
+                ),
+            );
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(
+                "temperature",
+                &self.temperature,
+                "it must be a finite number above 0",
+            );
+        }
+        if !(self.ratio.is_finite() && self.ratio >= 1.0) {
+            return bad(
+                "ratio",
+                &self.ratio,
+                "it must be a finite number of at least 1",
+            );
+        }
+        if self.n_majority < 1 {
+            return bad("n_majority", &self.n_majority, "it must be at least 1");
+        }
+        let minority = (self.n_majority as f64 / self.ratio).floor() as usize;
+        if minority < 1 {
+            return bad(
+                "ratio",
+                &self.ratio,
+                &format!(
+                    "with n_majority = {} it leaves the minority classes with no sample; \
+                     it must be at most n_majority",
+                    self.n_majority
+                ),
+            );
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", &self.lr, "it must be a finite number above 0");
+        }
+        if self.log_every < 1 {
+            return bad("log_every", &self.log_every, "it must be at least 1");
+        }
+        Ok(())
+    }
+}

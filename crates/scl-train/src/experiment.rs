@@ -1,0 +1,362 @@
+//! Experiment files: a TOML file that declares fixed settings and a grid of axes.
+//!
+//! ```toml
+//! [experiment]
+//! name = "quick"            # optional; default: the file name without extension
+//! kind = "ufm"              # what each cell runs
+//! description = "..."
+//!
+//! [base]                    # settings shared by every cell
+//! temperature = 1.0
+//!
+//! [grid]                    # axes, combined by Cartesian product (first axis slowest)
+//! ratio = [1, 10, 100]
+//! relu = [true, false]
+//!
+//! [profiles.smoke.base]     # a profile overrides settings ...
+//! steps = 100
+//! [profiles.smoke.grid]     # ... and replaces whole axes
+//! seed = [0]
+//! ```
+//!
+//! Every combination, merged over `[base]`, must be a complete, valid cell configuration;
+//! the cells are checked before anything runs.
+
+use std::path::Path;
+
+use serde::Serialize;
+use toml::{Table, Value};
+
+use crate::config::{ConfigError, UFM_KEYS, UfmConfig};
+
+/// A parsed experiment file.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    /// Name, used as the results folder `runs/<name>` (`runs/<name>-<profile>` for a profile).
+    pub name: String,
+    /// Free text from the file.
+    pub description: String,
+    /// The profile that was applied, if any.
+    pub profile: Option<String>,
+    /// The cells, in grid order.
+    pub cells: Vec<Cell>,
+}
+
+/// One point of the grid: a complete run configuration with a stable id.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    /// Position in the grid (0-based).
+    pub index: usize,
+    /// Stable id from the resolved configuration; names the run directory.
+    pub id: String,
+    /// The axis values of this cell, as written in the file.
+    pub axes: Vec<(String, String)>,
+    /// The resolved configuration.
+    pub config: UfmConfig,
+}
+
+impl Experiment {
+    /// The folder, under a results root, that holds this experiment's runs.
+    pub fn folder_name(&self) -> String {
+        match &self.profile {
+            Some(p) => format!("{}-{p}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// Reads and expands an experiment file.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file and the wrong key.
+    pub fn load(path: &Path, profile: Option<&str>) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(format!(
+                "cannot read experiment file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "experiment".into());
+        Self::parse(&text, &stem, profile)
+            .map_err(|e| ConfigError::new(format!("{}: {}", path.display(), e.message())))
+    }
+
+    /// Parses and expands experiment text; `default_name` is used when the file names none.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the wrong key.
+    pub fn parse(
+        text: &str,
+        default_name: &str,
+        profile: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::new(format!("invalid TOML: {e}")))?;
+        check_keys(
+            &table,
+            &["experiment", "base", "grid", "profiles"],
+            "the top level",
+        )?;
+
+        let header = sub_table(&table, "experiment")?.unwrap_or_default();
+        check_keys(&header, &["name", "kind", "description"], "[experiment]")?;
+        let name = string_value(&header, "name")?.unwrap_or_else(|| default_name.to_string());
+        let kind = string_value(&header, "kind")?.unwrap_or_else(|| "ufm".to_string());
+        if kind != "ufm" {
+            return Err(ConfigError::new(format!(
+                "kind = \"{kind}\" in [experiment] is not allowed: the allowed kinds are \"ufm\""
+            )));
+        }
+        let description = string_value(&header, "description")?.unwrap_or_default();
+
+        let mut base = sub_table(&table, "base")?.unwrap_or_default();
+        let mut grid = sub_table(&table, "grid")?.unwrap_or_default();
+        if let Some(p) = profile {
+            let profiles = sub_table(&table, "profiles")?.unwrap_or_default();
+            let Some(Value::Table(chosen)) = profiles.get(p) else {
+                let known: Vec<&String> = profiles.keys().collect();
+                return Err(ConfigError::new(format!(
+                    "profile \"{p}\" is not defined: the profiles of this file are {known:?}"
+                )));
+            };
+            check_keys(chosen, &["base", "grid"], &format!("[profiles.{p}]"))?;
+            for (k, v) in sub_table(chosen, "base")?.unwrap_or_default() {
+                base.insert(k, v);
+            }
+            for (k, v) in sub_table(chosen, "grid")?.unwrap_or_default() {
+                grid.insert(k, v);
+            }
+        }
+        check_keys(&base, UFM_KEYS, "[base]")?;
+        check_keys(&grid, UFM_KEYS, "[grid]")?;
+
+        let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
+        for (key, value) in &grid {
+            let Value::Array(values) = value else {
+                return Err(ConfigError::new(format!(
+                    "grid axis {key} is not allowed as a single value: write a list, e.g. {key} = [{value}]"
+                )));
+            };
+            if values.is_empty() {
+                return Err(ConfigError::new(format!(
+                    "grid axis {key} is empty: give it at least one value"
+                )));
+            }
+            axes.push((key.clone(), values.clone()));
+        }
+
+        let mut cells = Vec::new();
+        let total: usize = axes.iter().map(|(_, v)| v.len()).product();
+        for index in 0..total {
+            let mut settings = base.clone();
+            let mut chosen = Vec::new();
+            let mut rest = index;
+            for (key, values) in axes.iter().rev() {
+                let v = &values[rest % values.len()];
+                rest /= values.len();
+                settings.insert(key.clone(), v.clone());
+                chosen.push((key.clone(), display_value(v)));
+            }
+            chosen.reverse();
+            let config = resolve_ufm(settings, &chosen)?;
+            cells.push(Cell {
+                index,
+                id: cell_id(&config),
+                axes: chosen,
+                config,
+            });
+        }
+        Ok(Self {
+            name,
+            description,
+            profile: profile.map(str::to_string),
+            cells,
+        })
+    }
+}
+
+fn display_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn resolve_ufm(settings: Table, axes: &[(String, String)]) -> Result<UfmConfig, ConfigError> {
+    let where_ = if axes.is_empty() {
+        String::new()
+    } else {
+        let parts: Vec<String> = axes.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        format!(" (in the cell {})", parts.join(", "))
+    };
+    for key in UFM_KEYS {
+        if *key != "dim" && !settings.contains_key(*key) {
+            return Err(ConfigError::new(format!(
+                "{key} is missing{where_}: set it in [base] or as a [grid] axis"
+            )));
+        }
+    }
+    let config: UfmConfig = Value::Table(settings)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            ConfigError::new(format!("{}{where_}", e.message().trim()))
+        })?;
+    config
+        .validate()
+        .map_err(|e| ConfigError::new(format!("{}{where_}", e.message())))?;
+    Ok(config)
+}
+
+/// A stable, readable id: the main axes followed by a hash of the whole configuration.
+pub fn cell_id(config: &UfmConfig) -> String {
+    let json = serde_json::to_string(config).expect("a UfmConfig serialises to JSON");
+    format!(
+        "ufm-K{}-R{}-{}-s{}-{:08x}",
+        config.num_classes,
+        config.ratio,
+        if config.relu { "relu" } else { "norelu" },
+        config.seed,
+        fnv1a(json.as_bytes()) as u32
+    )
+}
+
+/// 64-bit FNV-1a, a hash that does not change between Rust releases.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn sub_table(table: &Table, key: &str) -> Result<Option<Table>, ConfigError> {
+    match table.get(key) {
+        None => Ok(None),
+        Some(Value::Table(t)) => Ok(Some(t.clone())),
+        Some(_) => Err(ConfigError::new(format!(
+            "{key} is not allowed as a value: it must be a table ([{key}])"
+        ))),
+    }
+}
+
+fn string_value(table: &Table, key: &str) -> Result<Option<String>, ConfigError> {
+    match table.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(ConfigError::new(format!(
+            "{key} = {v} is not allowed: it must be a string"
+        ))),
+    }
+}
+
+fn check_keys(table: &Table, allowed: &[&str], place: &str) -> Result<(), ConfigError> {
+    for key in table.keys() {
+        if !allowed.contains(&key.as_str()) {
+            return Err(ConfigError::new(format!(
+                "unknown key `{key}` in {place}: the allowed keys are {}",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+        [experiment]
+        name = "t"
+        [base]
+        n_majority = 10
+        temperature = 1.0
+        steps = 5
+        lr = 0.1
+        optimizer = "adam"
+        log_every = 1
+        num_classes = 4
+        [grid]
+        ratio = [1, 10]
+        relu = [true, false]
+        seed = [0, 1, 2]
+        [profiles.smoke.grid]
+        seed = [7]
+    "#;
+
+    #[test]
+    fn the_grid_is_the_product_of_its_axes_with_the_last_axis_fastest() {
+        let e = Experiment::parse(BASE, "x", None).unwrap();
+        assert_eq!(e.cells.len(), 12);
+        assert_eq!(e.cells[1].axes[2], ("seed".to_string(), "1".to_string()));
+        assert_eq!(
+            e.cells[3].axes[1],
+            ("relu".to_string(), "false".to_string())
+        );
+        assert_eq!(e.cells[6].config.ratio, 10.0);
+        let ids: std::collections::HashSet<_> = e.cells.iter().map(|c| &c.id).collect();
+        assert_eq!(ids.len(), 12, "ids are unique");
+    }
+
+    #[test]
+    fn a_profile_replaces_axes_and_the_ids_stay_stable() {
+        let e = Experiment::parse(BASE, "x", Some("smoke")).unwrap();
+        assert_eq!(e.cells.len(), 4);
+        assert!(e.cells.iter().all(|c| c.config.seed == 7));
+        assert_eq!(e.folder_name(), "t-smoke");
+        let again = Experiment::parse(BASE, "x", Some("smoke")).unwrap();
+        assert_eq!(e.cells[2].id, again.cells[2].id);
+        assert!(
+            e.cells[0].id.starts_with("ufm-K4-R1-relu-s7-"),
+            "{}",
+            e.cells[0].id
+        );
+    }
+
+    #[test]
+    fn wrong_settings_name_the_key_and_the_allowed_values() {
+        let unknown = BASE.replace("lr = 0.1", "lr = 0.1\nlearning_rate = 3");
+        let e = Experiment::parse(&unknown, "x", None).unwrap_err();
+        assert!(
+            e.message().starts_with(
+                "unknown key `learning_rate` in [base]: the allowed keys are num_classes"
+            ),
+            "{e}"
+        );
+
+        let cold = BASE.replace("temperature = 1.0", "temperature = 0.0");
+        let e = Experiment::parse(&cold, "x", None).unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("temperature = 0 is not allowed: it must be a finite number above 0"),
+            "{e}"
+        );
+
+        let small = BASE.replace("ratio = [1, 10]", "ratio = [0.5]");
+        let e = Experiment::parse(&small, "x", None).unwrap_err();
+        assert!(e.message().starts_with("ratio = 0.5 is not allowed"), "{e}");
+
+        let narrow = BASE.replace("num_classes = 4", "num_classes = 4\ndim = 3");
+        let e = Experiment::parse(&narrow, "x", None).unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("dim = 3 is not allowed: it must be at least num_classes = 4"),
+            "{e}"
+        );
+
+        let e = Experiment::parse(BASE, "x", Some("huge")).unwrap_err();
+        assert!(e.message().contains("\"smoke\""), "{e}");
+
+        let empty = BASE.replace("seed = [0, 1, 2]", "seed = []");
+        assert!(
+            Experiment::parse(&empty, "x", None)
+                .unwrap_err()
+                .message()
+                .contains("seed is empty")
+        );
+    }
+}

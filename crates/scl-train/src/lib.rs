@@ -1,0 +1,60 @@
+//! Training loops and the experiment runner for supervised contrastive learning under class
+//! imbalance.
+//!
+//! Today this crate runs the unconstrained-features experiment of Kini et al. (ICLR 2024):
+//! free features optimised with full-batch SupCon, with or without a ReLU, on STEP-imbalanced
+//! classes ([`ufm`]); it expands experiment files into grids of cells ([`experiment`]), runs
+//! them on a chosen backend and writes run directories and a report ([`sweep`], [`report`]).
+//!
+//! # Example
+//!
+//! ```
+//! use scl_train::config::{OptimizerKind, UfmConfig};
+//! use scl_train::backend::BackendKind;
+//!
+//! let cfg = UfmConfig {
+//!     num_classes: 2,
+//!     dim: None,
+//!     n_majority: 4,
+//!     ratio: 2.0,
+//!     relu: true,
+//!     temperature: 1.0,
+//!     steps: 20,
+//!     lr: 0.1,
+//!     optimizer: OptimizerKind::Adam,
+//!     seed: 0,
+//!     log_every: 10,
+//! };
+//! let outcome = BackendKind::Ndarray.run_ufm(&cfg, |_step| {}).unwrap();
+//! assert_eq!(outcome.points.len(), 3); // steps 0, 10 and 20
+//! ```
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod config;
+pub mod experiment;
+pub mod report;
+pub mod sweep;
+pub mod ufm;
+
+pub use config::ConfigError;
+
+/// Why a run did not finish.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is wrong (exit code 2 in command-line tools).
+    #[error("{0}")]
+    Config(ConfigError),
+    /// The loss or the features stopped being finite.
+    #[error("the loss or the features became non-finite at step {step}")]
+    NonFinite {
+        /// The step at which it happened.
+        step: usize,
+    },
+    /// Reading or writing a file failed.
+    #[error("I/O error: {0}")]
+    Io(String),
+    /// Anything else, described.
+    #[error("{0}")]
+    Other(String),
+}

@@ -1,0 +1,223 @@
+//! The unconstrained-features model (UFM): one free embedding per training example,
+//! optimised directly with the supervised contrastive loss.
+//!
+//! The rows of a free matrix `W [N, d]` are mapped to unit-norm features
+//! `h_i = W_i / ||W_i||` (UFM) or `h_i = relu(W_i) / ||relu(W_i)||` (UFM+, the model of a ReLU
+//! at the last layer), and the full-batch SupCon loss of the `h_i` is minimised. Theorem 1 of
+//! Kini et al. (ICLR 2024) says that with non-negative features every minimiser is an
+//! orthogonal frame, whatever the class sizes.
+
+use burn::module::{Module, Param};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig, momentum::MomentumConfig};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData, activation::relu};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand_distr::StandardNormal;
+use scl_geometry::{Embeddings, GeometrySummary, geometry_summary};
+use scl_loss::{NoPositivePolicy, SupConLossConfig, l2_normalize};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, OptimizerKind, UfmConfig};
+
+/// The free features, a Burn module with one parameter.
+#[derive(Module, Debug)]
+pub struct FreeFeatures<B: burn::tensor::backend::Backend> {
+    /// The free matrix `W [N, d]`.
+    pub weights: Param<Tensor<B, 2>>,
+}
+
+impl<B: burn::tensor::backend::Backend> FreeFeatures<B> {
+    /// Unit-norm features `[N, d]`, after the ReLU when `relu` is set.
+    pub fn features(&self, relu_on: bool) -> Tensor<B, 2> {
+        let w = self.weights.val();
+        let w = if relu_on { relu(w) } else { w };
+        l2_normalize(w)
+    }
+}
+
+/// Labels of the STEP-imbalanced UFM training set, ordered class by class.
+///
+/// The first `K / 2` classes (rounded down) are the majority with `n_majority` samples each;
+/// the others have `floor(n_majority / R)`.
+pub fn step_labels(cfg: &UfmConfig) -> Vec<usize> {
+    let mut labels = Vec::new();
+    for c in 0..cfg.num_classes {
+        labels.extend(std::iter::repeat_n(c, class_size(cfg, c)));
+    }
+    labels
+}
+
+/// Number of samples of class `c` under STEP imbalance.
+pub fn class_size(cfg: &UfmConfig, c: usize) -> usize {
+    if c < cfg.num_classes / 2 {
+        cfg.n_majority
+    } else {
+        (cfg.n_majority as f64 / cfg.ratio).floor() as usize
+    }
+}
+
+/// The minority classes: the second half.
+pub fn minority_classes(cfg: &UfmConfig) -> Vec<usize> {
+    (cfg.num_classes / 2..cfg.num_classes).collect()
+}
+
+/// The SupCon loss at an exact orthogonal frame with unit-norm features (closed form):
+/// the mean over anchors of `log((n_c - 1) + (N - n_c) e^{-1/tau})`, anchors of one-sample
+/// classes counting as 0 (they have no positive).
+///
+/// Derivation: at the OF an anchor of class `c` has `n_c - 1` positives of similarity 1 and
+/// `N - n_c` negatives of similarity 0, so `-log(e^{1/tau} / ((n_c - 1) e^{1/tau} + N - n_c))`.
+pub fn orthogonal_frame_loss(class_sizes: &[usize], temperature: f64) -> f64 {
+    let n: usize = class_sizes.iter().sum();
+    let total: f64 = class_sizes
+        .iter()
+        .filter(|&&nc| nc >= 2)
+        .map(|&nc| {
+            nc as f64 * ((nc - 1) as f64 + (n - nc) as f64 * (-1.0 / temperature).exp()).ln()
+        })
+        .sum();
+    total / n as f64
+}
+
+/// One logged point of a UFM run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct UfmPoint {
+    /// Optimisation step (0 = initialisation).
+    pub step: usize,
+    /// Full-batch SupCon loss at this step.
+    pub loss: f64,
+    /// Geometry of the features at this step.
+    pub geometry: GeometrySummary,
+}
+
+/// The result of a UFM run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UfmOutcome {
+    /// Every logged point, in order; the last one is the final state.
+    pub points: Vec<UfmPoint>,
+    /// Samples per class.
+    pub class_sizes: Vec<usize>,
+    /// The closed-form loss at an orthogonal frame.
+    pub orthogonal_frame_loss: f64,
+}
+
+/// Runs the UFM optimisation described by `cfg` on `device`.
+///
+/// `progress(step)` is called after every step. The initial features are drawn from a
+/// `StdRng` seeded with `cfg.seed`, on the host, so the start is the same on every backend:
+/// `|N(0, 1)|` entries for UFM+ (non-negative, every ReLU alive, as features after a ReLU
+/// are), `N(0, 1)` for UFM.
+///
+/// # Errors
+/// A [`ConfigError`] when the configuration is invalid, and a message when the loss or the
+/// features stop being finite.
+pub fn run_ufm<B: AutodiffBackend>(
+    cfg: &UfmConfig,
+    device: &B::Device,
+    mut progress: impl FnMut(usize),
+) -> Result<UfmOutcome, crate::RunError> {
+    cfg.validate()?;
+    let labels = step_labels(cfg);
+    let n = labels.len();
+    let d = cfg.dim();
+    let class_sizes: Vec<usize> = (0..cfg.num_classes).map(|c| class_size(cfg, c)).collect();
+    let minority = minority_classes(cfg);
+
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let init: Vec<f32> = (0..n * d)
+        .map(|_| {
+            let v: f32 = rng.sample(StandardNormal);
+            if cfg.relu { v.abs() } else { v }
+        })
+        .collect();
+    let model = FreeFeatures {
+        weights: Param::from_data(TensorData::new(init, [n, d]), device),
+    };
+    let label_tensor = Tensor::<B, 1, Int>::from_data(
+        TensorData::new(labels.iter().map(|&y| y as i64).collect(), [n]),
+        device,
+    );
+    let loss_fn = SupConLossConfig::new()
+        .with_temperature(cfg.temperature)
+        .with_base_temperature(cfg.temperature)
+        .with_no_positive(NoPositivePolicy::CountAsZero)
+        .try_init()
+        .map_err(|e| ConfigError::new(e.to_string()))?;
+
+    let problem = Problem {
+        cfg,
+        labels: &labels,
+        label_tensor,
+        loss_fn,
+        minority: &minority,
+    };
+    let points = match cfg.optimizer {
+        OptimizerKind::Adam => problem.optimise(model, AdamConfig::new().init(), &mut progress)?,
+        OptimizerKind::Sgd => problem.optimise(
+            model,
+            SgdConfig::new()
+                .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
+                .init(),
+            &mut progress,
+        )?,
+    };
+    Ok(UfmOutcome {
+        points,
+        orthogonal_frame_loss: orthogonal_frame_loss(&class_sizes, cfg.temperature),
+        class_sizes,
+    })
+}
+
+struct Problem<'a, B: AutodiffBackend> {
+    cfg: &'a UfmConfig,
+    labels: &'a [usize],
+    label_tensor: Tensor<B, 1, Int>,
+    loss_fn: scl_loss::SupConLoss,
+    minority: &'a [usize],
+}
+
+impl<B: AutodiffBackend> Problem<'_, B> {
+    fn optimise<O: Optimizer<FreeFeatures<B>, B>>(
+        &self,
+        mut model: FreeFeatures<B>,
+        mut optimizer: O,
+        progress: &mut impl FnMut(usize),
+    ) -> Result<Vec<UfmPoint>, crate::RunError> {
+        let cfg = self.cfg;
+        let mut points = Vec::new();
+        for step in 0..=cfg.steps {
+            let features = model.features(cfg.relu);
+            // The fused kernel: no N x N matrix, and several times faster than the reference.
+            let loss = scl_loss::supcon_fused(
+                features.clone().unsqueeze_dim(1),
+                Some(self.label_tensor.clone()),
+                &self.loss_fn,
+            );
+            let loss_value: f64 = loss.clone().into_scalar().elem();
+            if !loss_value.is_finite() {
+                return Err(crate::RunError::NonFinite { step });
+            }
+            if step % cfg.log_every == 0 || step == cfg.steps {
+                let embeddings = Embeddings::from_tensor(features.inner())
+                    .map_err(|_| crate::RunError::NonFinite { step })?;
+                let geometry =
+                    geometry_summary(&embeddings, self.labels, cfg.num_classes, self.minority)
+                        .map_err(|e| {
+                            crate::RunError::Other(format!("geometry at step {step}: {e}"))
+                        })?;
+                points.push(UfmPoint {
+                    step,
+                    loss: loss_value,
+                    geometry,
+                });
+            }
+            if step == cfg.steps {
+                break;
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(cfg.lr, model, grads);
+            progress(step + 1);
+        }
+        Ok(points)
+    }
+}

@@ -1,0 +1,3 @@
+//! End-to-end tests of the workspace: one test binary, one module per area.
+
+mod quick_sweep;

@@ -1,0 +1,83 @@
+//! The default sweep (`experiments/quick.toml`) on its reduced `smoke` grid, asserting the
+//! geometry Theorem 1 of Kini et al. predicts for the unconstrained-features model.
+
+use std::path::Path;
+
+use scl_train::backend::BackendKind;
+use scl_train::experiment::Experiment;
+use scl_train::sweep::{SweepOptions, run_sweep};
+
+fn quick_smoke() -> Experiment {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/quick.toml");
+    Experiment::load(&path, Some("smoke")).expect("quick.toml and its smoke profile parse")
+}
+
+#[test]
+fn the_quick_sweep_reproduces_the_unconstrained_features_geometry() {
+    let experiment = quick_smoke();
+    let out = tempfile::tempdir().unwrap();
+    let outcome = run_sweep(
+        &experiment,
+        &SweepOptions {
+            results_root: out.path().to_path_buf(),
+            backend: BackendKind::Ndarray,
+            jobs: 2,
+            progress: false,
+        },
+    )
+    .unwrap();
+    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    assert_eq!(outcome.summaries.len(), experiment.cells.len());
+
+    let mut ratios = std::collections::BTreeSet::new();
+    for s in &outcome.summaries {
+        let g = s.last.geometry.overall;
+        let c = &s.config;
+        ratios.insert(c.ratio as u64);
+        let what = format!(
+            "{} (OF {:.4}, ETF {:.4}, gap {:.2e})",
+            s.cell_id, g.of_distance, g.etf_distance, s.loss_gap
+        );
+        if c.relu {
+            // UFM+: the orthogonal frame at every R, and the closed-form minimum loss.
+            assert!(g.of_distance < 0.05, "UFM+ should reach the OF: {what}");
+            assert!(g.mean_cosine < 0.05, "{what}");
+            assert!(
+                s.loss_gap.abs() < 1e-3 * s.orthogonal_frame_loss,
+                "UFM+ should reach the closed-form OF loss {}: {what}",
+                s.orthogonal_frame_loss
+            );
+        } else if c.ratio == 1.0 {
+            // UFM, balanced: the centred means form a simplex ETF.
+            assert!(
+                g.etf_distance < 0.05,
+                "balanced UFM should give a simplex ETF: {what}"
+            );
+        } else {
+            // UFM, imbalanced: neither geometry.
+            assert!(
+                g.etf_distance > 0.1 && g.of_distance > 0.1,
+                "imbalanced UFM should give neither: {what}"
+            );
+        }
+    }
+    assert!(
+        ratios.len() >= 2,
+        "the reduced grid still spans several ratios: {ratios:?}"
+    );
+
+    // The run directories and the report exist and name every cell.
+    let root = out.path().join(experiment.folder_name());
+    let report = std::fs::read_to_string(root.join("report.md")).unwrap();
+    for cell in &experiment.cells {
+        assert!(report.contains(&cell.id), "report lacks {}", cell.id);
+        let metrics = std::fs::read_to_string(root.join(&cell.id).join("metrics.csv")).unwrap();
+        assert!(metrics.lines().count() > 2);
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join(&cell.id).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config["backend"], "ndarray");
+        assert!(config["git_revision"].is_string());
+    }
+}

@@ -1,0 +1,50 @@
+//! `cargo xtask`: the project's task runner.
+//!
+//! - `cargo xtask sweep [--experiment FILE] [--profile P] [--backend B] [--jobs N] [--out DIR]`
+//!   runs every unfinished cell of an experiment grid and writes `DIR/<experiment>/report.md`.
+//!
+//! Exit codes: 0 success, 1 a run failed, 2 a wrong option or configuration (nothing written).
+
+mod sweep;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Tasks of the scl workspace", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an experiment grid (default: experiments/quick.toml) and write its report.
+    Sweep(sweep::SweepArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
+        Some(Command::Sweep(args)) => sweep::run(args),
+        None => sweep::run(sweep::SweepArgs::default()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
