@@ -201,3 +201,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn nc1_matches_an_explicit_pseudo_inverse() {
+    // Independent computation: S_W and S_B as d x d matrices, S_B^+ by nalgebra's
+    // SVD-based pseudo-inverse. This input (8-dimensional, 3 classes) once exposed a
+    // four-digit error of nalgebra's thin SVD in an earlier NC1.
+    let (seed, k, d) = (1033u64, 5usize, 8usize);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let means = DMatrix::<f64>::from_fn(d, k, |_, _| rng.random::<f64>());
+    let (x, y) = samples_from_means(&means, 3, 0.2, seed);
+    for classes in [vec![2usize, 3, 4], vec![0, 1, 2, 3, 4]] {
+        let m = class_means(&x, &y, &classes).unwrap();
+        let c = centred_means(&m.means);
+        let sb = &c * c.transpose() / classes.len() as f64;
+        let mut sw = DMatrix::<f64>::zeros(d, d);
+        let mut n = 0;
+        for (i, &label) in y.iter().enumerate() {
+            if let Some(j) = classes.iter().position(|&c| c == label) {
+                let dev = nalgebra::DVector::from_column_slice(x.row(i)) - m.means.column(j);
+                sw += &dev * dev.transpose();
+                n += 1;
+            }
+        }
+        sw /= n as f64;
+        let pinv = sb.clone().pseudo_inverse(1e-10 * sb.norm()).unwrap();
+        let expected = (sw * pinv).trace();
+        let got = nc1(&x, &y, &m);
+        assert!(
+            (got - expected).abs() < 1e-9 * expected,
+            "{got} vs {expected}"
+        );
+    }
+}

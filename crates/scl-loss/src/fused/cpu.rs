@@ -168,9 +168,9 @@ pub fn backward(p: &Problem<'_>, saved: &Saved, upstream: &[f64]) -> Vec<f32> {
 
     // U_c = sum over anchors i of class c of g_i z_i / P_i.
     let mut u = vec![0.0f64; p.num_classes * d];
-    for i in 0..p.n_anchor {
-        if g[i] != 0.0 {
-            let w = f64::from(g[i]) / saved.positives[i] as f64;
+    for (i, &gi) in g.iter().enumerate() {
+        if gi != 0.0 {
+            let w = f64::from(gi) / saved.positives[i] as f64;
             let c = p.class_of[i];
             for (acc, &v) in u[c * d..(c + 1) * d]
                 .iter_mut()
@@ -384,15 +384,14 @@ pub fn exp_f32(x: f32) -> f32 {
     let n = t - ROUND;
     let r = clamped - n * LN2_HI - n * LN2_LO;
     let r2 = r * r;
-    let poly = ((((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r
-        + 4.166_579_6e-2)
-        * r
-        + 1.666_666_5e-1)
-        * r
-        + 5.000_000_1e-1)
-        * r2)
-        + r
-        + 1.0;
+    let poly =
+        ((((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+            + 1.666_666_5e-1)
+            * r
+            + 0.5)
+            * r2)
+            + r
+            + 1.0;
     let exponent = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
     let scale = f32::from_bits(exponent << 23);
     let y = poly * scale;
