@@ -12,6 +12,8 @@
 //! Only the log-sum-exp needs pairwise work. Three passes over tiles of the similarity matrix,
 //! none of which stores more than one `ROWS x COLS` tile per thread:
 //!
+//! A transposed copy of the features (`O(N d)`) feeds the similarity GEMMs.
+//!
 //! 1. forward, anchor-parallel: online log-sum-exp of every anchor row (running max and sum);
 //! 2. backward, anchor-parallel: `R_i = sum_a p_ia z_a` with `p_ia = exp(s_ia - LSE_i)`;
 //! 3. backward, contrast-parallel: `C_k = sum_i g_i p_ik z_i` (the transposed product).
@@ -88,6 +90,7 @@ pub fn forward(p: &Problem<'_>) -> (Vec<f64>, Saved) {
         .map(|i| class_count[p.class_of[i]] - 1)
         .collect();
 
+    let zt = transpose(p);
     let mut lse = vec![0.0f32; p.n_anchor];
     lse.par_chunks_mut(ROWS)
         .enumerate()
@@ -99,7 +102,7 @@ pub fn forward(p: &Problem<'_>) -> (Vec<f64>, Saved) {
             let mut sum = vec![0.0f64; rows];
             for j0 in (0..p.n_contrast).step_by(COLS) {
                 let cols = COLS.min(p.n_contrast - j0);
-                similarities(p, i0, rows, j0, cols, &mut tile);
+                similarities(p, &zt, i0, rows, j0, cols, &mut tile);
                 for r in 0..rows {
                     let row = &mut tile[r * cols..(r + 1) * cols];
                     let i = i0 + r;
@@ -181,6 +184,7 @@ pub fn backward(p: &Problem<'_>, saved: &Saved, upstream: &[f64]) -> Vec<f32> {
         }
     }
 
+    let zt = transpose(p);
     let mut grad = vec![0.0f32; p.n_contrast * d];
     // Pass 2: row terms g_k R_k for anchors, anchor-parallel.
     grad[..p.n_anchor * d]
@@ -192,7 +196,7 @@ pub fn backward(p: &Problem<'_>, saved: &Saved, upstream: &[f64]) -> Vec<f32> {
             let mut tile = vec![0.0f32; ROWS * COLS];
             for j0 in (0..p.n_contrast).step_by(COLS) {
                 let cols = COLS.min(p.n_contrast - j0);
-                similarities(p, i0, rows, j0, cols, &mut tile);
+                similarities(p, &zt, i0, rows, j0, cols, &mut tile);
                 for r in 0..rows {
                     let i = i0 + r;
                     let row = &mut tile[r * cols..(r + 1) * cols];
@@ -216,7 +220,7 @@ pub fn backward(p: &Problem<'_>, saved: &Saved, upstream: &[f64]) -> Vec<f32> {
             for i0 in (0..p.n_anchor).step_by(COLS) {
                 let anchors = COLS.min(p.n_anchor - i0);
                 // tile[k, i] = z_k . z_i / tau: the transposed similarities.
-                similarities_between(p, k0, rows, i0, anchors, &mut tile);
+                similarities(p, &zt, k0, rows, i0, anchors, &mut tile);
                 for r in 0..rows {
                     let k = k0 + r;
                     let row = &mut tile[r * anchors..(r + 1) * anchors];
@@ -266,12 +270,9 @@ fn check(p: &Problem<'_>) {
 }
 
 /// `tile[r, c] = z_{i0 + r} . z_{j0 + c} / tau` for `rows x cols`.
-fn similarities(p: &Problem<'_>, i0: usize, rows: usize, j0: usize, cols: usize, tile: &mut [f32]) {
-    similarities_between(p, i0, rows, j0, cols, tile);
-}
-
-fn similarities_between(
+fn similarities(
     p: &Problem<'_>,
+    zt: &[f32],
     i0: usize,
     rows: usize,
     j0: usize,
@@ -281,17 +282,30 @@ fn similarities_between(
     let d = p.dim;
     let out = &mut tile[..rows * cols];
     out.iter_mut().for_each(|v| *v = 0.0);
-    // A = z[i0.., d] (rows x d), B = z[j0..]^T (d x cols): element (t, c) at (j0 + c) * d + t.
+    // A = z[i0.., d] (rows x d), B = zt[.., j0..] (d x cols, row stride n_contrast): reading
+    // B from the transposed copy keeps the GEMM's packing contiguous.
     gemm(
         rows,
         d,
         cols,
         (&p.z[i0 * d..], d, 1),
-        (&p.z[j0 * d..], 1, d),
+        (&zt[j0..], p.n_contrast, 1),
         out,
     );
     let inv_tau = 1.0 / p.temperature;
     out.iter_mut().for_each(|v| *v *= inv_tau);
+}
+
+/// `z^T`, `[dim, n_contrast]`: `O(N d)` extra memory.
+fn transpose(p: &Problem<'_>) -> Vec<f32> {
+    let (n, d) = (p.n_contrast, p.dim);
+    let mut zt = vec![0.0f32; n * d];
+    for (j, row) in p.z.chunks_exact(d.max(1)).enumerate().take(n) {
+        for (t, &v) in row.iter().enumerate() {
+            zt[t * n + j] = v;
+        }
+    }
+    zt
 }
 
 /// `out[rows, d] += tile[rows, cols] * z[cols, d]`, all dense row-major, through a GEMM.
