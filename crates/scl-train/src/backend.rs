@@ -59,7 +59,7 @@ impl BackendKind {
         } else {
             Err(ConfigError::new(format!(
                 "backend {} was not compiled in: rebuild with the cargo feature `{}` \
-                 (e.g. `cargo xtask --features {} sweep ...`)",
+                 (e.g. `cargo run -p xtask --features {} -- sweep ...`)",
                 self.name(),
                 self.name(),
                 self.name()
