@@ -1,3 +1,4 @@
 //! End-to-end tests of the workspace: one test binary, one module per area.
 
 mod quick_sweep;
+mod ufm_batching;

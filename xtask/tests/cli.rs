@@ -132,7 +132,7 @@ fn a_good_sweep_writes_cells_and_a_report_and_skips_them_the_second_time() {
     assert!(
         std::fs::read_to_string(root.join("report.md"))
             .unwrap()
-            .contains("| 4 | 2 | yes | 1 |")
+            .contains("| 4 | 2 | yes | full | 1 |")
     );
     let (code, err) = xtask(dir.path(), &args);
     assert_eq!(code, 0);

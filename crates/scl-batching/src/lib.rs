@@ -21,7 +21,8 @@
 //!
 //! // Six samples of class 0, two of class 1.
 //! let labels = [0, 0, 0, 0, 0, 0, 1, 1];
-//! let config = BatchingConfig::new(ScheduleKind::BatchBinding, 3);
+//! let mut config = BatchingConfig::new(ScheduleKind::BatchBinding, 3);
+//! config.drop_last = false; // keep every sample in every epoch
 //! let schedule = Schedule::new(&labels, 2, &config, 42).unwrap();
 //! let batches = schedule.epoch(0);
 //! assert!(batches.iter().all(|b| b.contains(&0) && b.contains(&6)));
@@ -306,19 +307,17 @@ impl ClassStream {
     }
 }
 
-/// A generator for (seed, stream, substream), mixed with SplitMix64 so nearby seeds and
-/// epochs give unrelated permutations.
+/// A generator for (seed, stream, substream): each part goes through a full SplitMix64
+/// round before the next is mixed in, so no two triples share a generator by accident (an
+/// XOR of raw values would make `(0, 2)` and `(2, 0)` collide).
 fn rng_for(seed: u64, stream: u64, sub: u64) -> StdRng {
-    let mut x = seed;
-    let mut mix = |v: u64| {
-        x ^= v.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^= x >> 31;
-    };
-    mix(stream);
-    mix(sub);
-    StdRng::seed_from_u64(x)
+    fn splitmix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    StdRng::seed_from_u64(splitmix(splitmix(splitmix(seed) ^ stream) ^ sub))
 }
 
 #[cfg(test)]

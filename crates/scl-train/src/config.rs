@@ -63,6 +63,13 @@ pub struct UfmConfig {
     pub seed: u64,
     /// Log the loss and geometry every this many steps (and at the last step).
     pub log_every: usize,
+    /// Mini-batch schedule (`shuffle`, `batch-binding`, `fixed`, `class-balanced`); absent:
+    /// full batch, the setting of Theorem 1. Each step takes the next batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<scl_batching::ScheduleKind>,
+    /// Batch size of `schedule` (before batch-binding appends one example per class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
 }
 
 /// The keys a UFM configuration accepts, for error messages.
@@ -78,7 +85,12 @@ pub const UFM_KEYS: &[&str] = &[
     "optimizer",
     "seed",
     "log_every",
+    "schedule",
+    "batch_size",
 ];
+
+/// The keys that may be left out.
+pub const UFM_OPTIONAL_KEYS: &[&str] = &["dim", "schedule", "batch_size"];
 
 impl UfmConfig {
     /// The feature dimension: `dim`, or `2 K` when absent.
@@ -143,6 +155,37 @@ impl UfmConfig {
         }
         if self.log_every < 1 {
             return bad("log_every", &self.log_every, "it must be at least 1");
+        }
+        match (self.schedule, self.batch_size) {
+            (None, None) => {}
+            (None, Some(b)) => {
+                return bad(
+                    "batch_size",
+                    &b,
+                    "it needs a schedule (shuffle, batch-binding, fixed or class-balanced)",
+                );
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "schedule is set but batch_size is missing: give batch_size = B (at least 1)",
+                ));
+            }
+            (Some(kind), Some(b)) => {
+                let n: usize = (0..self.num_classes)
+                    .map(|c| crate::ufm::class_size(self, c))
+                    .sum();
+                if b > n {
+                    return bad(
+                        "batch_size",
+                        &b,
+                        &format!("it must be at most the {n} training samples"),
+                    );
+                }
+                let labels = crate::ufm::step_labels(self);
+                let batching = scl_batching::BatchingConfig::new(kind, b);
+                scl_batching::Schedule::new(&labels, self.num_classes, &batching, self.seed)
+                    .map_err(|e| ConfigError::new(e.to_string()))?;
+            }
         }
         Ok(())
     }

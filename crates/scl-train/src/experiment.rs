@@ -27,7 +27,7 @@ use std::path::Path;
 use serde::Serialize;
 use toml::{Table, Value};
 
-use crate::config::{ConfigError, UFM_KEYS, UfmConfig};
+use crate::config::{ConfigError, UFM_KEYS, UFM_OPTIONAL_KEYS, UfmConfig};
 
 /// A parsed experiment file.
 #[derive(Debug, Clone)]
@@ -193,7 +193,7 @@ fn resolve_ufm(settings: Table, axes: &[(String, String)]) -> Result<UfmConfig, 
         format!(" (in the cell {})", parts.join(", "))
     };
     for key in UFM_KEYS {
-        if *key != "dim" && !settings.contains_key(*key) {
+        if !UFM_OPTIONAL_KEYS.contains(key) && !settings.contains_key(*key) {
             return Err(ConfigError::new(format!(
                 "{key} is missing{where_}: set it in [base] or as a [grid] axis"
             )));
@@ -213,8 +213,12 @@ fn resolve_ufm(settings: Table, axes: &[(String, String)]) -> Result<UfmConfig, 
 /// A stable, readable id: the main axes followed by a hash of the whole configuration.
 pub fn cell_id(config: &UfmConfig) -> String {
     let json = serde_json::to_string(config).expect("a UfmConfig serialises to JSON");
+    let batching = match (config.schedule, config.batch_size) {
+        (Some(kind), Some(b)) => format!("-{}{b}", crate::ufm::schedule_name(kind)),
+        _ => String::new(),
+    };
     format!(
-        "ufm-K{}-R{}-{}-s{}-{:08x}",
+        "ufm-K{}-R{}-{}{batching}-s{}-{:08x}",
         config.num_classes,
         config.ratio,
         if config.relu { "relu" } else { "norelu" },

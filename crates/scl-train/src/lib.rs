@@ -24,6 +24,8 @@
 //!     optimizer: OptimizerKind::Adam,
 //!     seed: 0,
 //!     log_every: 10,
+//!     schedule: None,
+//!     batch_size: None,
 //! };
 //! let outcome = BackendKind::Ndarray.run_ufm(&cfg, |_step| {}).unwrap();
 //! assert_eq!(outcome.points.len(), 3); // steps 0, 10 and 20

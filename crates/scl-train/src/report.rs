@@ -49,24 +49,26 @@ pub fn render_report(
     let _ = writeln!(s, "## Mean over seeds\n");
     let _ = writeln!(
         s,
-        "| K | R | ReLU | seeds | OF dist (mean) | OF dist (max) | OF < {REACHED} | ETF dist (mean) | ETF < {REACHED} | NC1 (mean) | gap (mean) |"
+        "| K | R | ReLU | batches | seeds | OF dist (mean) | OF dist (max) | OF < {REACHED} | ETF dist (mean) | ETF < {REACHED} | NC1 (mean) | gap (mean) | validator |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
-    let mut groups: BTreeMap<(usize, u64, bool), Vec<&RunSummary>> = BTreeMap::new();
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    type Key = (usize, u64, bool, String);
+    let mut groups: BTreeMap<Key, Vec<&RunSummary>> = BTreeMap::new();
     for r in summaries {
         groups
             .entry((
                 r.config.num_classes,
                 r.config.ratio.to_bits(),
                 !r.config.relu,
+                batching(r),
             ))
             .or_default()
             .push(r);
     }
-    let mut keys: Vec<_> = groups.keys().copied().collect();
+    let mut keys: Vec<Key> = groups.keys().cloned().collect();
     keys.sort_by(|a, b| {
-        (a.0, f64::from_bits(a.1), a.2)
-            .partial_cmp(&(b.0, f64::from_bits(b.1), b.2))
+        (a.0, f64::from_bits(a.1), a.2, &a.3)
+            .partial_cmp(&(b.0, f64::from_bits(b.1), b.2, &b.3))
             .expect("ratios are finite")
     });
     for key in keys {
@@ -86,12 +88,22 @@ pub fn render_report(
             .sum::<f64>()
             / n;
         let gap = runs.iter().map(|r| r.loss_gap).sum::<f64>() / n;
+        let accepted = runs
+            .iter()
+            .filter(|r| r.verdict.as_ref().is_some_and(|v| v.accepted()))
+            .count();
+        let validator = if runs.iter().all(|r| r.verdict.is_none()) {
+            "-".to_string()
+        } else {
+            format!("{accepted}/{} accepted", runs.len())
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.4} | {:.4} | {}/{} | {:.4} | {}/{} | {:.2e} | {:.2e} |",
+            "| {} | {} | {} | {} | {} | {:.4} | {:.4} | {}/{} | {:.4} | {}/{} | {:.2e} | {:.2e} | {validator} |",
             key.0,
             f64::from_bits(key.1),
             if key.2 { "no" } else { "yes" },
+            key.3,
             runs.len(),
             of.iter().sum::<f64>() / n,
             of.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
@@ -118,11 +130,12 @@ pub fn render_report(
         let g = &r.last.geometry.overall;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {:.2e} | {:.4} | {:.3} | {:.5} | {:.5} | {:.2e} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {:.2e} | {:.4} | {:.3} | {:.5} | {:.5} | {:.2e} | {} | {:.1} |",
             r.cell_id,
             r.config.num_classes,
             r.config.ratio,
             if r.config.relu { "yes" } else { "no" },
+            batching(r),
             r.config.seed,
             r.config.steps,
             g.of_distance,
@@ -133,6 +146,7 @@ pub fn render_report(
             r.last.loss,
             r.orthogonal_frame_loss,
             r.loss_gap,
+            verdict_text(r.verdict.as_ref()),
             r.seconds
         );
     }
@@ -150,6 +164,38 @@ pub fn render_report(
         let _ = writeln!(s, "\n{missing} cells have not run yet.");
     }
     s
+}
+
+/// "full" or "<schedule> B=<batch size>".
+fn batching(r: &RunSummary) -> String {
+    match (r.config.schedule, r.config.batch_size) {
+        (Some(kind), Some(b)) => format!("{} B={b}", crate::ufm::schedule_name(kind)),
+        _ => "full".to_string(),
+    }
+}
+
+/// The validator's verdict in a few words: which conditions of Corollary 2.1 fail.
+fn verdict_text(v: Option<&scl_batching::Verdict>) -> String {
+    match v {
+        None => "-".to_string(),
+        Some(v) if v.accepted() => "accepted".to_string(),
+        Some(v) => {
+            let mut failed = Vec::new();
+            if !v.disconnected_classes.is_empty() {
+                failed.push(format!(
+                    "(a) classes {:?} not connected",
+                    v.disconnected_classes
+                ));
+            }
+            if !v.separated_class_pairs.is_empty() {
+                failed.push(format!(
+                    "(b) {} class pairs never meet",
+                    v.separated_class_pairs.len()
+                ));
+            }
+            format!("rejected: {}", failed.join("; "))
+        }
+    }
 }
 
 /// Writes the report to `path` (through a temporary file and a rename).

@@ -78,6 +78,9 @@ pub struct RunSummary {
     pub seconds: f64,
     /// The backend the cell ran on.
     pub backend: String,
+    /// For a mini-batch run, the validator's verdict on every batch the run used.
+    #[serde(default)]
+    pub verdict: Option<scl_batching::Verdict>,
 }
 
 /// The result of a sweep.
@@ -241,6 +244,7 @@ fn run_cell(
         loss_gap: last.loss - outcome.orthogonal_frame_loss,
         seconds,
         backend: backend.name().to_string(),
+        verdict: outcome.verdict.clone(),
     };
     write_json(&tmp.join("summary.json"), &summary)?;
     let dest = root.join(&cell.id);

@@ -13,6 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData, activation::relu};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
+use scl_batching::{BatchingConfig, Schedule, ScheduleKind, Verdict, validate};
 use scl_geometry::{Embeddings, GeometrySummary, geometry_summary};
 use scl_loss::{NoPositivePolicy, SupConLossConfig, l2_normalize};
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,18 @@ pub struct UfmOutcome {
     pub class_sizes: Vec<usize>,
     /// The closed-form loss at an orthogonal frame.
     pub orthogonal_frame_loss: f64,
+    /// For a mini-batch run, the validator's verdict on every batch the run used.
+    pub verdict: Option<Verdict>,
+}
+
+/// The name of a schedule as written in experiment files.
+pub fn schedule_name(kind: ScheduleKind) -> &'static str {
+    match kind {
+        ScheduleKind::Shuffle => "shuffle",
+        ScheduleKind::BatchBinding => "batch-binding",
+        ScheduleKind::Fixed => "fixed",
+        ScheduleKind::ClassBalanced => "class-balanced",
+    }
 }
 
 /// Runs the UFM optimisation described by `cfg` on `device`.
@@ -144,14 +157,27 @@ pub fn run_ufm<B: AutodiffBackend>(
         .try_init()
         .map_err(|e| ConfigError::new(e.to_string()))?;
 
+    let schedule = match (cfg.schedule, cfg.batch_size) {
+        (Some(kind), Some(b)) => Some(
+            Schedule::new(
+                &labels,
+                cfg.num_classes,
+                &BatchingConfig::new(kind, b),
+                cfg.seed,
+            )
+            .map_err(|e| ConfigError::new(e.to_string()))?,
+        ),
+        _ => None,
+    };
     let problem = Problem {
+        schedule: schedule.as_ref(),
         cfg,
         labels: &labels,
         label_tensor,
         loss_fn,
         minority: &minority,
     };
-    let points = match cfg.optimizer {
+    let (points, used) = match cfg.optimizer {
         OptimizerKind::Adam => problem.optimise(model, AdamConfig::new().init(), &mut progress)?,
         OptimizerKind::Sgd => problem.optimise(
             model,
@@ -161,14 +187,17 @@ pub fn run_ufm<B: AutodiffBackend>(
             &mut progress,
         )?,
     };
+    let verdict = schedule.map(|_| validate(&labels, cfg.num_classes, &used));
     Ok(UfmOutcome {
         points,
+        verdict,
         orthogonal_frame_loss: orthogonal_frame_loss(&class_sizes, cfg.temperature),
         class_sizes,
     })
 }
 
 struct Problem<'a, B: AutodiffBackend> {
+    schedule: Option<&'a Schedule>,
     cfg: &'a UfmConfig,
     labels: &'a [usize],
     label_tensor: Tensor<B, 1, Int>,
@@ -182,35 +211,74 @@ impl<B: AutodiffBackend> Problem<'_, B> {
         mut model: FreeFeatures<B>,
         mut optimizer: O,
         progress: &mut impl FnMut(usize),
-    ) -> Result<Vec<UfmPoint>, crate::RunError> {
+    ) -> Result<(Vec<UfmPoint>, Vec<Vec<usize>>), crate::RunError> {
         let cfg = self.cfg;
         let mut points = Vec::new();
+        // Mini-batch position: the batches of the current epoch, and the next one to use.
+        let mut used: Vec<Vec<usize>> = Vec::new();
+        let mut epoch = 0u64;
+        let mut batches: Vec<Vec<usize>> = Vec::new();
+        let mut next = 0usize;
         for step in 0..=cfg.steps {
             let features = model.features(cfg.relu);
+            let logging = step % cfg.log_every == 0 || step == cfg.steps;
             // The fused kernel: no N x N matrix, and several times faster than the reference.
-            let loss = scl_loss::supcon_fused(
-                features.clone().unsqueeze_dim(1),
-                Some(self.label_tensor.clone()),
-                &self.loss_fn,
-            );
-            let loss_value: f64 = loss.clone().into_scalar().elem();
-            if !loss_value.is_finite() {
-                return Err(crate::RunError::NonFinite { step });
+            // Full batch: this loss is also the training loss. Mini-batch: it is the logged
+            // value only, computed at logging steps.
+            let full_loss = (self.schedule.is_none() || logging).then(|| {
+                scl_loss::supcon_fused(
+                    features.clone().unsqueeze_dim(1),
+                    Some(self.label_tensor.clone()),
+                    &self.loss_fn,
+                )
+            });
+            if let Some(loss) = &full_loss {
+                let loss_value: f64 = loss.clone().into_scalar().elem();
+                if !loss_value.is_finite() {
+                    return Err(crate::RunError::NonFinite { step });
+                }
+                if logging {
+                    let embeddings = Embeddings::from_tensor(features.clone().inner())
+                        .map_err(|_| crate::RunError::NonFinite { step })?;
+                    let geometry =
+                        geometry_summary(&embeddings, self.labels, cfg.num_classes, self.minority)
+                            .map_err(|e| {
+                                crate::RunError::Other(format!("geometry at step {step}: {e}"))
+                            })?;
+                    points.push(UfmPoint {
+                        step,
+                        loss: loss_value,
+                        geometry,
+                    });
+                }
             }
-            if step % cfg.log_every == 0 || step == cfg.steps {
-                let embeddings = Embeddings::from_tensor(features.inner())
-                    .map_err(|_| crate::RunError::NonFinite { step })?;
-                let geometry =
-                    geometry_summary(&embeddings, self.labels, cfg.num_classes, self.minority)
-                        .map_err(|e| {
-                            crate::RunError::Other(format!("geometry at step {step}: {e}"))
-                        })?;
-                points.push(UfmPoint {
-                    step,
-                    loss: loss_value,
-                    geometry,
-                });
+            if step == cfg.steps {
+                break;
             }
+            let loss = match self.schedule {
+                None => full_loss.expect("full batch computes the loss every step"),
+                Some(schedule) => {
+                    while next == batches.len() {
+                        batches = schedule.epoch(epoch);
+                        epoch += 1;
+                        next = 0;
+                    }
+                    let batch = batches[next].clone();
+                    next += 1;
+                    let device = features.device();
+                    let index = Tensor::<B, 1, Int>::from_data(
+                        TensorData::new(batch.iter().map(|&i| i as i64).collect(), [batch.len()]),
+                        &device,
+                    );
+                    let loss = scl_loss::supcon_fused(
+                        features.select(0, index.clone()).unsqueeze_dim(1),
+                        Some(self.label_tensor.clone().select(0, index)),
+                        &self.loss_fn,
+                    );
+                    used.push(batch);
+                    loss
+                }
+            };
             if step == cfg.steps {
                 break;
             }
@@ -218,6 +286,6 @@ impl<B: AutodiffBackend> Problem<'_, B> {
             model = optimizer.step(cfg.lr, model, grads);
             progress(step + 1);
         }
-        Ok(points)
+        Ok((points, used))
     }
 }

@@ -1,0 +1,56 @@
+//! The mini-batch experiment (`experiments/ufm-batching.toml`) on its `smoke` grid:
+//! batch-binding reaches the orthogonal frame and the validator accepts its batches; fixed
+//! batches are rejected and end far from the orthogonal frame.
+
+use std::path::Path;
+
+use scl_train::backend::BackendKind;
+use scl_train::experiment::Experiment;
+use scl_train::sweep::{SweepOptions, run_sweep};
+
+#[test]
+fn batch_binding_reaches_the_orthogonal_frame_and_fixed_batches_do_not() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/ufm-batching.toml");
+    let experiment = Experiment::load(&path, Some("smoke")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let outcome = run_sweep(
+        &experiment,
+        &SweepOptions {
+            results_root: out.path().to_path_buf(),
+            backend: BackendKind::Ndarray,
+            jobs: 2,
+            progress: false,
+        },
+    )
+    .unwrap();
+    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    let mut seen = 0;
+    for s in &outcome.summaries {
+        let g = s.last.geometry.overall;
+        let verdict = s.verdict.as_ref().expect("mini-batch runs carry a verdict");
+        let what = format!("{} (OF {:.4})", s.cell_id, g.of_distance);
+        match s.config.schedule.map(scl_train::ufm::schedule_name) {
+            Some("batch-binding") => {
+                assert!(verdict.accepted(), "{what}: {verdict:?}");
+                assert!(
+                    g.of_distance < 0.05,
+                    "batch-binding should reach the OF: {what}"
+                );
+                seen += 1;
+            }
+            Some("fixed") => {
+                assert!(!verdict.accepted(), "{what}: {verdict:?}");
+                assert!(
+                    g.of_distance > 0.1,
+                    "fixed batches should not reach the OF: {what}"
+                );
+                seen += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        seen >= 4,
+        "the smoke grid has binding and fixed cells at two ratios"
+    );
+}
