@@ -2,3 +2,4 @@
 
 mod quick_sweep;
 mod ufm_batching;
+mod validator_vs_optimisation;

@@ -127,14 +127,95 @@ pub fn schedule_name(kind: ScheduleKind) -> &'static str {
 pub fn run_ufm<B: AutodiffBackend>(
     cfg: &UfmConfig,
     device: &B::Device,
-    mut progress: impl FnMut(usize),
+    progress: impl FnMut(usize),
 ) -> Result<UfmOutcome, crate::RunError> {
     cfg.validate()?;
     let labels = step_labels(cfg);
+    let schedule = match (cfg.schedule, cfg.batch_size) {
+        (Some(kind), Some(b)) => Some(
+            Schedule::new(
+                &labels,
+                cfg.num_classes,
+                &BatchingConfig::new(kind, b),
+                cfg.seed,
+            )
+            .map_err(|e| ConfigError::new(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let source = match &schedule {
+        Some(s) => Batches::Schedule(s),
+        None => Batches::Full,
+    };
+    run_ufm_with::<B>(
+        cfg,
+        &labels,
+        &minority_classes(cfg),
+        source,
+        device,
+        progress,
+    )
+}
+
+/// Runs the UFM on explicit `labels` (classes `0..cfg.num_classes`) and explicit batches,
+/// repeated in order: the tool for hand-made schedules. `cfg.n_majority`, `cfg.ratio`,
+/// `cfg.schedule` and `cfg.batch_size` are ignored; every class counts as majority.
+///
+/// # Errors
+/// As [`run_ufm`]; a [`ConfigError`] when `batches` is empty or holds an index outside
+/// `labels`.
+pub fn run_ufm_on_batches<B: AutodiffBackend>(
+    cfg: &UfmConfig,
+    labels: &[usize],
+    batches: &[Vec<usize>],
+    device: &B::Device,
+) -> Result<UfmOutcome, crate::RunError> {
+    if batches.is_empty() || batches.iter().any(Vec::is_empty) {
+        return Err(ConfigError::new("batches is empty: give at least one non-empty batch").into());
+    }
+    if let Some(i) = batches.iter().flatten().find(|&&i| i >= labels.len()) {
+        return Err(ConfigError::new(format!(
+            "batch index {i} is not allowed: there are only {} samples",
+            labels.len()
+        ))
+        .into());
+    }
+    run_ufm_with::<B>(cfg, labels, &[], Batches::Fixed(batches), device, |_| {})
+}
+
+/// Where the training batches come from.
+enum Batches<'a> {
+    /// Every sample, every step.
+    Full,
+    /// One batch of the schedule per step, epoch after epoch.
+    Schedule(&'a Schedule),
+    /// The given batches, repeated in order.
+    Fixed(&'a [Vec<usize>]),
+}
+
+impl Batches<'_> {
+    fn epoch(&self, epoch: u64) -> Vec<Vec<usize>> {
+        match self {
+            Batches::Full => Vec::new(),
+            Batches::Schedule(s) => s.epoch(epoch),
+            Batches::Fixed(b) => b.to_vec(),
+        }
+    }
+}
+
+fn run_ufm_with<B: AutodiffBackend>(
+    cfg: &UfmConfig,
+    labels: &[usize],
+    minority: &[usize],
+    source: Batches<'_>,
+    device: &B::Device,
+    mut progress: impl FnMut(usize),
+) -> Result<UfmOutcome, crate::RunError> {
     let n = labels.len();
     let d = cfg.dim();
-    let class_sizes: Vec<usize> = (0..cfg.num_classes).map(|c| class_size(cfg, c)).collect();
-    let minority = minority_classes(cfg);
+    let class_sizes: Vec<usize> = (0..cfg.num_classes)
+        .map(|c| labels.iter().filter(|&&l| l == c).count())
+        .collect();
 
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let init: Vec<f32> = (0..n * d)
@@ -157,25 +238,14 @@ pub fn run_ufm<B: AutodiffBackend>(
         .try_init()
         .map_err(|e| ConfigError::new(e.to_string()))?;
 
-    let schedule = match (cfg.schedule, cfg.batch_size) {
-        (Some(kind), Some(b)) => Some(
-            Schedule::new(
-                &labels,
-                cfg.num_classes,
-                &BatchingConfig::new(kind, b),
-                cfg.seed,
-            )
-            .map_err(|e| ConfigError::new(e.to_string()))?,
-        ),
-        _ => None,
-    };
+    let mini_batch = !matches!(source, Batches::Full);
     let problem = Problem {
-        schedule: schedule.as_ref(),
+        source,
         cfg,
-        labels: &labels,
+        labels,
         label_tensor,
         loss_fn,
-        minority: &minority,
+        minority,
     };
     let (points, used) = match cfg.optimizer {
         OptimizerKind::Adam => problem.optimise(model, AdamConfig::new().init(), &mut progress)?,
@@ -187,7 +257,7 @@ pub fn run_ufm<B: AutodiffBackend>(
             &mut progress,
         )?,
     };
-    let verdict = schedule.map(|_| validate(&labels, cfg.num_classes, &used));
+    let verdict = mini_batch.then(|| validate(labels, cfg.num_classes, &used));
     Ok(UfmOutcome {
         points,
         verdict,
@@ -197,7 +267,7 @@ pub fn run_ufm<B: AutodiffBackend>(
 }
 
 struct Problem<'a, B: AutodiffBackend> {
-    schedule: Option<&'a Schedule>,
+    source: Batches<'a>,
     cfg: &'a UfmConfig,
     labels: &'a [usize],
     label_tensor: Tensor<B, 1, Int>,
@@ -225,7 +295,8 @@ impl<B: AutodiffBackend> Problem<'_, B> {
             // The fused kernel: no N x N matrix, and several times faster than the reference.
             // Full batch: this loss is also the training loss. Mini-batch: it is the logged
             // value only, computed at logging steps.
-            let full_loss = (self.schedule.is_none() || logging).then(|| {
+            let full_batch = matches!(self.source, Batches::Full);
+            let full_loss = (full_batch || logging).then(|| {
                 scl_loss::supcon_fused(
                     features.clone().unsqueeze_dim(1),
                     Some(self.label_tensor.clone()),
@@ -255,11 +326,11 @@ impl<B: AutodiffBackend> Problem<'_, B> {
             if step == cfg.steps {
                 break;
             }
-            let loss = match self.schedule {
-                None => full_loss.expect("full batch computes the loss every step"),
-                Some(schedule) => {
+            let loss = match full_batch {
+                true => full_loss.expect("full batch computes the loss every step"),
+                false => {
                     while next == batches.len() {
-                        batches = schedule.epoch(epoch);
+                        batches = self.source.epoch(epoch);
                         epoch += 1;
                         next = 0;
                     }
