@@ -14,6 +14,9 @@
 //!   cycling through each class's own permutation (so small classes repeat within an epoch);
 //!   an epoch has `ceil(N / (K floor(B / K)))` batches.
 //!
+//! [`Loader`] hands the batches of a schedule to a training loop, assembled on worker threads
+//! with prefetch, in schedule order, resumable from a saved [`Position`].
+//!
 //! # Example
 //!
 //! ```
@@ -30,8 +33,10 @@
 //! ```
 #![warn(missing_docs)]
 
+mod loader;
 mod validator;
 
+pub use loader::{LoadedBatch, Loader, Position};
 pub use validator::{Verdict, validate};
 
 use rand::seq::SliceRandom;

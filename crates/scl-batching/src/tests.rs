@@ -237,3 +237,46 @@ fn different_seeds_and_epochs_give_different_permutations() {
         }
     }
 }
+
+#[test]
+fn the_loader_hands_out_the_schedule_in_order_and_resumes_at_a_saved_position() {
+    let labels = step_labels(4, 30, 3);
+    let schedule = schedule(
+        &labels,
+        4,
+        BatchingConfig::new(ScheduleKind::BatchBinding, 8),
+        9,
+    );
+    let expected: Vec<Vec<usize>> = (0..3).flat_map(|e| schedule.epoch(e)).collect();
+    // Assembly takes a varying time so the workers finish out of order.
+    let lookup = labels.clone();
+    let slow = move |batch: &[usize]| {
+        std::thread::sleep(std::time::Duration::from_micros(
+            (batch[0] % 7) as u64 * 200,
+        ));
+        batch.iter().map(|&i| lookup[i]).collect::<Vec<usize>>()
+    };
+    let got: Vec<LoadedBatch<Vec<usize>>> =
+        Loader::new(schedule.clone(), Position::START, 3, 3, 4, slow).collect();
+    let indices: Vec<Vec<usize>> = got.iter().map(|b| b.indices.clone()).collect();
+    assert_eq!(indices, expected);
+    for b in &got {
+        // The binding examples travel with the batch and were assembled with it.
+        assert!(
+            schedule
+                .binding_examples()
+                .iter()
+                .all(|i| b.indices.contains(i))
+        );
+        assert_eq!(
+            b.item,
+            b.indices.iter().map(|&i| labels[i]).collect::<Vec<_>>()
+        );
+    }
+    // Stop after 7 batches, save the position, restart: the rest is identical.
+    let saved = got[6].next;
+    let resumed: Vec<Vec<usize>> = Loader::new(schedule, saved, 3, 2, 2, |b| b.len())
+        .map(|b| b.indices)
+        .collect();
+    assert_eq!(resumed, expected[7..].to_vec());
+}
