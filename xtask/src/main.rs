@@ -2,9 +2,13 @@
 //!
 //! - `cargo xtask sweep [--experiment FILE] [--profile P] [--backend B] [--jobs N] [--out DIR]`
 //!   runs every unfinished cell of an experiment grid and writes `DIR/<experiment>/report.md`.
+//! - `cargo xtask bench loss`: SupCon forward + backward, reference vs fused, on the CPU;
+//!   writes `docs/benchmarks.md` and `docs/benchmarks.json`.
 //!
 //! Exit codes: 0 success, 1 a run failed, 2 a wrong option or configuration (nothing written).
 
+mod alloc_counter;
+mod bench;
 mod sweep;
 
 use std::process::ExitCode;
@@ -22,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run an experiment grid (default: experiments/quick.toml) and write its report.
     Sweep(sweep::SweepArgs),
+    /// Benchmark: `bench loss` times SupCon forward + backward, reference vs fused.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +44,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Some(Command::Sweep(args)) => sweep::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
         None => sweep::run(sweep::SweepArgs::default()),
     };
     match result {
