@@ -3,3 +3,33 @@
 mod quick_sweep;
 mod ufm_batching;
 mod validator_vs_optimisation;
+
+use std::path::Path;
+
+use scl_train::backend::BackendKind;
+use scl_train::experiment::Experiment;
+use scl_train::sweep::{SweepOptions, SweepOutcome, run_sweep};
+
+/// Runs the `smoke` profile of `experiments/<file>` on the CPU into a fresh temporary
+/// folder; checks that no cell failed and every cell finished.
+fn run_smoke(file: &str) -> (Experiment, SweepOutcome, tempfile::TempDir) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../experiments")
+        .join(file);
+    let experiment = Experiment::load(&path, Some("smoke"))
+        .unwrap_or_else(|e| panic!("{file} and its smoke profile parse: {e}"));
+    let out = tempfile::tempdir().unwrap();
+    let outcome = run_sweep(
+        &experiment,
+        &SweepOptions {
+            results_root: out.path().to_path_buf(),
+            backend: BackendKind::Ndarray,
+            jobs: 2,
+            progress: false,
+        },
+    )
+    .unwrap();
+    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    assert_eq!(outcome.summaries.len(), experiment.cells.len());
+    (experiment, outcome, out)
+}

@@ -1,33 +1,9 @@
 //! The default sweep (`experiments/quick.toml`) on its reduced `smoke` grid, asserting the
 //! geometry Theorem 1 of Kini et al. predicts for the unconstrained-features model.
 
-use std::path::Path;
-
-use scl_train::backend::BackendKind;
-use scl_train::experiment::Experiment;
-use scl_train::sweep::{SweepOptions, run_sweep};
-
-fn quick_smoke() -> Experiment {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/quick.toml");
-    Experiment::load(&path, Some("smoke")).expect("quick.toml and its smoke profile parse")
-}
-
 #[test]
 fn the_quick_sweep_reproduces_the_unconstrained_features_geometry() {
-    let experiment = quick_smoke();
-    let out = tempfile::tempdir().unwrap();
-    let outcome = run_sweep(
-        &experiment,
-        &SweepOptions {
-            results_root: out.path().to_path_buf(),
-            backend: BackendKind::Ndarray,
-            jobs: 2,
-            progress: false,
-        },
-    )
-    .unwrap();
-    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
-    assert_eq!(outcome.summaries.len(), experiment.cells.len());
+    let (experiment, outcome, out) = crate::run_smoke("quick.toml");
 
     let mut ratios = std::collections::BTreeSet::new();
     for s in &outcome.summaries {

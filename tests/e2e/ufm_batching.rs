@@ -2,28 +2,9 @@
 //! batch-binding reaches the orthogonal frame and the validator accepts its batches; fixed
 //! batches are rejected and end far from the orthogonal frame.
 
-use std::path::Path;
-
-use scl_train::backend::BackendKind;
-use scl_train::experiment::Experiment;
-use scl_train::sweep::{SweepOptions, run_sweep};
-
 #[test]
 fn batch_binding_reaches_the_orthogonal_frame_and_fixed_batches_do_not() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/ufm-batching.toml");
-    let experiment = Experiment::load(&path, Some("smoke")).unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let outcome = run_sweep(
-        &experiment,
-        &SweepOptions {
-            results_root: out.path().to_path_buf(),
-            backend: BackendKind::Ndarray,
-            jobs: 2,
-            progress: false,
-        },
-    )
-    .unwrap();
-    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    let (_experiment, outcome, _out) = crate::run_smoke("ufm-batching.toml");
     let mut seen = 0;
     for s in &outcome.summaries {
         let g = s.last.geometry.overall;

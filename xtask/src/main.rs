@@ -7,6 +7,7 @@
 //!
 //! Exit codes: 0 success, 1 a run failed, 2 a wrong option or configuration (nothing written).
 
+#[path = "../../crates/scl-loss/tests/support/alloc_counter.rs"]
 mod alloc_counter;
 mod bench;
 mod sweep;

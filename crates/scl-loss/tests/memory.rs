@@ -2,41 +2,12 @@
 //! measures the peak of live allocations during a forward and backward at N = 8192, d = 128,
 //! where a single N x N f32 buffer would be 256 MiB.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{Distribution, Int, Tensor};
 use scl_loss::{SupConLossConfig, supcon_fused};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the counters only
-// observe sizes.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
-            PEAK.fetch_max(live, Ordering::SeqCst);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "support/alloc_counter.rs"]
+mod alloc_counter;
 
 #[test]
 fn fused_forward_and_backward_at_8192_stay_under_64_mib_beyond_the_inputs() {
@@ -57,12 +28,11 @@ fn fused_forward_and_backward_at_8192_stay_under_64_mib_beyond_the_inputs() {
     let warm = supcon_fused(features.clone(), Some(labels.clone()), &loss);
     drop(warm.backward());
 
-    let before = LIVE.load(Ordering::SeqCst);
-    PEAK.store(before, Ordering::SeqCst);
+    let before = alloc_counter::reset_peak();
     let value = supcon_fused(features.clone(), Some(labels), &loss);
     let grads = value.backward();
     let grad = features.grad(&grads).expect("the features get a gradient");
-    let extra = PEAK.load(Ordering::SeqCst) - before;
+    let extra = alloc_counter::peak() - before;
     assert_eq!(grad.dims(), [n, 1, d]);
     let mib = extra as f64 / (1024.0 * 1024.0);
     eprintln!("fused forward + backward at N = {n}, d = {d}: peak {mib:.1} MiB beyond the inputs");

@@ -60,3 +60,9 @@ pub enum RunError {
     #[error("{0}")]
     Other(String),
 }
+
+impl From<ConfigError> for RunError {
+    fn from(e: ConfigError) -> Self {
+        RunError::Config(e)
+    }
+}

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::RunError;
 use crate::backend::BackendKind;
-use crate::config::{ConfigError, UfmConfig};
+use crate::config::UfmConfig;
 use crate::experiment::{Cell, Experiment};
 use crate::report::write_report;
 use crate::ufm::UfmOutcome;
@@ -324,10 +324,4 @@ pub fn git_revision() -> String {
 /// Whether progress bars make sense: stderr is a terminal.
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
-}
-
-impl From<ConfigError> for RunError {
-    fn from(e: ConfigError) -> Self {
-        RunError::Config(e)
-    }
 }

@@ -326,9 +326,10 @@ impl<B: AutodiffBackend> Problem<'_, B> {
             if step == cfg.steps {
                 break;
             }
-            let loss = match full_batch {
-                true => full_loss.expect("full batch computes the loss every step"),
-                false => {
+            let loss = if full_batch {
+                full_loss.expect("full batch computes the loss every step")
+            } else {
+                {
                     while next == batches.len() {
                         batches = self.source.epoch(epoch);
                         epoch += 1;

@@ -1,4 +1,5 @@
-//! A global allocator that counts live heap bytes, so benchmarks can report peak memory.
+//! A global allocator that counts live heap bytes, for peak-memory measurements. Shared by
+//! the memory test of `scl-loss` and `cargo xtask bench` (which includes this file).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
