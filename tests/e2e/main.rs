@@ -1,5 +1,6 @@
 //! End-to-end tests of the workspace: one test binary, one module per area.
 
+mod datasets;
 mod quick_sweep;
 mod ufm_batching;
 mod validator_vs_optimisation;

@@ -4,12 +4,15 @@
 //!   runs every unfinished cell of an experiment grid and writes `DIR/<experiment>/report.md`.
 //! - `cargo xtask bench loss`: SupCon forward + backward, reference vs fused, on the CPU;
 //!   writes `docs/benchmarks.md` and `docs/benchmarks.json`.
+//! - `cargo xtask data check [--data-dir D]`: every dataset, present / verified, per-class
+//!   counts; `cargo xtask data fetch NAME|all` downloads missing files (md5-verified).
 //!
 //! Exit codes: 0 success, 1 a run failed, 2 a wrong option or configuration (nothing written).
 
 #[path = "../../crates/scl-loss/tests/support/alloc_counter.rs"]
 mod alloc_counter;
 mod bench;
+mod data;
 mod sweep;
 
 use std::process::ExitCode;
@@ -29,6 +32,8 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// Benchmark: `bench loss` times SupCon forward + backward, reference vs fused.
     Bench(bench::BenchArgs),
+    /// Datasets: `data check` lists presence, md5 verification and class counts; `data fetch`.
+    Data(data::DataArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Sweep(args)) => sweep::run(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Data(args)) => data::run(args),
         None => sweep::run(sweep::SweepArgs::default()),
     };
     match result {

@@ -1,0 +1,354 @@
+//! The paper's imbalance constructions, applied to a split by deterministic subsampling.
+//!
+//! - STEP-R: majority classes keep `n_majority` examples, minority classes
+//!   `floor(n_majority / R)`. Minority = the second half of the classes by default (classes
+//!   5..9 of 10, as in the paper's code), or any list.
+//! - Long-tail ("exp", the LDAM-DRW convention): `n_c = floor(n_max * (1/R)^(c/(K-1)))`.
+//! - Explicit per-class counts.
+//!
+//! Which examples are kept: per class in label order, the class's indices (in dataset order)
+//! are shuffled by one seeded generator and the first `n_c` kept; the result is sorted, so the
+//! same seed always gives the same indices.
+
+use std::fmt::Write as _;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::DataError;
+
+/// The paper's default number of examples of a majority class (CIFAR-10, MNIST).
+pub const PAPER_N_MAJORITY: usize = 5000;
+
+/// How to unbalance a split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Imbalance {
+    /// Keep every example.
+    None,
+    /// STEP imbalance with ratio `R = n_majority / n_minority`.
+    Step {
+        /// The imbalance ratio R (at least 1).
+        ratio: f64,
+        /// Examples per majority class; default `min(5000, smallest class)`.
+        #[serde(default)]
+        n_majority: Option<usize>,
+        /// The minority classes; default the second half, `K - K/2 .. K`.
+        #[serde(default)]
+        minority: Option<Vec<usize>>,
+    },
+    /// Long-tail (exponential) imbalance with ratio `R = n_0 / n_{K-1}`.
+    LongTail {
+        /// The imbalance ratio R (at least 1).
+        ratio: f64,
+        /// Examples of class 0; default `min(5000, smallest class)`.
+        #[serde(default)]
+        n_max: Option<usize>,
+    },
+    /// Exactly these many examples per class.
+    Counts {
+        /// One count per class.
+        counts: Vec<usize>,
+    },
+}
+
+/// The outcome of [`Imbalance::select`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection {
+    /// Kept example indices, ascending.
+    pub indices: Vec<usize>,
+    /// Examples per class before subsampling.
+    pub available: Vec<usize>,
+    /// Examples per class after.
+    pub counts: Vec<usize>,
+}
+
+fn check_ratio(ratio: f64) -> Result<(), DataError> {
+    if !ratio.is_finite() || ratio < 1.0 {
+        return Err(DataError::Imbalance(format!(
+            "the imbalance ratio R must be a number >= 1, got {ratio}"
+        )));
+    }
+    Ok(())
+}
+
+fn default_n(available: &[usize]) -> usize {
+    available
+        .iter()
+        .copied()
+        .min()
+        .unwrap_or(0)
+        .min(PAPER_N_MAJORITY)
+}
+
+impl Imbalance {
+    /// A short label for tables and file names, e.g. `step-R10` or `long-tail-R100`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::None => "none".into(),
+            Self::Step { ratio, .. } => format!("step-R{ratio}"),
+            Self::LongTail { ratio, .. } => format!("long-tail-R{ratio}"),
+            Self::Counts { .. } => "counts".into(),
+        }
+    }
+
+    /// The number of examples each class keeps, given how many each has.
+    ///
+    /// # Errors
+    /// [`DataError::Imbalance`] when R < 1, a minority class index is out of range, a class
+    /// would keep zero examples, or a class has fewer examples than asked for.
+    pub fn target_counts(&self, available: &[usize]) -> Result<Vec<usize>, DataError> {
+        let k = available.len();
+        let counts = match self {
+            Self::None => available.to_vec(),
+            Self::Step {
+                ratio,
+                n_majority,
+                minority,
+            } => {
+                check_ratio(*ratio)?;
+                let n = n_majority.unwrap_or_else(|| default_n(available));
+                let minority: Vec<usize> =
+                    minority.clone().unwrap_or_else(|| (k - k / 2..k).collect());
+                if let Some(bad) = minority.iter().find(|c| **c >= k) {
+                    return Err(DataError::Imbalance(format!(
+                        "minority class {bad} does not exist; classes are 0..{k}"
+                    )));
+                }
+                let n_min = (n as f64 / ratio).floor() as usize;
+                (0..k)
+                    .map(|c| if minority.contains(&c) { n_min } else { n })
+                    .collect()
+            }
+            Self::LongTail { ratio, n_max } => {
+                check_ratio(*ratio)?;
+                let n = n_max.unwrap_or_else(|| default_n(available));
+                (0..k)
+                    .map(|c| {
+                        if k == 1 {
+                            n
+                        } else {
+                            // The same expression as LDAM-DRW's `img_max * imb_factor**(c/(K-1))`.
+                            (n as f64 * (1.0 / ratio).powf(c as f64 / (k - 1) as f64)).floor()
+                                as usize
+                        }
+                    })
+                    .collect()
+            }
+            Self::Counts { counts } => {
+                if counts.len() != k {
+                    return Err(DataError::Imbalance(format!(
+                        "{} counts given for {k} classes",
+                        counts.len()
+                    )));
+                }
+                counts.clone()
+            }
+        };
+        for (c, (&want, &have)) in counts.iter().zip(available).enumerate() {
+            if want == 0 {
+                return Err(DataError::Imbalance(format!(
+                    "class {c} would keep 0 examples under {}; lower R or raise the class size",
+                    self.label()
+                )));
+            }
+            if want > have {
+                return Err(DataError::Imbalance(format!(
+                    "class {c} has {have} examples, {} asks for {want}",
+                    self.label()
+                )));
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Chooses the examples to keep from a split with these labels (`< num_classes`).
+    pub fn select(
+        &self,
+        labels: &[usize],
+        num_classes: usize,
+        seed: u64,
+    ) -> Result<Selection, DataError> {
+        let mut by_class = vec![Vec::new(); num_classes];
+        for (i, &l) in labels.iter().enumerate() {
+            let slot = by_class.get_mut(l).ok_or_else(|| {
+                DataError::Imbalance(format!(
+                    "label {l} of example {i} is not below {num_classes}"
+                ))
+            })?;
+            slot.push(i);
+        }
+        let available: Vec<usize> = by_class.iter().map(Vec::len).collect();
+        let counts = self.target_counts(&available)?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut indices = Vec::with_capacity(counts.iter().sum());
+        for (mut members, &n) in by_class.into_iter().zip(&counts) {
+            members.shuffle(&mut rng);
+            indices.extend_from_slice(&members[..n]);
+        }
+        indices.sort_unstable();
+        Ok(Selection {
+            indices,
+            available,
+            counts,
+        })
+    }
+}
+
+/// A plain-text table of per-class counts before and after subsampling.
+pub fn count_table(class_names: &[String], available: &[usize], selected: &[usize]) -> String {
+    let width = class_names
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = format!(
+        "{:>5}  {:<width$}  {:>9}  {:>8}\n",
+        "label", "class", "available", "selected"
+    );
+    for (c, name) in class_names.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{c:>5}  {name:<width$}  {:>9}  {:>8}",
+            available.get(c).copied().unwrap_or(0),
+            selected.get(c).copied().unwrap_or(0)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:>5}  {:<width$}  {:>9}  {:>8}",
+        "",
+        "total",
+        available.iter().sum::<usize>(),
+        selected.iter().sum::<usize>()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn step_on_cifar_sizes_matches_the_paper() {
+        // The paper: 5000 per majority class, floor(5000 / R) per minority class 5..9.
+        let counts = Imbalance::Step {
+            ratio: 100.0,
+            n_majority: None,
+            minority: None,
+        }
+        .target_counts(&[5000; 10])
+        .unwrap();
+        assert_eq!(counts, [5000, 5000, 5000, 5000, 5000, 50, 50, 50, 50, 50]);
+    }
+
+    #[test]
+    fn long_tail_on_cifar_sizes_matches_ldam() {
+        // LDAM-DRW's IMBALANCECIFAR10 with imb_factor 0.01 gives these counts (published in
+        // many papers): 5000 2997 1796 1077 645 387 232 139 83 50.
+        let counts = Imbalance::LongTail {
+            ratio: 100.0,
+            n_max: None,
+        }
+        .target_counts(&[5000; 10])
+        .unwrap();
+        assert_eq!(counts, [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]);
+    }
+
+    #[test]
+    fn ratio_below_one_and_empty_classes_are_errors() {
+        let low = Imbalance::Step {
+            ratio: 0.5,
+            n_majority: None,
+            minority: None,
+        };
+        let msg = low.target_counts(&[10; 4]).unwrap_err().to_string();
+        assert!(msg.contains("R must be a number >= 1, got 0.5"), "{msg}");
+        let empty = Imbalance::Step {
+            ratio: 100.0,
+            n_majority: Some(50),
+            minority: None,
+        };
+        let msg = empty.target_counts(&[60; 4]).unwrap_err().to_string();
+        assert!(msg.contains("class 2 would keep 0 examples"), "{msg}");
+        let too_many = Imbalance::Counts {
+            counts: vec![5, 70],
+        };
+        let msg = too_many.target_counts(&[60; 2]).unwrap_err().to_string();
+        assert!(msg.contains("class 1 has 60 examples"), "{msg}");
+    }
+
+    #[test]
+    fn count_table_lists_every_class_and_totals() {
+        let names = vec!["cat".to_string(), "dog".to_string()];
+        let table = count_table(&names, &[10, 20], &[10, 2]);
+        assert!(table.contains("cat") && table.contains("dog"));
+        assert!(table.lines().last().unwrap().contains("30") && table.contains("12"));
+    }
+
+    fn labels_strategy() -> impl Strategy<Value = (Vec<usize>, usize)> {
+        (1usize..8).prop_flat_map(|k| {
+            (
+                prop::collection::vec(60usize..120, k).prop_map(move |sizes| {
+                    let mut labels = Vec::new();
+                    for (c, n) in sizes.iter().enumerate() {
+                        labels.extend(std::iter::repeat_n(c, *n));
+                    }
+                    // Interleave the classes deterministically.
+                    labels.sort_by_key(|l| (l * 7919) % 13);
+                    labels
+                }),
+                Just(k),
+            )
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn step_counts_follow_the_formula((labels, k) in labels_strategy(), ratio in 1.0f64..50.0, seed in any::<u64>()) {
+            let imb = Imbalance::Step { ratio, n_majority: Some(50), minority: None };
+            let sel = imb.select(&labels, k, seed);
+            let n_min = (50.0 / ratio).floor() as usize;
+            if n_min == 0 {
+                prop_assert!(sel.is_err());
+            } else {
+                let sel = sel.unwrap();
+                for c in 0..k {
+                    let expected = if c >= k - k / 2 { n_min } else { 50 };
+                    prop_assert_eq!(sel.counts[c], expected);
+                    prop_assert_eq!(sel.indices.iter().filter(|&&i| labels[i] == c).count(), expected);
+                }
+                prop_assert!(sel.indices.windows(2).all(|w| w[0] < w[1]));
+            }
+        }
+
+        #[test]
+        fn long_tail_counts_follow_the_formula((labels, k) in labels_strategy(), ratio in 1.0f64..60.0, seed in any::<u64>()) {
+            let imb = Imbalance::LongTail { ratio, n_max: Some(60) };
+            let sel = imb.select(&labels, k, seed).unwrap();
+            for c in 0..k {
+                let expected = if k == 1 { 60 } else {
+                    (60.0 * (1.0 / ratio).powf(c as f64 / (k - 1) as f64)).floor() as usize
+                };
+                prop_assert_eq!(sel.counts[c], expected);
+                prop_assert_eq!(sel.indices.iter().filter(|&&i| labels[i] == c).count(), expected);
+            }
+            // Non-increasing in the class index.
+            prop_assert!(sel.counts.windows(2).all(|w| w[0] >= w[1]));
+        }
+
+        #[test]
+        fn same_seed_same_indices((labels, k) in labels_strategy(), seed in any::<u64>()) {
+            let imb = Imbalance::Step { ratio: 3.0, n_majority: Some(40), minority: None };
+            let a = imb.select(&labels, k, seed).unwrap();
+            let b = imb.select(&labels, k, seed).unwrap();
+            prop_assert_eq!(&a, &b);
+            let c = imb.select(&labels, k, seed.wrapping_add(1)).unwrap();
+            prop_assert_eq!(a.counts, c.counts);
+        }
+    }
+}

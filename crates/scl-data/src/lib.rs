@@ -1,0 +1,48 @@
+//! Datasets for supervised contrastive learning under class imbalance: checksummed readers
+//! for MNIST, Fashion-MNIST, CIFAR-10/100 (official binary versions), image folders (from a
+//! directory or a `.tar.gz`) and the embedded sklearn digits; the paper's imbalance
+//! constructions; and Burn `Dataset`/`Batcher` implementations that build two-view batches.
+//!
+//! ```
+//! use scl_data::{Imbalance, LoadOptions, Manifest, Split, DataDir, load};
+//!
+//! // The sklearn digits are embedded: no download, no data directory needed.
+//! let manifest = Manifest::named("sklearn-digits")?;
+//! let opts = LoadOptions::offline(DataDir::resolve(None));
+//! let train = load(&manifest, Split::Train, &opts)?;
+//! assert_eq!(train.len(), 1442);
+//!
+//! // STEP imbalance R = 10 on the second half of the classes, deterministic in the seed.
+//! let step = Imbalance::Step { ratio: 10.0, n_majority: Some(100), minority: None };
+//! let selection = step.select(train.labels(), train.num_classes(), 0)?;
+//! let imbalanced = train.subset(&selection.indices);
+//! assert_eq!(imbalanced.class_counts(), [100, 100, 100, 100, 100, 10, 10, 10, 10, 10]);
+//! # Ok::<(), scl_data::DataError>(())
+//! ```
+//!
+//! Errors are [`DataError`] values that name the file and what is wrong; readers never panic
+//! on bad input and never leave partial files behind.
+#![warn(missing_docs)]
+
+pub mod batcher;
+mod dataset;
+mod error;
+pub mod imbalance;
+mod load;
+mod manifest;
+pub mod readers;
+pub mod store;
+pub mod transform;
+
+pub use batcher::{HostBatch, SclBatch, SclBatcher};
+pub use dataset::{ImageItem, ImageSet};
+pub use error::DataError;
+pub use imbalance::{Imbalance, Selection, count_table};
+pub use load::{LoadOptions, Split, load, split_counts};
+pub use manifest::{FileEntry, Format, Manifest};
+pub use readers::cifar::Cifar100Labels;
+pub use store::{DataDir, Fetch};
+pub use transform::{Transform, ViewPreset};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! Dataset manifests: the TOML files under `datasets/` (file names, official URLs, md5s,
+//! classes, image shape, the paper's normalisation). They are embedded in the crate, so a
+//! program built from it knows every dataset without the repository at hand.
+
+use serde::{Deserialize, Serialize};
+
+use crate::DataError;
+
+/// How a dataset's files are laid out, i.e. which reader reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// Four IDX files (train/test images and labels), gzip-compressed or raw (MNIST layout).
+    Idx,
+    /// The official `cifar-10-binary.tar.gz` (`cifar-10-batches-bin/*.bin`).
+    Cifar10Binary,
+    /// The official `cifar-100-binary.tar.gz` (`cifar-100-binary/{train,test}.bin`).
+    Cifar100Binary,
+    /// A tar.gz of an image-folder layout, `<split>/<class>/*.png|jpg`.
+    ImageFolderArchive,
+    /// The sklearn digits embedded in the `smartcore` crate; no files.
+    EmbeddedDigits,
+}
+
+/// One file of a dataset as published.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// What the file holds: `train-images`, `train-labels`, `test-images`, `test-labels` or
+    /// `archive`.
+    pub role: String,
+    /// The file name in the dataset's folder.
+    pub name: String,
+    /// Size in bytes of the published file.
+    pub bytes: u64,
+    /// md5 of the published file (lower-case hex).
+    pub md5: String,
+    /// Where it can be downloaded, tried in order; empty when there is no stable address.
+    pub urls: Vec<String>,
+}
+
+/// A dataset manifest (one `datasets/<name>.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Short name, also the folder name under the data directory.
+    pub name: String,
+    /// Name for tables and reports (for lossy copies it says so).
+    pub title: String,
+    /// The layout of the files.
+    pub format: Format,
+    /// Number of classes (of the default label set).
+    pub num_classes: usize,
+    /// Class names in label order.
+    pub class_names: Vec<String>,
+    /// CIFAR-100 only: the 20 coarse class names.
+    #[serde(default)]
+    pub coarse_class_names: Vec<String>,
+    /// `[channels, height, width]` of every image.
+    pub image_shape: [usize; 3],
+    /// Per-channel mean of the pixels scaled to `[0, 1]`, as the paper normalises.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation, as the paper normalises.
+    pub std: Vec<f32>,
+    /// True when the pixels are not the original ones (a lossy re-encoding).
+    pub lossy: bool,
+    /// Examples in the training split.
+    pub train_size: usize,
+    /// Examples in the test split.
+    pub test_size: usize,
+    /// How to cite the data.
+    pub citation: String,
+    /// The files, as published.
+    pub files: Vec<FileEntry>,
+}
+
+const BUILTIN: &[(&str, &str)] = &[
+    ("mnist.toml", include_str!("../../../datasets/mnist.toml")),
+    (
+        "fashion-mnist.toml",
+        include_str!("../../../datasets/fashion-mnist.toml"),
+    ),
+    (
+        "cifar10.toml",
+        include_str!("../../../datasets/cifar10.toml"),
+    ),
+    (
+        "cifar100.toml",
+        include_str!("../../../datasets/cifar100.toml"),
+    ),
+    (
+        "cifar10-jpeg-lossy.toml",
+        include_str!("../../../datasets/cifar10-jpeg-lossy.toml"),
+    ),
+    (
+        "sklearn-digits.toml",
+        include_str!("../../../datasets/sklearn-digits.toml"),
+    ),
+];
+
+impl Manifest {
+    /// Parses and checks a manifest; `name` is used in error messages.
+    pub fn parse(name: &str, text: &str) -> Result<Self, DataError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| DataError::Manifest {
+            name: name.to_string(),
+            message: e.message().to_string(),
+        })?;
+        manifest.check().map_err(|message| DataError::Manifest {
+            name: name.to_string(),
+            message,
+        })?;
+        Ok(manifest)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.class_names.len() != self.num_classes {
+            return Err(format!(
+                "{} class names for {} classes",
+                self.class_names.len(),
+                self.num_classes
+            ));
+        }
+        let channels = self.image_shape[0];
+        if self.mean.len() != channels || self.std.len() != channels {
+            return Err(format!(
+                "mean and std need one value per channel ({channels})"
+            ));
+        }
+        if self.std.iter().any(|s| *s <= 0.0) {
+            return Err("std values must be positive".into());
+        }
+        let roles: &[&str] = match self.format {
+            Format::Idx => &["train-images", "train-labels", "test-images", "test-labels"],
+            Format::Cifar10Binary | Format::Cifar100Binary | Format::ImageFolderArchive => {
+                &["archive"]
+            }
+            Format::EmbeddedDigits => &[],
+        };
+        for role in roles {
+            if !self.files.iter().any(|f| f.role == *role) {
+                return Err(format!("no file with role `{role}`"));
+            }
+        }
+        for file in &self.files {
+            if file.md5.len() != 32 || !file.md5.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "{}: md5 `{}` is not 32 hex digits",
+                    file.name, file.md5
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every manifest shipped with the crate (one per file in `datasets/`), in a fixed order.
+    pub fn builtin() -> Vec<Manifest> {
+        BUILTIN
+            .iter()
+            .map(|(name, text)| {
+                Manifest::parse(name, text)
+                    .unwrap_or_else(|e| panic!("built-in manifest is invalid: {e}"))
+            })
+            .collect()
+    }
+
+    /// The built-in manifest called `name`.
+    ///
+    /// # Errors
+    /// [`DataError::UnknownDataset`] naming the known datasets.
+    pub fn named(name: &str) -> Result<Manifest, DataError> {
+        let all = Self::builtin();
+        let known = all
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        all.iter()
+            .find(|m| m.name == name)
+            .cloned()
+            .ok_or(DataError::UnknownDataset {
+                name: name.to_string(),
+                known,
+            })
+    }
+
+    /// The file with the given role.
+    pub fn file(&self, role: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.role == role)
+    }
+
+    /// Number of examples in a split.
+    pub fn split_size(&self, split: crate::Split) -> usize {
+        match split {
+            crate::Split::Train => self.train_size,
+            crate::Split::Test => self.test_size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_manifest_parses_and_names_are_unique() {
+        let all = Manifest::builtin();
+        assert_eq!(all.len(), BUILTIN.len());
+        let mut names: Vec<_> = all.iter().map(|m| m.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
+        let cifar100 = Manifest::named("cifar100").unwrap();
+        assert_eq!(cifar100.class_names.len(), 100);
+        assert_eq!(cifar100.coarse_class_names.len(), 20);
+    }
+
+    #[test]
+    fn unknown_dataset_names_the_known_ones() {
+        let err = Manifest::named("imagenet").unwrap_err().to_string();
+        assert!(err.contains("unknown dataset `imagenet`"), "{err}");
+        assert!(err.contains("mnist") && err.contains("cifar10"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_manifest_is_rejected_with_its_name() {
+        let text = include_str!("../../../datasets/mnist.toml")
+            .replace("num_classes = 10", "num_classes = 9");
+        let err = Manifest::parse("broken.toml", &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("broken.toml") && err.contains("10 class names for 9 classes"),
+            "{err}"
+        );
+    }
+}

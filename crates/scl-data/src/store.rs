@@ -1,0 +1,394 @@
+//! Where dataset files live, whether they are the published ones (md5), and how missing ones
+//! are fetched.
+//!
+//! Location: `--data-dir` (passed in by the caller), else the environment variable
+//! `SCL_DATA_DIR`, else `datasets/cache/` under the current directory. Each dataset has a
+//! folder named after its manifest (`<data dir>/mnist/train-images-idx3-ubyte.gz`).
+//!
+//! Verification: the first time a file is used its md5 is compared with the manifest's; the
+//! result is remembered in `.scl-verified.json` beside the file (keyed by size and
+//! modification time), so later runs do not hash again. A read-only folder gets its record in
+//! the system's temporary folder instead.
+//!
+//! Downloads go to a temporary name in the same folder, are hashed while they stream, and are
+//! renamed into place only when the md5 matches; on any failure the temporary file is removed.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{DataError, FileEntry, Manifest};
+
+/// The environment variable that names the data directory when no flag does.
+pub const DATA_DIR_ENV: &str = "SCL_DATA_DIR";
+
+/// The data directory used when neither the flag nor the environment names one.
+pub const DEFAULT_DATA_DIR: &str = "datasets/cache";
+
+/// A resolved data directory and where the choice came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataDir {
+    root: PathBuf,
+    origin: &'static str,
+}
+
+impl DataDir {
+    /// Resolves the data directory: `flag`, else `$SCL_DATA_DIR`, else `datasets/cache`.
+    pub fn resolve(flag: Option<&Path>) -> Self {
+        if let Some(dir) = flag {
+            return Self::at(dir, "--data-dir");
+        }
+        match std::env::var_os(DATA_DIR_ENV) {
+            Some(dir) if !dir.is_empty() => Self::at(Path::new(&dir), "SCL_DATA_DIR"),
+            _ => Self::at(Path::new(DEFAULT_DATA_DIR), "default"),
+        }
+    }
+
+    /// A data directory at an explicit path.
+    pub fn at(root: &Path, origin: &'static str) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            origin,
+        }
+    }
+
+    /// The root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the path came from: `--data-dir`, `SCL_DATA_DIR` or `default`.
+    pub fn origin(&self) -> &'static str {
+        self.origin
+    }
+
+    /// The folder of one dataset.
+    pub fn dataset_dir(&self, manifest: &Manifest) -> PathBuf {
+        self.root.join(&manifest.name)
+    }
+}
+
+/// Whether missing files may be downloaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// Never touch the network; missing files are an error that says where to get them.
+    Never,
+    /// Download missing files (with a progress bar when `progress` is true).
+    IfMissing {
+        /// Show a progress bar on standard error.
+        progress: bool,
+    },
+}
+
+/// The state of one dataset file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileState {
+    /// Not in the dataset's folder.
+    Missing,
+    /// Present and its md5 equals the manifest's.
+    Verified,
+    /// Present but its md5 differs.
+    Mismatch {
+        /// md5 of the file.
+        found: String,
+    },
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Stamp {
+    bytes: u64,
+    mtime_ns: u128,
+    md5: String,
+}
+
+fn stamp_key(path: &Path) -> Option<(u64, u128)> {
+    let meta = std::fs::metadata(path).ok()?;
+    let mtime = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+    Some((meta.len(), mtime.as_nanos()))
+}
+
+fn stamp_files(dir: &Path) -> [PathBuf; 2] {
+    let local = dir.join(".scl-verified.json");
+    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    // FNV-1a of the folder's path names the fallback record of a read-only folder.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in canonical.to_string_lossy().bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let fallback = std::env::temp_dir()
+        .join("scl-data-verified")
+        .join(format!("{h:016x}.json"));
+    [local, fallback]
+}
+
+fn load_stamps(dir: &Path) -> BTreeMap<String, Stamp> {
+    for file in stamp_files(dir) {
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && let Ok(map) = serde_json::from_str(&text)
+        {
+            return map;
+        }
+    }
+    BTreeMap::new()
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn save_stamp(dir: &Path, name: &str, stamp: Stamp) {
+    let mut map = load_stamps(dir);
+    map.insert(name.to_string(), stamp);
+    let Ok(text) = serde_json::to_string_pretty(&map) else {
+        return;
+    };
+    // The record is a cache: if neither place is writable, the next run hashes again.
+    for file in stamp_files(dir) {
+        if write_atomic(&file, text.as_bytes()).is_ok() {
+            return;
+        }
+    }
+}
+
+/// md5 of a file, streamed, as lower-case hex.
+pub fn md5_file(path: &Path) -> Result<String, DataError> {
+    let mut file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut ctx = md5::Context::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| DataError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        ctx.consume(&buf[..n]);
+    }
+    Ok(format!("{:x}", ctx.finalize()))
+}
+
+/// The state of `entry` in `dir`, hashing the file unless a record of an earlier
+/// verification with the same size and modification time exists.
+pub fn file_state(dir: &Path, entry: &FileEntry) -> Result<FileState, DataError> {
+    let path = dir.join(&entry.name);
+    if !path.is_file() {
+        return Ok(FileState::Missing);
+    }
+    let key = stamp_key(&path);
+    if let (Some((bytes, mtime_ns)), Some(stamp)) = (key, load_stamps(dir).get(&entry.name))
+        && stamp.bytes == bytes
+        && stamp.mtime_ns == mtime_ns
+        && stamp.md5 == entry.md5
+    {
+        return Ok(FileState::Verified);
+    }
+    let found = md5_file(&path)?;
+    if found != entry.md5 {
+        return Ok(FileState::Mismatch { found });
+    }
+    if let Some((bytes, mtime_ns)) = key {
+        save_stamp(
+            dir,
+            &entry.name,
+            Stamp {
+                bytes,
+                mtime_ns,
+                md5: found,
+            },
+        );
+    }
+    Ok(FileState::Verified)
+}
+
+/// Makes sure every file of `manifest` is present and verified in its folder under
+/// `data_dir`, downloading missing ones when `fetch` allows; returns the dataset's folder.
+///
+/// # Errors
+/// [`DataError::Checksum`] for a file whose md5 differs (it is left alone: it may be the
+/// user's), and [`DataError::Missing`], one message naming every missing file, its URLs and
+/// the folder to put it in, when files are missing and could not be downloaded.
+pub fn ensure_files(
+    manifest: &Manifest,
+    data_dir: &DataDir,
+    fetch: Fetch,
+) -> Result<PathBuf, DataError> {
+    let dir = data_dir.dataset_dir(manifest);
+    let mut missing = Vec::new();
+    for entry in &manifest.files {
+        match file_state(&dir, entry)? {
+            FileState::Verified => {}
+            FileState::Mismatch { found } => {
+                return Err(DataError::Checksum {
+                    path: dir.join(&entry.name),
+                    expected: entry.md5.clone(),
+                    found,
+                });
+            }
+            FileState::Missing => missing.push(entry),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(dir);
+    }
+    let mut failures = Vec::new();
+    if let Fetch::IfMissing { progress } = fetch {
+        let mut still = Vec::new();
+        for entry in missing {
+            match download_entry(&dir, entry, progress) {
+                Ok(()) => {}
+                Err(e) => {
+                    failures.push(e.to_string());
+                    still.push(entry);
+                }
+            }
+        }
+        missing = still;
+    }
+    if missing.is_empty() {
+        return Ok(dir);
+    }
+    Err(DataError::Missing(missing_message(
+        manifest, data_dir, &dir, &missing, &failures,
+    )))
+}
+
+fn missing_message(
+    manifest: &Manifest,
+    data_dir: &DataDir,
+    dir: &Path,
+    missing: &[&FileEntry],
+    failures: &[String],
+) -> String {
+    let mut msg = format!(
+        "dataset `{}` is missing {} file(s) in {} (data directory from {}){}:",
+        manifest.name,
+        missing.len(),
+        dir.display(),
+        data_dir.origin(),
+        if failures.is_empty() {
+            " and downloading is off".to_string()
+        } else {
+            format!(" and the download failed ({})", failures.join("; "))
+        }
+    );
+    for entry in missing {
+        let from = if entry.urls.is_empty() {
+            format!(
+                "no public download; see datasets/{}.toml for how to make it",
+                manifest.name
+            )
+        } else {
+            entry.urls.join(" or ")
+        };
+        msg.push_str(&format!(
+            "\n  {} (md5 {}) from {from}",
+            entry.name, entry.md5
+        ));
+    }
+    msg.push_str(&format!(
+        "\nPut the files in {}, or point --data-dir or {DATA_DIR_ENV} at a folder that holds `{}/`.",
+        dir.display(),
+        manifest.name
+    ));
+    msg
+}
+
+/// Downloads one file into `dir`: to a temporary name, hashed on the way, renamed when the
+/// md5 matches. Tries each URL of the entry in turn.
+pub fn download_entry(dir: &Path, entry: &FileEntry, progress: bool) -> Result<(), DataError> {
+    if entry.urls.is_empty() {
+        return Err(DataError::Download {
+            url: "(none)".into(),
+            message: format!("{} has no download address", entry.name),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    let mut last = None;
+    for url in &entry.urls {
+        match download_one(dir, entry, url, progress) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one URL was tried"))
+}
+
+fn download_one(dir: &Path, entry: &FileEntry, url: &str, progress: bool) -> Result<(), DataError> {
+    let fail = |message: String| DataError::Download {
+        url: url.to_string(),
+        message,
+    };
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(15))
+        .timeout_read(Duration::from_secs(60))
+        .build();
+    let response = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
+    let total = response
+        .header("Content-Length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(entry.bytes);
+    let mut reader = response.into_reader();
+    // The temporary file is deleted when dropped unless it was persisted.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", entry.name))
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(|e| DataError::io(dir, e))?;
+    let bar = if progress {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(entry.name.clone());
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut ctx = md5::Context::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| fail(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        ctx.consume(&buf[..n]);
+        tmp.write_all(&buf[..n])
+            .map_err(|e| DataError::io(tmp.path(), e))?;
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    let found = format!("{:x}", ctx.finalize());
+    if found != entry.md5 {
+        return Err(DataError::Checksum {
+            path: PathBuf::from(url),
+            expected: entry.md5.clone(),
+            found,
+        });
+    }
+    let target = dir.join(&entry.name);
+    tmp.persist(&target)
+        .map_err(|e| DataError::io(&target, e.error))?;
+    if let Some((bytes, mtime_ns)) = stamp_key(&target) {
+        save_stamp(
+            dir,
+            &entry.name,
+            Stamp {
+                bytes,
+                mtime_ns,
+                md5: found,
+            },
+        );
+    }
+    Ok(())
+}

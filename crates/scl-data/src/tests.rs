@@ -1,0 +1,613 @@
+//! Reader, store and batcher tests on small files written here in the exact official formats,
+//! and every kind of bad input the readers must report.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset;
+
+use crate::readers::cifar::{Cifar100Labels, CifarVariant, read_cifar_archive};
+use crate::readers::folder::{count_archive, read_image_folder, read_image_folder_archive};
+use crate::readers::idx::{encode_idx, read_idx_pair};
+use crate::store::{DataDir, Fetch, ensure_files, file_state};
+use crate::*;
+
+fn names(k: usize) -> Vec<String> {
+    (0..k).map(|c| format!("c{c}")).collect()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+fn write(path: &Path, bytes: &[u8]) -> PathBuf {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+    path.to_path_buf()
+}
+
+/// Five 2x3 images with pixel value 10 * index + position, labels 0, 1, 2, 0, 1.
+fn idx_files(dir: &Path, gz: bool) -> (PathBuf, PathBuf) {
+    let pixels: Vec<u8> = (0..5)
+        .flat_map(|i| (0..6).map(move |p| 10 * i + p))
+        .collect();
+    let images = encode_idx(&[5, 2, 3], &pixels);
+    let labels = encode_idx(&[5], &[0, 1, 2, 0, 1]);
+    let (images, labels) = if gz {
+        (gzip(&images), gzip(&labels))
+    } else {
+        (images, labels)
+    };
+    let ext = if gz { ".gz" } else { "" };
+    (
+        write(&dir.join(format!("img-idx3-ubyte{ext}")), &images),
+        write(&dir.join(format!("lab-idx1-ubyte{ext}")), &labels),
+    )
+}
+
+#[test]
+fn idx_reader_reads_raw_and_gzip_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for gz in [false, true] {
+        let (img, lab) = idx_files(&dir.path().join(gz.to_string()), gz);
+        let set = read_idx_pair(&img, &lab, [1, 2, 3], &names(3)).unwrap();
+        assert_eq!(set.len(), 5);
+        assert_eq!(set.labels(), [0, 1, 2, 0, 1]);
+        assert_eq!(set.image(3), [30, 31, 32, 33, 34, 35]);
+        assert_eq!(set.class_counts(), [2, 2, 1]);
+    }
+}
+
+fn idx_error(images: Vec<u8>, labels: Vec<u8>, classes: usize) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let img = write(&dir.path().join("images"), &images);
+    let lab = write(&dir.path().join("labels"), &labels);
+    read_idx_pair(&img, &lab, [1, 2, 3], &names(classes))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn idx_reader_reports_each_bad_input() {
+    let px = vec![0u8; 5 * 6];
+    let good_labels = encode_idx(&[5], &[0, 1, 2, 0, 1]);
+    // Wrong magic number (a label file where images are expected).
+    let msg = idx_error(encode_idx(&[5], &[0; 5]), good_labels.clone(), 3);
+    assert!(
+        msg.contains("magic number is 0x00000801, expected 0x00000803"),
+        "{msg}"
+    );
+    // Truncated data.
+    let mut short = encode_idx(&[5, 2, 3], &px);
+    short.truncate(short.len() - 7);
+    let msg = idx_error(short, good_labels.clone(), 3);
+    assert!(
+        msg.contains("truncated: expected 30 bytes") && msg.contains("found 23"),
+        "{msg}"
+    );
+    // Truncated header.
+    let msg = idx_error(vec![0, 0, 8, 3, 0, 0], good_labels.clone(), 3);
+    assert!(msg.contains("truncated: expected 16 bytes"), "{msg}");
+    // Trailing bytes.
+    let mut long = encode_idx(&[5, 2, 3], &px);
+    long.extend_from_slice(&[1, 2]);
+    let msg = idx_error(long, good_labels.clone(), 3);
+    assert!(msg.contains("2 unexpected bytes"), "{msg}");
+    // Image count different from label count.
+    let msg = idx_error(encode_idx(&[5, 2, 3], &px), encode_idx(&[4], &[0; 4]), 3);
+    assert!(
+        msg.contains("holds 5 images but") && msg.contains("holds 4 labels"),
+        "{msg}"
+    );
+    // Label outside the class range.
+    let msg = idx_error(
+        encode_idx(&[5, 2, 3], &px),
+        encode_idx(&[5], &[0, 1, 7, 0, 1]),
+        3,
+    );
+    assert!(
+        msg.contains("label 7 of example 2 is outside the class range 0..3"),
+        "{msg}"
+    );
+    // Wrong image size.
+    let msg = idx_error(encode_idx(&[5, 3, 2], &px), good_labels.clone(), 3);
+    assert!(
+        msg.contains("image is 1x3x2, the dataset's images are 1x2x3"),
+        "{msg}"
+    );
+    // Corrupted gzip stream: flip bytes inside the deflate data; the CRC catches what the
+    // inflater does not.
+    let mut gz = gzip(&encode_idx(&[5, 2, 3], &px));
+    let mid = gz.len() / 2;
+    for b in &mut gz[mid..mid + 4] {
+        *b ^= 0x5a;
+    }
+    let msg = idx_error(gz, good_labels.clone(), 3);
+    assert!(msg.contains("corrupted gzip stream"), "{msg}");
+    // A gzip stream cut short.
+    let gz = gzip(&encode_idx(&[5, 2, 3], &px));
+    let msg = idx_error(gz[..gz.len() - 10].to_vec(), good_labels, 3);
+    assert!(msg.contains("corrupted gzip stream"), "{msg}");
+}
+
+fn tar_gz(path: &Path, members: &[(&str, Vec<u8>)]) {
+    let file = std::fs::File::create(path).unwrap();
+    let enc = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    let mut builder = tar::Builder::new(enc);
+    for (name, bytes) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, &bytes[..]).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap();
+}
+
+/// `n` CIFAR records; pixel bytes all equal to the record's number, labels `label(i)`.
+fn cifar_records(n: usize, label_bytes: usize, label: impl Fn(usize) -> [u8; 2]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.extend_from_slice(&label(i)[..label_bytes]);
+        out.extend(std::iter::repeat_n(i as u8, 3072));
+    }
+    out
+}
+
+#[test]
+fn cifar10_archive_reads_batches_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("cifar-10-binary.tar.gz");
+    let mut members: Vec<(String, Vec<u8>)> = (1..=5)
+        .map(|b| {
+            (
+                format!("cifar-10-batches-bin/data_batch_{b}.bin"),
+                cifar_records(3, 1, |i| [((b + i) % 10) as u8, 0]),
+            )
+        })
+        .collect();
+    members.push((
+        "cifar-10-batches-bin/test_batch.bin".into(),
+        cifar_records(2, 1, |_| [9, 0]),
+    ));
+    // Members in a different order from the batches, as tar files may be.
+    members.reverse();
+    let refs: Vec<(&str, Vec<u8>)> = members
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.clone()))
+        .collect();
+    tar_gz(&archive, &refs);
+    let train =
+        read_cifar_archive(&archive, CifarVariant::Cifar10, Split::Train, &names(10)).unwrap();
+    assert_eq!(train.len(), 15);
+    // Batch 1 first: labels 1, 2, 3; then batch 2: 2, 3, 4; ...
+    assert_eq!(&train.labels()[..6], [1, 2, 3, 2, 3, 4]);
+    assert_eq!(train.image(4)[0], 1);
+    let test =
+        read_cifar_archive(&archive, CifarVariant::Cifar10, Split::Test, &names(10)).unwrap();
+    assert_eq!(test.labels(), [9, 9]);
+}
+
+#[test]
+fn cifar100_archive_gives_fine_or_coarse_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("cifar-100-binary.tar.gz");
+    let train = cifar_records(4, 2, |i| [i as u8 + 10, i as u8 + 90]);
+    tar_gz(
+        &archive,
+        &[
+            ("cifar-100-binary/train.bin", train),
+            ("cifar-100-binary/test.bin", cifar_records(1, 2, |_| [0, 0])),
+        ],
+    );
+    let fine = read_cifar_archive(
+        &archive,
+        CifarVariant::Cifar100(Cifar100Labels::Fine),
+        Split::Train,
+        &names(100),
+    )
+    .unwrap();
+    assert_eq!(fine.labels(), [90, 91, 92, 93]);
+    let coarse = read_cifar_archive(
+        &archive,
+        CifarVariant::Cifar100(Cifar100Labels::Coarse),
+        Split::Train,
+        &names(20),
+    )
+    .unwrap();
+    assert_eq!(coarse.labels(), [10, 11, 12, 13]);
+}
+
+#[test]
+fn cifar_reader_reports_each_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("bad.tar.gz");
+    // A record of the wrong length.
+    let mut short = cifar_records(2, 2, |_| [0, 0]);
+    short.pop();
+    tar_gz(&archive, &[("cifar-100-binary/train.bin", short)]);
+    let msg = read_cifar_archive(
+        &archive,
+        CifarVariant::Cifar100(Cifar100Labels::Fine),
+        Split::Train,
+        &names(100),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("not a whole number of 3074-byte CIFAR records (3073 bytes left over)"),
+        "{msg}"
+    );
+    assert!(msg.contains("cifar-100-binary/train.bin"), "{msg}");
+    // A label outside the range.
+    tar_gz(
+        &archive,
+        &[(
+            "cifar-100-binary/test.bin",
+            cifar_records(3, 2, |i| [0, if i == 2 { 100 } else { 1 }]),
+        )],
+    );
+    let msg = read_cifar_archive(
+        &archive,
+        CifarVariant::Cifar100(Cifar100Labels::Fine),
+        Split::Test,
+        &names(100),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("label 100 of example 2 is outside the class range 0..100"),
+        "{msg}"
+    );
+    // A member missing from the archive.
+    let msg = read_cifar_archive(&archive, CifarVariant::Cifar10, Split::Test, &names(10))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("member `cifar-10-batches-bin/test_batch.bin` is missing"),
+        "{msg}"
+    );
+    // Not a gzip file at all.
+    let junk = write(&dir.path().join("junk.tar.gz"), b"this is not an archive");
+    let msg = read_cifar_archive(&junk, CifarVariant::Cifar10, Split::Test, &names(10))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("junk.tar.gz: unreadable tar archive"), "{msg}");
+}
+
+fn png(value: u8, side: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(side, side, |x, y| image::Rgb([value, x as u8, y as u8]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn jpg(value: u8, side: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(side, side, image::Rgb([value, value, value]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn image_folder_reads_directories_and_archives_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let files: Vec<(String, Vec<u8>)> = vec![
+        ("train/cat/0001.png".into(), png(11, 4)),
+        ("train/cat/0000.png".into(), png(10, 4)),
+        ("train/dog/0000.jpg".into(), jpg(200, 4)),
+        ("train/dog/README.txt".into(), b"not an image".to_vec()),
+        ("test/cat/0000.png".into(), png(1, 4)),
+        ("test/dog/0000.png".into(), png(2, 4)),
+    ];
+    for (name, bytes) in &files {
+        write(&root.join(name), bytes);
+    }
+    let classes = vec!["dog".to_string(), "cat".to_string()];
+    let set = read_image_folder(&root, "train", Some(&classes), [3, 4, 4]).unwrap();
+    assert_eq!(set.labels(), [0, 1, 1]);
+    // Within a class, files in name order; CHW with the red plane first.
+    assert_eq!(set.image(1)[0], 10);
+    assert_eq!(set.image(2)[0], 11);
+    // Green plane of a PNG is the x coordinate.
+    assert_eq!(&set.image(1)[16..20], [0, 1, 2, 3]);
+    // JPEG is lossy, but a flat grey survives almost exactly.
+    assert!(set.image(0).iter().all(|&v| v.abs_diff(200) <= 2));
+    // Without class names: sorted folder names.
+    let sorted = read_image_folder(&root, "test", None, [3, 4, 4]).unwrap();
+    assert_eq!(sorted.class_names(), ["cat", "dog"]);
+    // The same layout in a tar.gz, with a leading folder as GitHub archives have.
+    let archive = dir.path().join("images.tar.gz");
+    let members: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(n, b)| (format!("repo-abc/{n}"), b.clone()))
+        .collect();
+    let refs: Vec<(&str, Vec<u8>)> = members
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.clone()))
+        .collect();
+    tar_gz(&archive, &refs);
+    let from_archive =
+        read_image_folder_archive(&archive, "train", Some(&classes), [3, 4, 4]).unwrap();
+    assert_eq!(from_archive.labels(), set.labels());
+    for i in 0..set.len() {
+        assert_eq!(from_archive.image(i), set.image(i));
+    }
+    assert_eq!(count_archive(&archive, "train", &classes).unwrap(), [1, 2]);
+    // Grey conversion for one-channel datasets.
+    let grey = read_image_folder(&root, "test", None, [1, 4, 4]).unwrap();
+    assert_eq!(grey.shape(), [1, 4, 4]);
+}
+
+#[test]
+fn image_folder_reports_each_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(&root.join("train/cat/0.png"), &png(1, 4));
+    std::fs::create_dir_all(root.join("train/dog")).unwrap();
+    // Empty class folder.
+    let msg = read_image_folder(root, "train", None, [3, 4, 4])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("train/dog: class folder holds no .png or .jpg image"),
+        "{msg}"
+    );
+    // Unreadable image.
+    write(&root.join("train/dog/0.png"), b"\x89PNG garbage");
+    let msg = read_image_folder(root, "train", None, [3, 4, 4])
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("dog/0.png: unreadable image"), "{msg}");
+    // Wrong size.
+    write(&root.join("train/dog/0.png"), &png(1, 5));
+    let msg = read_image_folder(root, "train", None, [3, 4, 4])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("image is 3x5x5, the dataset's images are 3x4x4"),
+        "{msg}"
+    );
+    // A class folder that is not one of the dataset's classes.
+    write(&root.join("train/dog/0.png"), &png(1, 4));
+    let msg = read_image_folder(root, "train", Some(&["cat".to_string()]), [3, 4, 4])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("class folder `dog` is not one of the dataset's classes"),
+        "{msg}"
+    );
+    // A missing split.
+    let msg = read_image_folder(root, "test", None, [3, 4, 4])
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("no `test` folder"), "{msg}");
+}
+
+fn one_file_manifest(name: &str, bytes: &[u8], urls: Vec<String>) -> Manifest {
+    let mut m = Manifest::named("cifar10").unwrap();
+    m.name = "toy".into();
+    m.files = vec![FileEntry {
+        role: "archive".into(),
+        name: name.into(),
+        bytes: bytes.len() as u64,
+        md5: format!("{:x}", md5::compute(bytes)),
+        urls,
+    }];
+    m
+}
+
+#[test]
+fn checksums_are_verified_once_and_mismatches_say_expected_and_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = DataDir::at(dir.path(), "--data-dir");
+    let m = one_file_manifest("blob.bin", b"hello", vec![]);
+    write(&dir.path().join("toy/blob.bin"), b"hello");
+    assert_eq!(
+        ensure_files(&m, &data_dir, Fetch::Never).unwrap(),
+        dir.path().join("toy")
+    );
+    // The verification is remembered beside the file.
+    let stamps = std::fs::read_to_string(dir.path().join("toy/.scl-verified.json")).unwrap();
+    assert!(
+        stamps.contains("5d41402abc4b2a76b9719d911017c592"),
+        "{stamps}"
+    );
+    // A changed file (different size) is hashed again and rejected.
+    write(&dir.path().join("toy/blob.bin"), b"hello!");
+    let msg = ensure_files(&m, &data_dir, Fetch::Never)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("blob.bin: md5 mismatch: expected 5d41402abc4b2a76b9719d911017c592, found "),
+        "{msg}"
+    );
+    assert!(matches!(
+        file_state(&dir.path().join("toy"), &m.files[0]).unwrap(),
+        store::FileState::Mismatch { .. }
+    ));
+}
+
+#[test]
+fn missing_files_without_network_give_one_message_with_urls_and_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = DataDir::at(dir.path(), "SCL_DATA_DIR");
+    // Port 9 on the loopback is closed here: the download fails at once.
+    let m = one_file_manifest(
+        "blob.bin",
+        b"hello",
+        vec!["http://127.0.0.1:9/blob.bin".into()],
+    );
+    let msg = ensure_files(&m, &data_dir, Fetch::IfMissing { progress: false })
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("dataset `toy` is missing 1 file(s)"), "{msg}");
+    assert!(msg.contains("the download failed"), "{msg}");
+    assert!(
+        msg.contains(
+            "blob.bin (md5 5d41402abc4b2a76b9719d911017c592) from http://127.0.0.1:9/blob.bin"
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&dir.path().join("toy").display().to_string()),
+        "{msg}"
+    );
+    assert!(msg.contains("SCL_DATA_DIR"), "{msg}");
+    let offline = ensure_files(&m, &data_dir, Fetch::Never)
+        .unwrap_err()
+        .to_string();
+    assert!(offline.contains("downloading is off"), "{offline}");
+    // Nothing was left behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("toy"))
+        .map(|d| d.count())
+        .into_iter()
+        .collect();
+    assert!(left.is_empty() || left == [0], "{left:?}");
+}
+
+/// Serves `body` to every request on a loopback port; returns the URL.
+fn serve(body: Vec<u8>, requests: usize) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let mut stream = stream.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(&body).unwrap();
+        }
+    });
+    format!("http://127.0.0.1:{port}/blob.bin")
+}
+
+#[test]
+fn downloads_are_verified_before_they_appear() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = DataDir::at(dir.path(), "--data-dir");
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let url = serve(payload.clone(), 1);
+    let m = one_file_manifest("blob.bin", &payload, vec![url]);
+    ensure_files(&m, &data_dir, Fetch::IfMissing { progress: false }).unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("toy/blob.bin")).unwrap(),
+        payload
+    );
+    // A server that sends other bytes: md5 mismatch, and no file, partial or final, remains.
+    let dir2 = tempfile::tempdir().unwrap();
+    let url = serve(b"something else".to_vec(), 1);
+    let m = one_file_manifest("blob.bin", &payload, vec![url]);
+    let msg = ensure_files(
+        &m,
+        &DataDir::at(dir2.path(), "--data-dir"),
+        Fetch::IfMissing { progress: false },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(msg.contains("md5 mismatch: expected"), "{msg}");
+    let left: Vec<_> = std::fs::read_dir(dir2.path().join("toy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn embedded_digits_have_the_known_class_counts_and_pixels() {
+    let m = Manifest::named("sklearn-digits").unwrap();
+    let opts = LoadOptions::offline(DataDir::resolve(None));
+    let train = load(&m, Split::Train, &opts).unwrap();
+    let test = load(&m, Split::Test, &opts).unwrap();
+    assert_eq!((train.len(), test.len()), (1442, 355));
+    // Stratified: every 5th image of each class is a test image.
+    assert_eq!(
+        test.class_counts(),
+        [35, 36, 35, 36, 36, 36, 36, 35, 34, 36]
+    );
+    let total: Vec<usize> = train
+        .class_counts()
+        .iter()
+        .zip(test.class_counts())
+        .map(|(a, b)| a + b)
+        .collect();
+    // Class counts of the sklearn digits (sklearn's digits.rst and ../shared/datasets).
+    assert_eq!(total, [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]);
+    // The first row of sklearn's digits.csv.gz: a zero, 8x8 values 0..16.
+    assert_eq!(
+        &train.image(0)[..16],
+        [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0]
+    );
+    assert_eq!(train.labels()[0], 0);
+    assert_eq!(train.max_value(), 16);
+}
+
+#[test]
+fn burn_dataset_and_batcher_give_sample_major_normalised_views() {
+    let pixels: Vec<u8> = (0..3)
+        .flat_map(|i| std::iter::repeat_n(i as u8 * 100, 4))
+        .collect();
+    let set = ImageSet::new([1, 2, 2], 200, names(2), pixels, vec![0, 1, 1]).unwrap();
+    let sub = set.subset(&[2, 0]);
+    assert_eq!(Dataset::len(&sub), 2);
+    let items: Vec<ImageItem> = (0..2).map(|i| sub.get(i).unwrap()).collect();
+    assert_eq!(items[0].label, 1);
+    assert_eq!(items[0].pixels, [200; 4]);
+    assert!(sub.get(2).is_none());
+    assert_eq!(sub.origin(), [2, 0]);
+    let views = vec![vec![], vec![Transform::VerticalFlip { p: 1.0 }]];
+    let batcher = SclBatcher::new(views, [1, 2, 2], 200, vec![0.5], vec![0.25], 7).unwrap();
+    let batch: SclBatch<NdArray> = batcher.batch(items.clone(), &Default::default());
+    assert_eq!(batch.images.dims(), [4, 1, 2, 2]);
+    assert_eq!(batch.views, 2);
+    let values = batch.images.into_data().to_vec::<f32>().unwrap();
+    // Example 0 (pixel 200 -> 1.0 -> (1 - 0.5) / 0.25 = 2) in both views, then example 1
+    // (pixel 0 -> -2).
+    assert_eq!(
+        values,
+        [
+            2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, -2.0, -2.0, -2.0, -2.0, -2.0, -2.0, -2.0, -2.0
+        ]
+    );
+    assert_eq!(batch.labels.into_data().to_vec::<i64>().unwrap(), [1, 0]);
+    // Random views depend on (seed, epoch, index, view) only.
+    let rand_views = vec![
+        vec![Transform::RandomCrop {
+            size: 2,
+            padding: 1
+        }];
+        2
+    ];
+    let b = SclBatcher::new(rand_views, [1, 2, 2], 200, vec![0.5], vec![0.25], 7).unwrap();
+    let first = b.assemble(&items, 3);
+    let reversed: Vec<ImageItem> = items.iter().rev().cloned().collect();
+    let second = b.assemble(&reversed, 3);
+    let per = 2 * 4;
+    assert_eq!(first.images[..per], second.images[per..]);
+    let epochs: Vec<Vec<f32>> = (0..20).map(|e| b.assemble(&items, e).images).collect();
+    assert!(
+        epochs.iter().any(|x| *x != epochs[0]),
+        "augmentations never change with the epoch"
+    );
+}
+
+#[test]
+fn batcher_rejects_views_of_different_shapes() {
+    let views = vec![vec![], vec![Transform::Pad { padding: 1 }]];
+    let err = SclBatcher::new(views, [1, 4, 4], 255, vec![0.0], vec![1.0], 0).unwrap_err();
+    assert!(err.to_string().contains("different image shapes"), "{err}");
+    let err = SclBatcher::new(vec![vec![]], [3, 4, 4], 255, vec![0.0], vec![1.0], 0).unwrap_err();
+    assert!(
+        err.to_string().contains("needs 3 mean and 3 positive std"),
+        "{err}"
+    );
+}

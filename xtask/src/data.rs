@@ -1,0 +1,171 @@
+//! `cargo xtask data check|fetch`: what datasets are present and verified, with per-class
+//! counts; and downloading missing files.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use scl_data::store::{FileState, file_state};
+use scl_data::{DataDir, Fetch, Format, LoadOptions, Manifest, Split, split_counts};
+
+/// Arguments of `cargo xtask data`.
+#[derive(clap::Args, Debug)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    command: DataCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum DataCommand {
+    /// List every dataset: files present and verified (md5), per-class counts of each split.
+    Check {
+        /// Data directory (default: $SCL_DATA_DIR, else datasets/cache).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Download the missing files of a dataset (or `all`), verified by md5.
+    Fetch {
+        /// A dataset name, or `all`.
+        name: String,
+        /// Data directory (default: $SCL_DATA_DIR, else datasets/cache).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// Runs `cargo xtask data ...`.
+pub fn run(args: DataArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        DataCommand::Check { data_dir } => check(DataDir::resolve(data_dir.as_deref())),
+        DataCommand::Fetch { name, data_dir } => {
+            fetch(&name, DataDir::resolve(data_dir.as_deref()))
+        }
+    }
+}
+
+fn fetch(name: &str, dir: DataDir) -> anyhow::Result<ExitCode> {
+    let manifests = if name == "all" {
+        Manifest::builtin()
+    } else {
+        match Manifest::named(name) {
+            Ok(m) => vec![m],
+            Err(e) => {
+                eprintln!("error: {e}, or `all`.");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    };
+    let mut failed = false;
+    for m in manifests {
+        match scl_data::store::ensure_files(&m, &dir, Fetch::IfMissing { progress: true }) {
+            Ok(path) => println!("{}: ready in {}", m.name, path.display()),
+            Err(e) => {
+                eprintln!("{}: {e}", m.name);
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn check(dir: DataDir) -> anyhow::Result<ExitCode> {
+    println!(
+        "data directory: {} (from {})",
+        dir.root().display(),
+        dir.origin()
+    );
+    let opts = LoadOptions::offline(dir.clone());
+    let mut bad = false;
+    for m in Manifest::builtin() {
+        let mut out = String::new();
+        let folder = dir.dataset_dir(&m);
+        let _ = writeln!(
+            out,
+            "\n== {} ({}){}",
+            m.name,
+            m.title,
+            if m.lossy { " [LOSSY]" } else { "" }
+        );
+        let mut all_verified = true;
+        if m.format == Format::EmbeddedDigits {
+            let _ = writeln!(
+                out,
+                "   embedded in the smartcore crate: nothing to download"
+            );
+        }
+        for f in &m.files {
+            let state = match file_state(&folder, f) {
+                Ok(FileState::Verified) => "verified (md5 ok)".to_string(),
+                Ok(FileState::Missing) => {
+                    all_verified = false;
+                    format!(
+                        "missing ({})",
+                        if f.urls.is_empty() {
+                            "no public download"
+                        } else {
+                            &f.urls[0]
+                        }
+                    )
+                }
+                Ok(FileState::Mismatch { found }) => {
+                    all_verified = false;
+                    bad = true;
+                    format!("MD5 MISMATCH: expected {}, found {found}", f.md5)
+                }
+                Err(e) => {
+                    all_verified = false;
+                    bad = true;
+                    format!("unreadable: {e}")
+                }
+            };
+            let _ = writeln!(out, "   {:<32} {state}", f.name);
+        }
+        if all_verified {
+            let counts: Vec<_> = [Split::Train, Split::Test]
+                .iter()
+                .map(|s| split_counts(&m, *s, &opts))
+                .collect();
+            match (&counts[0], &counts[1]) {
+                (Ok(train), Ok(test)) => {
+                    let _ = writeln!(
+                        out,
+                        "   {:>5}  {:<24} {:>6} {:>6}",
+                        "label", "class", "train", "test"
+                    );
+                    for (c, name) in m.class_names.iter().enumerate() {
+                        let _ =
+                            writeln!(out, "   {c:>5}  {name:<24} {:>6} {:>6}", train[c], test[c]);
+                    }
+                    let _ = writeln!(
+                        out,
+                        "   {:>5}  {:<24} {:>6} {:>6}",
+                        "",
+                        "total",
+                        train.iter().sum::<usize>(),
+                        test.iter().sum::<usize>()
+                    );
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    bad = true;
+                    let _ = writeln!(out, "   cannot read: {e}");
+                }
+            }
+        } else {
+            let _ = writeln!(
+                out,
+                "   not usable yet: `cargo xtask data fetch {}`",
+                m.name
+            );
+        }
+        print!("{out}");
+    }
+    Ok(if bad {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
