@@ -1,12 +1,14 @@
-//! `cargo xtask data check|fetch`: what datasets are present and verified, with per-class
-//! counts; and downloading missing files.
+//! `cargo xtask data check|fetch|imbalance`: what datasets are present and verified, with
+//! per-class counts; downloading missing files; the counts an imbalance construction keeps.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use scl_data::store::{FileState, file_state};
-use scl_data::{DataDir, Fetch, Format, LoadOptions, Manifest, Split, split_counts};
+use scl_data::{
+    DataDir, Fetch, Format, Imbalance, LoadOptions, Manifest, Split, count_table, split_counts,
+};
 
 /// Arguments of `cargo xtask data`.
 #[derive(clap::Args, Debug)]
@@ -19,6 +21,27 @@ pub struct DataArgs {
 enum DataCommand {
     /// List every dataset: files present and verified (md5), per-class counts of each split.
     Check {
+        /// Data directory (default: $SCL_DATA_DIR, else datasets/cache).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print the per-class counts of a training split after an imbalance construction.
+    Imbalance {
+        /// A dataset name.
+        name: String,
+        /// `step`, `long-tail` or `none`.
+        #[arg(long, default_value = "step")]
+        kind: String,
+        /// The imbalance ratio R (at least 1).
+        #[arg(long, default_value_t = 10.0)]
+        ratio: f64,
+        /// Examples per majority class (step) or of class 0 (long-tail); default
+        /// min(5000, smallest class) as in the paper.
+        #[arg(long)]
+        n_max: Option<usize>,
+        /// Subsampling seed (the paper's code uses 1).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
         /// Data directory (default: $SCL_DATA_DIR, else datasets/cache).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -40,7 +63,72 @@ pub fn run(args: DataArgs) -> anyhow::Result<ExitCode> {
         DataCommand::Fetch { name, data_dir } => {
             fetch(&name, DataDir::resolve(data_dir.as_deref()))
         }
+        DataCommand::Imbalance {
+            name,
+            kind,
+            ratio,
+            n_max,
+            seed,
+            data_dir,
+        } => imbalance(
+            &name,
+            &kind,
+            ratio,
+            n_max,
+            seed,
+            DataDir::resolve(data_dir.as_deref()),
+        ),
     }
+}
+
+fn imbalance(
+    name: &str,
+    kind: &str,
+    ratio: f64,
+    n_max: Option<usize>,
+    seed: u64,
+    dir: DataDir,
+) -> anyhow::Result<ExitCode> {
+    let usage = |msg: String| {
+        eprintln!("error: {msg}");
+        Ok(ExitCode::from(2))
+    };
+    let manifest = match Manifest::named(name) {
+        Ok(m) => m,
+        Err(e) => return usage(format!("{e}.")),
+    };
+    let imbalance = match kind {
+        "step" => Imbalance::Step {
+            ratio,
+            n_majority: n_max,
+            minority: None,
+        },
+        "long-tail" => Imbalance::LongTail { ratio, n_max },
+        "none" => Imbalance::None,
+        other => {
+            return usage(format!(
+                "unknown --kind `{other}`; allowed: step, long-tail, none."
+            ));
+        }
+    };
+    let train = match scl_data::load(&manifest, Split::Train, &LoadOptions::offline(dir)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let selection = match imbalance.select(train.labels(), train.num_classes(), seed) {
+        Ok(s) => s,
+        Err(e) => return usage(format!("{e}.")),
+    };
+    println!(
+        "{} train, {}, seed {seed}:\n{}",
+        manifest.title,
+        imbalance.label(),
+        count_table(train.class_names(), &selection.available, &selection.counts)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn fetch(name: &str, dir: DataDir) -> anyhow::Result<ExitCode> {

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use burn::data::dataset::Dataset;
-
 use crate::DataError;
 
 /// Images of one split held in memory as bytes, with labels in `0..class_names.len()`.
@@ -158,7 +156,8 @@ impl ImageSet {
     }
 }
 
-impl Dataset<ImageItem> for ImageSet {
+#[cfg(feature = "burn")]
+impl burn::data::dataset::Dataset<ImageItem> for ImageSet {
     fn get(&self, index: usize) -> Option<ImageItem> {
         (index < self.len()).then(|| ImageItem {
             index,

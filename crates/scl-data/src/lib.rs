@@ -20,10 +20,15 @@
 //! # Ok::<(), scl_data::DataError>(())
 //! ```
 //!
+//! Cargo features (all on by default): `burn` (the `Dataset` implementation and the batcher),
+//! `download` (fetching missing files), `digits` (the embedded sklearn digits). Without them the
+//! readers, manifests, checksums and imbalance constructions remain.
+//!
 //! Errors are [`DataError`] values that name the file and what is wrong; readers never panic
 //! on bad input and never leave partial files behind.
 #![warn(missing_docs)]
 
+#[cfg(feature = "burn")]
 pub mod batcher;
 mod dataset;
 mod error;
@@ -34,6 +39,7 @@ pub mod readers;
 pub mod store;
 pub mod transform;
 
+#[cfg(feature = "burn")]
 pub use batcher::{HostBatch, SclBatch, SclBatcher};
 pub use dataset::{ImageItem, ImageSet};
 pub use error::DataError;
@@ -44,5 +50,5 @@ pub use readers::cifar::Cifar100Labels;
 pub use store::{DataDir, Fetch};
 pub use transform::{Transform, ViewPreset};
 
-#[cfg(test)]
+#[cfg(all(test, feature = "burn", feature = "download", feature = "digits"))]
 mod tests;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::readers::cifar::{self, Cifar100Labels, CifarVariant};
-use crate::readers::{digits, folder, idx};
+use crate::readers::{folder, idx};
 use crate::store::{DataDir, Fetch, ensure_files};
 use crate::{DataError, Format, ImageSet, Manifest};
 
@@ -78,7 +78,13 @@ fn path_of(dir: &std::path::Path, manifest: &Manifest, role: &str) -> PathBuf {
 pub fn load(manifest: &Manifest, split: Split, opts: &LoadOptions) -> Result<ImageSet, DataError> {
     let names = class_names_for(manifest, opts);
     if manifest.format == Format::EmbeddedDigits {
-        return digits::load_digits(split, &names);
+        #[cfg(feature = "digits")]
+        return crate::readers::digits::load_digits(split, &names);
+        #[cfg(not(feature = "digits"))]
+        return Err(DataError::Manifest {
+            name: manifest.name.clone(),
+            message: "this build of scl-data has no `digits` feature".into(),
+        });
     }
     let dir = ensure_files(manifest, &opts.data_dir, opts.fetch)?;
     match manifest.format {

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
@@ -320,14 +320,23 @@ pub fn download_entry(dir: &Path, entry: &FileEntry, progress: bool) -> Result<(
     Err(last.expect("at least one URL was tried"))
 }
 
+#[cfg(not(feature = "download"))]
+fn download_one(_: &Path, _: &FileEntry, url: &str, _: bool) -> Result<(), DataError> {
+    Err(DataError::Download {
+        url: url.to_string(),
+        message: "this build of scl-data has no `download` feature".into(),
+    })
+}
+
+#[cfg(feature = "download")]
 fn download_one(dir: &Path, entry: &FileEntry, url: &str, progress: bool) -> Result<(), DataError> {
     let fail = |message: String| DataError::Download {
         url: url.to_string(),
         message,
     };
     let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(15))
-        .timeout_read(Duration::from_secs(60))
+        .timeout_connect(std::time::Duration::from_secs(15))
+        .timeout_read(std::time::Duration::from_secs(60))
         .build();
     let response = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
     let total = response
