@@ -1,0 +1,81 @@
+//! A small CNN that trains on the CPU in minutes: two 3x3 convolution stages (batch norm,
+//! ReLU, 2x2 max-pool), global average pooling, one linear layer to the embedding.
+//!
+//! Where the final activation sits: after that last linear layer.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+/// Configuration of [`SmallCnn`].
+#[derive(Config, Debug)]
+pub struct SmallCnnConfig {
+    /// Input channels (1 for MNIST, 3 for CIFAR).
+    pub in_channels: usize,
+    /// Channels of the two convolution stages.
+    #[config(default = "[32, 64]")]
+    pub channels: [usize; 2],
+    /// Embedding dimension.
+    #[config(default = 128)]
+    pub embedding: usize,
+}
+
+/// One convolution stage.
+#[derive(Module, Debug)]
+pub struct ConvStage<B: Backend> {
+    conv: Conv2d<B>,
+    norm: BatchNorm<B>,
+}
+
+/// See [`SmallCnnConfig`].
+#[derive(Module, Debug)]
+pub struct SmallCnn<B: Backend> {
+    stages: Vec<ConvStage<B>>,
+    pool: MaxPool2d,
+    gap: AdaptiveAvgPool2d,
+    head: Linear<B>,
+}
+
+impl SmallCnnConfig {
+    /// Builds the network.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> SmallCnn<B> {
+        let stage = |i: usize, o: usize| ConvStage {
+            conv: Conv2dConfig::new([i, o], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false)
+                .init(device),
+            norm: BatchNormConfig::new(o).init(device),
+        };
+        SmallCnn {
+            stages: vec![
+                stage(self.in_channels, self.channels[0]),
+                stage(self.channels[0], self.channels[1]),
+            ],
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            gap: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            head: LinearConfig::new(self.channels[1], self.embedding).init(device),
+        }
+    }
+}
+
+impl<B: Backend> SmallCnn<B> {
+    /// `[N, C, H, W]` to `[N, embedding]`.
+    pub fn forward(&self, x: Tensor<B, 4>, final_relu: bool) -> Tensor<B, 2> {
+        let mut h = x;
+        for stage in &self.stages {
+            h = self
+                .pool
+                .forward(relu(stage.norm.forward(stage.conv.forward(h))));
+        }
+        let h = self.head.forward(self.gap.forward(h).flatten(1, 3));
+        if final_relu { relu(h) } else { h }
+    }
+
+    /// The embedding dimension.
+    pub fn output_dim(&self) -> usize {
+        let [_, out] = self.head.weight.dims();
+        out
+    }
+}

@@ -1,0 +1,166 @@
+//! DenseNet-BC as in the authors' code ("DenseNet40"): growth 12, dense blocks of (6, 6, 6)
+//! bottleneck layers (BN-ReLU-1x1 conv to 4 x growth, BN-ReLU-3x3 conv to growth), 64 initial
+//! maps from an ImageNet-style stem (7x7 stride-2 convolution, BN, ReLU, 3x3 stride-2
+//! max-pool), transitions that halve the channels (BN-ReLU-1x1 conv, 2x2 average pool), a
+//! final batch norm, global average pooling. Embedding dimension 64 -> 136 -> 68 -> 140 -> 70
+//! -> 142.
+//!
+//! Where the final activation sits: the ReLU after the final batch norm (`norm5`), before
+//! pooling; `none` removes it.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{
+    AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, AvgPool2d, AvgPool2dConfig, MaxPool2d,
+    MaxPool2dConfig,
+};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+/// Configuration of [`DenseNet`].
+#[derive(Config, Debug)]
+pub struct DenseNetConfig {
+    /// Input channels.
+    #[config(default = 3)]
+    pub in_channels: usize,
+    /// Channels each layer adds.
+    #[config(default = 12)]
+    pub growth: usize,
+    /// Layers per dense block.
+    #[config(default = "vec![6, 6, 6]")]
+    pub blocks: Vec<usize>,
+    /// Channels out of the stem.
+    #[config(default = 64)]
+    pub initial: usize,
+    /// Bottleneck width as a multiple of `growth`.
+    #[config(default = 4)]
+    pub bn_size: usize,
+}
+
+/// A bottleneck layer whose output is concatenated to its input.
+#[derive(Module, Debug)]
+pub struct DenseLayer<B: Backend> {
+    norm1: BatchNorm<B>,
+    conv1: Conv2d<B>,
+    norm2: BatchNorm<B>,
+    conv2: Conv2d<B>,
+}
+
+/// Halves the channels and the resolution.
+#[derive(Module, Debug)]
+pub struct Transition<B: Backend> {
+    norm: BatchNorm<B>,
+    conv: Conv2d<B>,
+    pool: AvgPool2d,
+}
+
+/// A dense block and the transition after it (none after the last).
+#[derive(Module, Debug)]
+pub struct DenseStage<B: Backend> {
+    layers: Vec<DenseLayer<B>>,
+    transition: Option<Transition<B>>,
+}
+
+/// See [`DenseNetConfig`].
+#[derive(Module, Debug)]
+pub struct DenseNet<B: Backend> {
+    stem: Conv2d<B>,
+    stem_norm: BatchNorm<B>,
+    stem_pool: MaxPool2d,
+    stages: Vec<DenseStage<B>>,
+    norm5: BatchNorm<B>,
+    gap: AdaptiveAvgPool2d,
+}
+
+impl DenseNetConfig {
+    /// The embedding dimension this configuration produces.
+    pub fn output_dim(&self) -> usize {
+        let mut c = self.initial;
+        for (i, &n) in self.blocks.iter().enumerate() {
+            c += n * self.growth;
+            if i + 1 < self.blocks.len() {
+                c /= 2;
+            }
+        }
+        c
+    }
+
+    /// Builds the network.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> DenseNet<B> {
+        let mut c = self.initial;
+        let mut stages = Vec::new();
+        for (i, &n) in self.blocks.iter().enumerate() {
+            let mut layers = Vec::new();
+            for _ in 0..n {
+                let mid = self.bn_size * self.growth;
+                layers.push(DenseLayer {
+                    norm1: BatchNormConfig::new(c).init(device),
+                    conv1: Conv2dConfig::new([c, mid], [1, 1])
+                        .with_bias(false)
+                        .init(device),
+                    norm2: BatchNormConfig::new(mid).init(device),
+                    conv2: Conv2dConfig::new([mid, self.growth], [3, 3])
+                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                        .with_bias(false)
+                        .init(device),
+                });
+                c += self.growth;
+            }
+            let transition = (i + 1 < self.blocks.len()).then(|| {
+                let t = Transition {
+                    norm: BatchNormConfig::new(c).init(device),
+                    conv: Conv2dConfig::new([c, c / 2], [1, 1])
+                        .with_bias(false)
+                        .init(device),
+                    pool: AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+                };
+                c /= 2;
+                t
+            });
+            stages.push(DenseStage { layers, transition });
+        }
+        DenseNet {
+            stem: Conv2dConfig::new([self.in_channels, self.initial], [7, 7])
+                .with_stride([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
+                .with_bias(false)
+                .init(device),
+            stem_norm: BatchNormConfig::new(self.initial).init(device),
+            stem_pool: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
+            stages,
+            norm5: BatchNormConfig::new(c).init(device),
+            gap: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+        }
+    }
+}
+
+impl<B: Backend> DenseNet<B> {
+    /// `[N, C, H, W]` to `[N, output_dim]`; `final_relu` switches the ReLU after `norm5`.
+    pub fn forward(&self, x: Tensor<B, 4>, final_relu: bool) -> Tensor<B, 2> {
+        let mut h = self
+            .stem_pool
+            .forward(relu(self.stem_norm.forward(self.stem.forward(x))));
+        for stage in &self.stages {
+            for layer in &stage.layers {
+                let y = layer.conv1.forward(relu(layer.norm1.forward(h.clone())));
+                let y = layer.conv2.forward(relu(layer.norm2.forward(y)));
+                h = Tensor::cat(vec![h, y], 1);
+            }
+            if let Some(t) = &stage.transition {
+                h = t.pool.forward(t.conv.forward(relu(t.norm.forward(h))));
+            }
+        }
+        let h = self.norm5.forward(h);
+        let h = if final_relu { relu(h) } else { h };
+        self.gap.forward(h).flatten(1, 3)
+    }
+
+    /// The embedding dimension (142 for the paper's configuration).
+    pub fn output_dim(&self) -> usize {
+        let [c] = self.norm5.gamma.dims();
+        c
+    }
+}

@@ -1,0 +1,243 @@
+//! Burn models for supervised contrastive learning, each with the paper's switch: a ReLU on
+//! the final layer (`FinalActivation::Relu`) or not (`None`).
+//!
+//! An [`SclModel`] is a backbone ([`Mlp`], [`SmallCnn`], [`ResNet18`] with the CIFAR stem,
+//! [`DenseNet`]-BC), an optional linear projection head, the final activation, optional L2
+//! normalisation, and a linear classifier head for cross-entropy training.
+//!
+//! Where the switch sits: without a projection head, inside the backbone at its last layer
+//! (for ResNet-18 the ReLU at the end of the last residual block; for DenseNet the ReLU after
+//! the final batch norm; for the MLP and the small CNN after the last linear layer). With a
+//! projection head, the backbone keeps all its ReLUs and the switch acts on the projection's
+//! output ("a ReLU after the projection layer").
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use burn::prelude::*;
+//! use scl_models::{Architecture, FinalActivation, MlpConfig, SclModelConfig};
+//!
+//! let device = Default::default();
+//! let config = SclModelConfig::new(Architecture::Mlp(MlpConfig::new(64, vec![128, 32])), 10)
+//!     .with_final_activation(FinalActivation::Relu);
+//! let model = config.init::<NdArray>(&device);
+//! let images = Tensor::<NdArray, 4>::zeros([5, 1, 8, 8], &device);
+//! let z = model.embed(images.clone()); // [5, 32], non-negative, unit rows
+//! let logits = model.logits(images); // [5, 10]
+//! assert_eq!(z.dims(), [5, 32]);
+//! assert_eq!(logits.dims(), [5, 10]);
+//! ```
+#![warn(missing_docs)]
+
+mod cnn;
+mod densenet;
+mod mlp;
+mod resnet;
+
+pub use cnn::{SmallCnn, SmallCnnConfig};
+pub use densenet::{DenseNet, DenseNetConfig};
+pub use mlp::{Mlp, MlpConfig};
+pub use resnet::{ResNet18, ResNet18Config};
+
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The paper's switch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FinalActivation {
+    /// A ReLU on the final layer: non-negative embeddings (UFM+).
+    #[default]
+    Relu,
+    /// No activation on the final layer.
+    None,
+}
+
+/// The backbone and its configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Architecture {
+    /// See [`MlpConfig`].
+    Mlp(MlpConfig),
+    /// See [`SmallCnnConfig`].
+    SmallCnn(SmallCnnConfig),
+    /// See [`ResNet18Config`].
+    Resnet18(ResNet18Config),
+    /// See [`DenseNetConfig`].
+    Densenet(DenseNetConfig),
+}
+
+impl PartialEq for MlpConfig {
+    fn eq(&self, o: &Self) -> bool {
+        self.input == o.input && self.widths == o.widths && self.batch_norm == o.batch_norm
+    }
+}
+impl PartialEq for SmallCnnConfig {
+    fn eq(&self, o: &Self) -> bool {
+        self.in_channels == o.in_channels
+            && self.channels == o.channels
+            && self.embedding == o.embedding
+    }
+}
+impl PartialEq for ResNet18Config {
+    fn eq(&self, o: &Self) -> bool {
+        self.in_channels == o.in_channels && self.width == o.width
+    }
+}
+impl PartialEq for DenseNetConfig {
+    fn eq(&self, o: &Self) -> bool {
+        self.in_channels == o.in_channels
+            && self.growth == o.growth
+            && self.blocks == o.blocks
+            && self.initial == o.initial
+            && self.bn_size == o.bn_size
+    }
+}
+
+/// A backbone module.
+// One model exists per run; the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum Backbone<B: Backend> {
+    /// See [`Mlp`].
+    Mlp(Mlp<B>),
+    /// See [`SmallCnn`].
+    SmallCnn(SmallCnn<B>),
+    /// See [`ResNet18`].
+    Resnet18(ResNet18<B>),
+    /// See [`DenseNet`].
+    Densenet(DenseNet<B>),
+}
+
+impl<B: Backend> Backbone<B> {
+    /// Runs the backbone; `final_relu` is the switch at its last layer.
+    pub fn forward(&self, x: Tensor<B, 4>, final_relu: bool) -> Tensor<B, 2> {
+        match self {
+            Self::Mlp(m) => m.forward(x, final_relu),
+            Self::SmallCnn(m) => m.forward(x, final_relu),
+            Self::Resnet18(m) => m.forward(x, final_relu),
+            Self::Densenet(m) => m.forward(x, final_relu),
+        }
+    }
+
+    /// The backbone's output dimension.
+    pub fn output_dim(&self) -> usize {
+        match self {
+            Self::Mlp(m) => m.output_dim(),
+            Self::SmallCnn(m) => m.output_dim(),
+            Self::Resnet18(m) => m.output_dim(),
+            Self::Densenet(m) => m.output_dim(),
+        }
+    }
+}
+
+/// Configuration of [`SclModel`].
+#[derive(Config, Debug)]
+pub struct SclModelConfig {
+    /// The backbone.
+    pub architecture: Architecture,
+    /// Number of classes (the classifier head's outputs).
+    pub num_classes: usize,
+    /// The paper's switch; ReLU by default, as in the authors' released models.
+    #[config(default = "FinalActivation::Relu")]
+    pub final_activation: FinalActivation,
+    /// Output size of an optional linear projection head (none in the authors' code).
+    #[config(default = "None")]
+    pub projection: Option<usize>,
+    /// L2-normalise the embedding in [`SclModel::embed`] (the authors do, inside the model).
+    #[config(default = true)]
+    pub normalize: bool,
+}
+
+/// A backbone, optional projection, final activation, optional L2 normalisation and a
+/// classifier head.
+#[derive(Module, Debug)]
+pub struct SclModel<B: Backend> {
+    backbone: Backbone<B>,
+    projection: Option<Linear<B>>,
+    classifier: Linear<B>,
+    #[module(skip)]
+    final_activation: FinalActivation,
+    #[module(skip)]
+    normalize: bool,
+}
+
+impl SclModelConfig {
+    /// Builds the model.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> SclModel<B> {
+        let backbone = match &self.architecture {
+            Architecture::Mlp(c) => Backbone::Mlp(c.init(device)),
+            Architecture::SmallCnn(c) => Backbone::SmallCnn(c.init(device)),
+            Architecture::Resnet18(c) => Backbone::Resnet18(c.init(device)),
+            Architecture::Densenet(c) => Backbone::Densenet(c.init(device)),
+        };
+        let dim = backbone.output_dim();
+        let projection = self
+            .projection
+            .map(|p| LinearConfig::new(dim, p).init(device));
+        let embed_dim = self.projection.unwrap_or(dim);
+        SclModel {
+            backbone,
+            projection,
+            classifier: LinearConfig::new(embed_dim, self.num_classes).init(device),
+            final_activation: self.final_activation,
+            normalize: self.normalize,
+        }
+    }
+}
+
+impl<B: Backend> SclModel<B> {
+    /// The embedding `h` after the final activation, before normalisation: `[N, dim]`.
+    ///
+    /// # Shapes
+    /// - `images`: `[N, C, H, W]`
+    /// - output: `[N, embedding_dim]`
+    pub fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let relu_on = self.final_activation == FinalActivation::Relu;
+        match &self.projection {
+            None => self.backbone.forward(images, relu_on),
+            Some(p) => {
+                let h = p.forward(self.backbone.forward(images, true));
+                if relu_on {
+                    burn::tensor::activation::relu(h)
+                } else {
+                    h
+                }
+            }
+        }
+    }
+
+    /// The embedding fed to the contrastive loss: [`SclModel::features`], L2-normalised when
+    /// configured.
+    pub fn embed(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let h = self.features(images);
+        if self.normalize { l2_normalize(h) } else { h }
+    }
+
+    /// Class logits from the classifier head on [`SclModel::features`] (cross-entropy).
+    pub fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.classifier.forward(self.features(images))
+    }
+
+    /// The embedding dimension.
+    pub fn embedding_dim(&self) -> usize {
+        match &self.projection {
+            Some(p) => p.weight.dims()[1],
+            None => self.backbone.output_dim(),
+        }
+    }
+
+    /// The switch this model was built with.
+    pub fn final_activation(&self) -> FinalActivation {
+        self.final_activation
+    }
+}
+
+/// Rows divided by their L2 norm (with a floor of 1e-12, as `F.normalize`).
+pub fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
+}
+
+#[cfg(test)]
+mod tests;

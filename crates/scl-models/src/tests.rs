@@ -1,0 +1,120 @@
+//! Shapes, non-negativity with the ReLU switch, and record round trips for every model.
+
+use burn::backend::NdArray;
+use burn::module::Module;
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::Distribution;
+
+use super::*;
+
+type B = NdArray;
+
+fn configs() -> Vec<(&'static str, Architecture, [usize; 4], usize)> {
+    vec![
+        (
+            "mlp",
+            Architecture::Mlp(MlpConfig::new(64, vec![32, 16])),
+            [4, 1, 8, 8],
+            16,
+        ),
+        (
+            "small-cnn",
+            Architecture::SmallCnn(SmallCnnConfig::new(1).with_embedding(24)),
+            [3, 1, 28, 28],
+            24,
+        ),
+        // A narrow ResNet-18 keeps the test fast; the structure is the same as width 64.
+        (
+            "resnet18",
+            Architecture::Resnet18(ResNet18Config::new().with_width(4)),
+            [2, 3, 32, 32],
+            32,
+        ),
+        (
+            "densenet",
+            Architecture::Densenet(DenseNetConfig::new()),
+            [2, 3, 32, 32],
+            142,
+        ),
+    ]
+}
+
+#[test]
+fn every_model_has_the_documented_shapes_and_dimensions() {
+    let device = Default::default();
+    for (name, arch, input, dim) in configs() {
+        for projection in [None, Some(7)] {
+            let model = SclModelConfig::new(arch.clone(), 10)
+                .with_projection(projection)
+                .init::<B>(&device);
+            let x = Tensor::<B, 4>::random(input, Distribution::Normal(0.0, 1.0), &device);
+            let expected = projection.unwrap_or(dim);
+            assert_eq!(model.embedding_dim(), expected, "{name}");
+            assert_eq!(
+                model.embed(x.clone()).dims(),
+                [input[0], expected],
+                "{name}"
+            );
+            assert_eq!(model.logits(x).dims(), [input[0], 10], "{name}");
+        }
+    }
+    // The paper's DenseNet embedding: 64 -> 136 -> 68 -> 140 -> 70 -> 142.
+    assert_eq!(DenseNetConfig::new().output_dim(), 142);
+    assert_eq!(ResNet18Config::new().init::<B>(&device).output_dim(), 512);
+}
+
+#[test]
+fn relu_switch_makes_embeddings_non_negative_and_none_does_not() {
+    let device = Default::default();
+    for (name, arch, input, _) in configs() {
+        for projection in [None, Some(7)] {
+            let x = Tensor::<B, 4>::random(input, Distribution::Normal(0.0, 1.0), &device);
+            let relu = SclModelConfig::new(arch.clone(), 3)
+                .with_projection(projection)
+                .init::<B>(&device);
+            let z = relu.embed(x.clone()).into_data().to_vec::<f32>().unwrap();
+            assert!(
+                z.iter().all(|v| *v >= 0.0),
+                "{name} {projection:?}: negative entry with ReLU"
+            );
+            // Rows are unit vectors.
+            let d = z.len() / input[0];
+            for row in z.chunks(d) {
+                let n: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                assert!((n - 1.0).abs() < 1e-4, "{name}: row norm {n}");
+            }
+            let none = SclModelConfig::new(arch.clone(), 3)
+                .with_projection(projection)
+                .with_final_activation(FinalActivation::None)
+                .init::<B>(&device);
+            let z = none.features(x).into_data().to_vec::<f32>().unwrap();
+            // Without the ReLU some coordinate is negative (random weights, random input).
+            assert!(
+                z.iter().any(|v| *v < 0.0),
+                "{name} {projection:?}: no negative entry without ReLU"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_saved_record_loads_to_the_same_outputs() {
+    let device = Default::default();
+    for (name, arch, input, _) in configs() {
+        let config = SclModelConfig::new(arch, 5);
+        let model = config.init::<B>(&device);
+        let x = Tensor::<B, 4>::random(input, Distribution::Normal(0.0, 1.0), &device);
+        let before = model.embed(x.clone()).into_data();
+        let bytes = BinBytesRecorder::<FullPrecisionSettings>::default()
+            .record(model.into_record(), ())
+            .unwrap();
+        // A fresh model (different random weights) takes the saved record.
+        let record = BinBytesRecorder::<FullPrecisionSettings>::default()
+            .load(bytes, &device)
+            .unwrap();
+        let loaded = config.init::<B>(&device).load_record(record);
+        let after = loaded.embed(x).into_data();
+        after.assert_eq(&before, true);
+        eprintln!("{name}: record round trip ok");
+    }
+}
