@@ -1,6 +1,7 @@
 //! End-to-end tests of the workspace: one test binary, one module per area.
 
 mod datasets;
+mod deep_training;
 mod quick_sweep;
 mod ufm_batching;
 mod validator_vs_optimisation;

@@ -34,6 +34,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod deep;
 pub mod experiment;
 pub mod report;
 pub mod sweep;

@@ -1,0 +1,812 @@
+//! Deep-network training: SCL (SupCon on two views) or cross-entropy, any batch schedule of
+//! `scl-batching` (batch-binding included), SGD with momentum and weight decay and a step
+//! learning-rate schedule (or Adam), geometry and nearest-class-mean accuracy at configured
+//! epochs, checkpoints and exact resumption.
+//!
+//! A run directory holds `config.json` (with the git revision and backend), `metrics.csv`
+//! (one row per evaluated epoch), `summary.json` (written last: its presence means finished)
+//! and `checkpoints/epoch-NNNN/` (model, optimiser, state) with `checkpoints/latest` naming
+//! the newest. Every file is written to a temporary name and renamed.
+//!
+//! Determinism: the model is initialised after seeding the backend with `seed`; batches are a
+//! function of (labels, schedule, seed, epoch) and augmentations of (seed, epoch, example,
+//! view), so a run resumed from a checkpoint gives the same metrics as one that never stopped
+//! (tested on the CPU backend).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
+use burn::prelude::*;
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use scl_batching::{BatchingConfig, Loader, Position, Schedule, ScheduleKind};
+use scl_data::{
+    DataDir, ImageItem, ImageSet, Imbalance, LoadOptions, Manifest, SclBatcher, Split, ViewPreset,
+};
+use scl_geometry::{Embeddings, GeometrySummary, geometry_summary};
+use scl_loss::{SupConLoss, SupConLossConfig};
+use scl_models::{
+    Architecture, DenseNetConfig, FinalActivation, MlpConfig, ResNet18Config, SclModel,
+    SclModelConfig, SmallCnnConfig,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::RunError;
+use crate::config::{ConfigError, OptimizerKind};
+
+/// What the network is trained with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Supervised contrastive loss on the views of each batch.
+    Scl,
+    /// Cross-entropy of the classifier head on every view.
+    Ce,
+}
+
+/// Which backbone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// [`scl_models::Mlp`] with `mlp_widths`.
+    Mlp,
+    /// [`scl_models::SmallCnn`] with `embedding` outputs.
+    SmallCnn,
+    /// [`scl_models::ResNet18`] (CIFAR stem), `resnet_width` channels in the first stage.
+    Resnet18,
+    /// [`scl_models::DenseNet`]-BC, growth 12, blocks (6, 6, 6).
+    Densenet,
+}
+
+/// One deep-network run. Defaults are the paper's where it has one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeepConfig {
+    /// Dataset name (a manifest in `datasets/`).
+    pub dataset: String,
+    /// Imbalance of the training split; `none` keeps it as published.
+    #[serde(default = "default_imbalance")]
+    pub imbalance: Imbalance,
+    /// Seed of the imbalance subsampling (1: the authors' `np.random.seed(1)`).
+    #[serde(default = "default_data_seed")]
+    pub data_seed: u64,
+    /// The backbone.
+    pub model: ModelKind,
+    /// MLP layer widths (the last is the embedding dimension).
+    #[serde(default = "default_mlp_widths")]
+    pub mlp_widths: Vec<usize>,
+    /// Small CNN embedding dimension.
+    #[serde(default = "default_embedding")]
+    pub embedding: usize,
+    /// ResNet-18 first-stage width (64: the paper's 512-d embedding).
+    #[serde(default = "default_resnet_width")]
+    pub resnet_width: usize,
+    /// The paper's switch.
+    #[serde(default)]
+    pub final_activation: FinalActivation,
+    /// Optional projection head output size (none in the authors' code).
+    #[serde(default)]
+    pub projection: Option<usize>,
+    /// SCL or CE.
+    #[serde(default = "default_loss")]
+    pub loss: LossKind,
+    /// SupCon temperature (0.1: the paper's experiments).
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    /// SupCon base temperature (0.07: SupContrast's default, which the authors kept).
+    #[serde(default = "default_base_temperature")]
+    pub base_temperature: f64,
+    /// The views of a batch (vertical-flip: the paper's plotted runs).
+    #[serde(default = "default_views")]
+    pub views: ViewPreset,
+    /// The batch schedule.
+    #[serde(default = "default_schedule")]
+    pub schedule: ScheduleKind,
+    /// Batch size before the binding examples (50: the authors' default).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Training epochs (350 in the paper).
+    pub epochs: usize,
+    /// SGD (the paper) or Adam.
+    #[serde(default = "default_optimizer")]
+    pub optimizer: OptimizerKind,
+    /// Learning rate (0.1: the paper).
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// SGD momentum (0.9: the paper).
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// Weight decay (5e-4: the paper).
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    /// Epochs at which the learning rate is multiplied by `lr_gamma` (paper: 116, 232).
+    #[serde(default)]
+    pub lr_milestones: Vec<usize>,
+    /// Learning-rate factor at each milestone (0.1: the paper).
+    #[serde(default = "default_lr_gamma")]
+    pub lr_gamma: f64,
+    /// Evaluate (geometry, accuracy) and checkpoint every this many epochs, and at the end.
+    #[serde(default = "default_eval_every")]
+    pub eval_every: usize,
+    /// Seed of initialisation, batches and augmentations.
+    #[serde(default)]
+    pub seed: u64,
+    /// Test hook: make the loss of this step non-finite (checks the run stops cleanly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject_nan_at_step: Option<usize>,
+}
+
+fn default_imbalance() -> Imbalance {
+    Imbalance::None
+}
+fn default_data_seed() -> u64 {
+    1
+}
+fn default_mlp_widths() -> Vec<usize> {
+    vec![256, 128]
+}
+fn default_embedding() -> usize {
+    128
+}
+fn default_resnet_width() -> usize {
+    64
+}
+fn default_loss() -> LossKind {
+    LossKind::Scl
+}
+fn default_temperature() -> f64 {
+    0.1
+}
+fn default_base_temperature() -> f64 {
+    0.07
+}
+fn default_views() -> ViewPreset {
+    ViewPreset::VerticalFlip
+}
+fn default_schedule() -> ScheduleKind {
+    ScheduleKind::Shuffle
+}
+fn default_batch_size() -> usize {
+    50
+}
+fn default_optimizer() -> OptimizerKind {
+    OptimizerKind::Sgd
+}
+fn default_lr() -> f64 {
+    0.1
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_weight_decay() -> f64 {
+    5e-4
+}
+fn default_lr_gamma() -> f64 {
+    0.1
+}
+fn default_eval_every() -> usize {
+    1
+}
+
+impl DeepConfig {
+    /// Checks every value; the error names the key and what is allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Manifest::named(&self.dataset).map_err(|e| ConfigError::new(format!("dataset: {e}")))?;
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(ConfigError::new(format!(
+                    "{name} = {v} is not allowed: it must be a positive number"
+                )))
+            }
+        };
+        positive("temperature", self.temperature)?;
+        positive("base_temperature", self.base_temperature)?;
+        positive("lr", self.lr)?;
+        positive("lr_gamma", self.lr_gamma)?;
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(ConfigError::new(format!(
+                "momentum = {} is not allowed: it must be in [0, 1)",
+                self.momentum
+            )));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(ConfigError::new(format!(
+                "weight_decay = {} is not allowed: it must be >= 0",
+                self.weight_decay
+            )));
+        }
+        for (name, v) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("eval_every", self.eval_every),
+            ("embedding", self.embedding),
+            ("resnet_width", self.resnet_width),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::new(format!(
+                    "{name} = 0 is not allowed: it must be at least 1"
+                )));
+            }
+        }
+        if self.mlp_widths.is_empty() || self.mlp_widths.contains(&0) {
+            return Err(ConfigError::new(
+                "mlp_widths must list at least one positive width",
+            ));
+        }
+        if self.loss == LossKind::Scl && self.views == ViewPreset::Single && self.batch_size < 2 {
+            return Err(ConfigError::new(
+                "batch_size must be at least 2 for SCL with a single view",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The model configuration for images of `shape` (after the views' transforms).
+    pub fn model_config(&self, shape: [usize; 3], num_classes: usize) -> SclModelConfig {
+        let architecture = match self.model {
+            ModelKind::Mlp => Architecture::Mlp(MlpConfig::new(
+                shape.iter().product(),
+                self.mlp_widths.clone(),
+            )),
+            ModelKind::SmallCnn => {
+                Architecture::SmallCnn(SmallCnnConfig::new(shape[0]).with_embedding(self.embedding))
+            }
+            ModelKind::Resnet18 => Architecture::Resnet18(
+                ResNet18Config::new()
+                    .with_in_channels(shape[0])
+                    .with_width(self.resnet_width),
+            ),
+            ModelKind::Densenet => {
+                Architecture::Densenet(DenseNetConfig::new().with_in_channels(shape[0]))
+            }
+        };
+        SclModelConfig::new(architecture, num_classes)
+            .with_final_activation(self.final_activation)
+            .with_projection(self.projection)
+    }
+
+    /// The learning rate of an epoch: `lr * lr_gamma^(milestones passed)`.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        let passed = self.lr_milestones.iter().filter(|&&m| epoch >= m).count();
+        self.lr * self.lr_gamma.powi(passed as i32)
+    }
+}
+
+/// Metrics of one evaluated epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Epochs completed (1-based).
+    pub epoch: usize,
+    /// Optimiser steps taken so far.
+    pub step: usize,
+    /// Learning rate of the epoch.
+    pub lr: f64,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    /// Geometry of the training embeddings (eval mode), overall / majority / minority.
+    pub geometry: GeometrySummary,
+    /// Nearest-class-mean accuracy on the test split, with the TRAINING class means.
+    pub ncc_accuracy: f64,
+    /// Mean of the per-class NCC accuracies.
+    pub balanced_accuracy: f64,
+    /// NCC accuracy of each class.
+    pub per_class_accuracy: Vec<f64>,
+}
+
+/// What a finished run returns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeepOutcome {
+    /// The dataset's title (says "lossy-JPEG" where it applies).
+    pub dataset_title: String,
+    /// Training examples per class after the imbalance.
+    pub class_counts: Vec<usize>,
+    /// Classes with fewer examples than the largest class.
+    pub minority: Vec<usize>,
+    /// One entry per evaluated epoch.
+    pub metrics: Vec<EpochMetrics>,
+}
+
+/// Where and how to run.
+#[derive(Clone, Debug)]
+pub struct DeepRunOptions {
+    /// The run directory (created if missing).
+    pub run_dir: PathBuf,
+    /// Where the dataset files are.
+    pub data_dir: DataDir,
+    /// Continue from the newest checkpoint in `run_dir` if there is one.
+    pub resume: bool,
+    /// Backend name for `config.json`.
+    pub backend: String,
+    /// Stop after this many epochs of this invocation (tests of resumption); `None`: run on.
+    pub stop_after_epochs: Option<usize>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct State {
+    epochs_done: usize,
+    step: usize,
+    metrics: Vec<EpochMetrics>,
+    config: DeepConfig,
+}
+
+fn io<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> RunError + '_ {
+    move |e| RunError::Io(format!("{}: {e}", path.display()))
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<(), RunError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+fn class_minority(counts: &[usize]) -> Vec<usize> {
+    let max = counts.iter().copied().max().unwrap_or(0);
+    (0..counts.len()).filter(|&c| counts[c] < max).collect()
+}
+
+/// Embeddings (normalised, as the loss sees them) of a whole set in eval mode, one view
+/// without augmentation.
+fn embed_set<B: Backend>(
+    model: &SclModel<B>,
+    set: &ImageSet,
+    batcher: &SclBatcher,
+    device: &B::Device,
+) -> Result<Embeddings, RunError> {
+    let mut rows = Vec::with_capacity(set.len() * model.embedding_dim());
+    let indices: Vec<usize> = (0..set.len()).collect();
+    for chunk in indices.chunks(256) {
+        let items = items_of(set, chunk);
+        let batch = batcher.assemble(&items, 0).to_device::<B>(device);
+        let z = model.embed(batch.images);
+        rows.extend(
+            z.into_data()
+                .convert::<f64>()
+                .to_vec::<f64>()
+                .map_err(|e| RunError::Other(format!("reading embeddings: {e:?}")))?,
+        );
+    }
+    Embeddings::new(set.len(), model.embedding_dim(), rows)
+        .map_err(|e| RunError::Other(format!("embeddings: {e}")))
+}
+
+fn items_of(set: &ImageSet, indices: &[usize]) -> Vec<ImageItem> {
+    indices
+        .iter()
+        .map(|&i| ImageItem {
+            index: i,
+            label: set.labels()[i],
+            pixels: set.image(i).to_vec(),
+        })
+        .collect()
+}
+
+/// Nearest-class-mean predictions with the given means (`[K][d]`).
+fn ncc_accuracy(test: &Embeddings, labels: &[usize], means: &[Vec<f64>]) -> (f64, f64, Vec<f64>) {
+    let k = means.len();
+    let (mut hit, mut seen) = (vec![0usize; k], vec![0usize; k]);
+    for (i, &y) in labels.iter().enumerate() {
+        let row = test.row(i);
+        let pred = (0..k)
+            .min_by(|&a, &b| {
+                let da: f64 = row
+                    .iter()
+                    .zip(&means[a])
+                    .map(|(x, m)| (x - m).powi(2))
+                    .sum();
+                let db: f64 = row
+                    .iter()
+                    .zip(&means[b])
+                    .map(|(x, m)| (x - m).powi(2))
+                    .sum();
+                da.total_cmp(&db)
+            })
+            .unwrap_or(0);
+        seen[y] += 1;
+        if pred == y {
+            hit[y] += 1;
+        }
+    }
+    let per: Vec<f64> = (0..k)
+        .map(|c| {
+            if seen[c] == 0 {
+                f64::NAN
+            } else {
+                hit[c] as f64 / seen[c] as f64
+            }
+        })
+        .collect();
+    let seen_classes: Vec<f64> = per.iter().copied().filter(|p| p.is_finite()).collect();
+    let balanced = seen_classes.iter().sum::<f64>() / seen_classes.len().max(1) as f64;
+    let overall = hit.iter().sum::<usize>() as f64 / labels.len().max(1) as f64;
+    (overall, balanced, per)
+}
+
+fn class_means_of(x: &Embeddings, labels: &[usize], k: usize) -> Vec<Vec<f64>> {
+    let d = x.dim();
+    let mut means = vec![vec![0.0; d]; k];
+    let mut counts = vec![0usize; k];
+    for (i, &y) in labels.iter().enumerate() {
+        counts[y] += 1;
+        for (m, v) in means[y].iter_mut().zip(x.row(i)) {
+            *m += v;
+        }
+    }
+    for (m, &n) in means.iter_mut().zip(&counts) {
+        for v in m.iter_mut() {
+            *v /= n.max(1) as f64;
+        }
+    }
+    means
+}
+
+/// Trains one deep-network run into `opts.run_dir`.
+///
+/// # Errors
+/// [`RunError::Config`] for a wrong configuration or a dataset that cannot be read;
+/// [`RunError::NonFinite`] when the loss stops being finite (the last checkpoint stays
+/// loadable); [`RunError::Io`] when a file cannot be written.
+pub fn train_deep<B: AutodiffBackend>(
+    cfg: &DeepConfig,
+    opts: &DeepRunOptions,
+    device: &B::Device,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<DeepOutcome, RunError> {
+    cfg.validate()?;
+    let manifest = Manifest::named(&cfg.dataset).map_err(|e| ConfigError::new(e.to_string()))?;
+    let load_opts = LoadOptions::offline(opts.data_dir.clone());
+    let data_err = |e: scl_data::DataError| RunError::Config(ConfigError::new(e.to_string()));
+    let full_train = scl_data::load(&manifest, Split::Train, &load_opts).map_err(data_err)?;
+    let test = scl_data::load(&manifest, Split::Test, &load_opts).map_err(data_err)?;
+    let k = full_train.num_classes();
+    let selection = cfg
+        .imbalance
+        .select(full_train.labels(), k, cfg.data_seed)
+        .map_err(data_err)?;
+    let train = full_train.subset(&selection.indices);
+    let minority = class_minority(&selection.counts);
+
+    let shape = train.shape();
+    let batcher_for = |views: ViewPreset| {
+        SclBatcher::new(
+            views.views(&manifest),
+            shape,
+            train.max_value(),
+            manifest.mean.clone(),
+            manifest.std.clone(),
+            cfg.seed,
+        )
+        .map_err(data_err)
+    };
+    let train_batcher = batcher_for(cfg.views)?;
+    let eval_batcher = batcher_for(ViewPreset::Single)?;
+    let out_shape = train_batcher.output_shape();
+
+    let schedule = Schedule::new(
+        train.labels(),
+        k,
+        &BatchingConfig::new(cfg.schedule, cfg.batch_size),
+        cfg.seed,
+    )
+    .map_err(|e| ConfigError::new(format!("schedule: {e}")))?;
+
+    std::fs::create_dir_all(opts.run_dir.join("checkpoints")).map_err(io(&opts.run_dir))?;
+    let config_json = serde_json::json!({
+        "kind": "deep",
+        "config": cfg,
+        "dataset_title": manifest.title,
+        "class_counts": selection.counts,
+        "backend": opts.backend,
+        "git_revision": crate::sweep::git_revision(),
+    });
+    write_atomic(
+        &opts.run_dir.join("config.json"),
+        &serde_json::to_string_pretty(&config_json).expect("serialisable"),
+    )?;
+
+    // Burn draws initial weights from the backend's process-wide generator: seed it and
+    // initialise under one lock, so runs on other threads cannot interleave their draws.
+    let model: SclModel<B> = {
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        B::seed(device, cfg.seed);
+        // Parameters are initialised lazily, on first use: force the draws now, inside the
+        // lock, by taking the record.
+        let record = cfg
+            .model_config(out_shape, k)
+            .init::<B>(device)
+            .into_record();
+        cfg.model_config(out_shape, k)
+            .init(device)
+            .load_record(record)
+    };
+    let run = Run {
+        cfg,
+        opts,
+        train: &train,
+        test: &test,
+        minority: &minority,
+        schedule,
+        train_batcher,
+        eval_batcher,
+        loss: SupConLossConfig::new()
+            .with_temperature(cfg.temperature)
+            .with_base_temperature(cfg.base_temperature)
+            .try_init()
+            .map_err(|e| ConfigError::new(e.to_string()))?,
+        device,
+    };
+    let wd = (cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.weight_decay as f32));
+    let metrics = match cfg.optimizer {
+        OptimizerKind::Sgd => {
+            let momentum =
+                (cfg.momentum > 0.0).then(|| MomentumConfig::new().with_momentum(cfg.momentum));
+            let optim = SgdConfig::new()
+                .with_momentum(momentum)
+                .with_weight_decay(wd)
+                .init();
+            run.optimise(model, optim, &mut progress)?
+        }
+        OptimizerKind::Adam => {
+            let optim = AdamConfig::new().with_weight_decay(wd).init();
+            run.optimise(model, optim, &mut progress)?
+        }
+    };
+    let outcome = DeepOutcome {
+        dataset_title: manifest.title.clone(),
+        class_counts: selection.counts.clone(),
+        minority: minority.clone(),
+        metrics,
+    };
+    let finished = opts.stop_after_epochs.is_none_or(|_| {
+        outcome
+            .metrics
+            .last()
+            .is_some_and(|m| m.epoch == cfg.epochs)
+    });
+    if finished {
+        write_atomic(
+            &opts.run_dir.join("summary.json"),
+            &serde_json::to_string_pretty(&outcome).expect("serialisable"),
+        )?;
+    }
+    Ok(outcome)
+}
+
+struct Run<'a, B: AutodiffBackend> {
+    cfg: &'a DeepConfig,
+    opts: &'a DeepRunOptions,
+    train: &'a ImageSet,
+    test: &'a ImageSet,
+    minority: &'a [usize],
+    schedule: Schedule,
+    train_batcher: SclBatcher,
+    eval_batcher: SclBatcher,
+    loss: SupConLoss,
+    device: &'a B::Device,
+}
+
+type Rec = BinFileRecorder<FullPrecisionSettings>;
+
+impl<B: AutodiffBackend> Run<'_, B> {
+    fn optimise<O: Optimizer<SclModel<B>, B>>(
+        &self,
+        mut model: SclModel<B>,
+        mut optim: O,
+        progress: &mut impl FnMut(usize, usize),
+    ) -> Result<Vec<EpochMetrics>, RunError> {
+        let cfg = self.cfg;
+        let ckpt_root = self.opts.run_dir.join("checkpoints");
+        let mut state = State {
+            epochs_done: 0,
+            step: 0,
+            metrics: Vec::new(),
+            config: cfg.clone(),
+        };
+        if self.opts.resume
+            && let Some((loaded, m, o)) = self.load_latest(&ckpt_root, &model, &optim)?
+        {
+            state = loaded;
+            model = m;
+            optim = o;
+        }
+        let ce = CrossEntropyLossConfig::new().init(self.device);
+        for (epochs_this_call, epoch) in (state.epochs_done..cfg.epochs).enumerate() {
+            if self
+                .opts
+                .stop_after_epochs
+                .is_some_and(|n| epochs_this_call >= n)
+            {
+                break;
+            }
+            let lr = cfg.lr_at(epoch);
+            let batcher = self.train_batcher.clone();
+            let train = self.train.clone();
+            let e = epoch as u64;
+            let loader = Loader::new(
+                self.schedule.clone(),
+                Position { epoch: e, batch: 0 },
+                e + 1,
+                2,
+                4,
+                move |indices: &[usize]| batcher.assemble(&items_of(&train, indices), e),
+            );
+            let (mut loss_sum, mut batches) = (0.0, 0usize);
+            for loaded in loader {
+                let batch = loaded.item.to_device::<B>(self.device);
+                let n = batch.indices.len();
+                let v = batch.views;
+                let loss = match cfg.loss {
+                    LossKind::Scl => {
+                        let z = model.embed(batch.images);
+                        let d = z.dims()[1];
+                        scl_loss::supcon_fused(z.reshape([n, v, d]), Some(batch.labels), &self.loss)
+                    }
+                    LossKind::Ce => {
+                        let logits = model.logits(batch.images);
+                        let targets = batch
+                            .labels
+                            .unsqueeze_dim::<2>(1)
+                            .repeat_dim(1, v)
+                            .reshape([n * v]);
+                        ce.forward(logits, targets).reshape([1])
+                    }
+                };
+                let loss = if cfg.inject_nan_at_step == Some(state.step) {
+                    loss * f32::NAN
+                } else {
+                    loss
+                };
+                let value: f64 = loss.clone().into_scalar().elem();
+                if !value.is_finite() {
+                    return Err(RunError::NonFinite { step: state.step });
+                }
+                loss_sum += value;
+                batches += 1;
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(lr, model, grads);
+                state.step += 1;
+            }
+            state.epochs_done = epoch + 1;
+            progress(state.epochs_done, cfg.epochs);
+            if state.epochs_done.is_multiple_of(cfg.eval_every) || state.epochs_done == cfg.epochs {
+                let metrics = self.evaluate(
+                    &model,
+                    state.epochs_done,
+                    state.step,
+                    lr,
+                    loss_sum / batches.max(1) as f64,
+                )?;
+                state.metrics.push(metrics);
+                self.write_metrics(&state.metrics)?;
+                self.save_checkpoint(&ckpt_root, &state, &model, &optim)?;
+            }
+        }
+        Ok(state.metrics)
+    }
+
+    fn evaluate(
+        &self,
+        model: &SclModel<B>,
+        epoch: usize,
+        step: usize,
+        lr: f64,
+        train_loss: f64,
+    ) -> Result<EpochMetrics, RunError> {
+        let valid = model.valid();
+        let k = self.train.num_classes();
+        let train_z = embed_set(&valid, self.train, &self.eval_batcher, self.device)?;
+        let geometry = geometry_summary(&train_z, self.train.labels(), k, self.minority)
+            .map_err(|e| RunError::Other(format!("geometry at epoch {epoch}: {e}")))?;
+        // The training class means classify the test set (not the test means, which the
+        // authors' released code used by mistake).
+        let means = class_means_of(&train_z, self.train.labels(), k);
+        let test_z = embed_set(&valid, self.test, &self.eval_batcher, self.device)?;
+        let (ncc, balanced, per_class) = ncc_accuracy(&test_z, self.test.labels(), &means);
+        Ok(EpochMetrics {
+            epoch,
+            step,
+            lr,
+            train_loss,
+            geometry,
+            ncc_accuracy: ncc,
+            balanced_accuracy: balanced,
+            per_class_accuracy: per_class,
+        })
+    }
+
+    fn write_metrics(&self, metrics: &[EpochMetrics]) -> Result<(), RunError> {
+        let mut csv = String::from(
+            "epoch,step,lr,train_loss,of_distance,etf_distance,nc1,mean_cosine,norm_ratio,\
+             of_distance_majority,of_distance_minority,ncc_accuracy,balanced_accuracy\n",
+        );
+        let opt = |g: Option<scl_geometry::GeometryReport>| {
+            g.map(|r| r.of_distance.to_string()).unwrap_or_default()
+        };
+        for m in metrics {
+            let g = &m.geometry.overall;
+            let _ = writeln!(
+                csv,
+                "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                m.epoch,
+                m.step,
+                m.lr,
+                m.train_loss,
+                g.of_distance,
+                g.etf_distance,
+                g.nc1,
+                g.mean_cosine,
+                g.norm_ratio,
+                opt(m.geometry.majority),
+                opt(m.geometry.minority),
+                m.ncc_accuracy,
+                m.balanced_accuracy
+            );
+        }
+        write_atomic(&self.opts.run_dir.join("metrics.csv"), &csv)
+    }
+
+    fn save_checkpoint<O: Optimizer<SclModel<B>, B>>(
+        &self,
+        root: &Path,
+        state: &State,
+        model: &SclModel<B>,
+        optim: &O,
+    ) -> Result<(), RunError> {
+        let name = format!("epoch-{:04}", state.epochs_done);
+        let tmp = root.join(format!(".{name}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let rec = Rec::new();
+        model
+            .clone()
+            .save_file(tmp.join("model"), &rec)
+            .map_err(io(&tmp))?;
+        Recorder::<B>::record(&rec, optim.to_record(), tmp.join("optimizer")).map_err(io(&tmp))?;
+        std::fs::write(
+            tmp.join("state.json"),
+            serde_json::to_string_pretty(state).expect("serialisable"),
+        )
+        .map_err(io(&tmp))?;
+        let dest = root.join(&name);
+        let _ = std::fs::remove_dir_all(&dest);
+        std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
+        write_atomic(&root.join("latest"), &name)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn load_latest<O: Optimizer<SclModel<B>, B> + Clone>(
+        &self,
+        root: &Path,
+        model: &SclModel<B>,
+        optim: &O,
+    ) -> Result<Option<(State, SclModel<B>, O)>, RunError> {
+        let Ok(name) = std::fs::read_to_string(root.join("latest")) else {
+            return Ok(None);
+        };
+        let dir = root.join(name.trim());
+        let text = std::fs::read_to_string(dir.join("state.json")).map_err(io(&dir))?;
+        let state: State = serde_json::from_str(&text).map_err(io(&dir))?;
+        if state.config != *self.cfg {
+            return Err(RunError::Config(ConfigError::new(format!(
+                "{} holds a checkpoint of a different configuration; use another run directory",
+                self.opts.run_dir.display()
+            ))));
+        }
+        let rec = Rec::new();
+        let model = model
+            .clone()
+            .load_file(dir.join("model"), &rec, self.device)
+            .map_err(io(&dir))?;
+        let record =
+            Recorder::<B>::load(&rec, dir.join("optimizer"), self.device).map_err(io(&dir))?;
+        let optim = optim.clone().load_record(record);
+        Ok(Some((state, model, optim)))
+    }
+}
