@@ -28,6 +28,7 @@ fn run_smoke(file: &str) -> (Experiment, SweepOutcome, tempfile::TempDir) {
             backend: BackendKind::Ndarray,
             jobs: 2,
             progress: false,
+            data_dir: None,
         },
     )
     .unwrap();

@@ -29,6 +29,10 @@ pub struct SweepArgs {
     /// List the cells and which have finished; run nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Data directory of the datasets of deep cells (default: $SCL_DATA_DIR, else
+    /// datasets/cache).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 impl Default for SweepArgs {
@@ -40,6 +44,7 @@ impl Default for SweepArgs {
             jobs: None,
             out: "runs".into(),
             dry_run: false,
+            data_dir: None,
         }
     }
 }
@@ -69,16 +74,31 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     };
     let root = args.out.join(experiment.folder_name());
     if args.dry_run {
-        for cell in &experiment.cells {
-            let done = root.join(&cell.id).join("summary.json").exists();
+        for (index, id) in experiment.ids().into_iter().enumerate() {
+            let done = root.join(id).join("summary.json").exists();
             println!(
-                "{:>4}  {}  {}",
-                cell.index,
+                "{index:>4}  {}  {id}",
                 if done { "done   " } else { "pending" },
-                cell.id
             );
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    // The datasets of deep cells must be present and verified before anything runs.
+    let data_dir = scl_data::DataDir::resolve(args.data_dir.as_deref());
+    let mut datasets: Vec<&str> = experiment
+        .deep_cells
+        .iter()
+        .map(|c| c.config.dataset.as_str())
+        .collect();
+    datasets.sort_unstable();
+    datasets.dedup();
+    for name in datasets {
+        let checked = scl_data::Manifest::named(name)
+            .and_then(|m| scl_data::store::ensure_files(&m, &data_dir, scl_data::Fetch::Never));
+        if let Err(e) = checked {
+            eprintln!("error: {e}\n(`cargo xtask data fetch {name}` downloads it)");
+            return Ok(ExitCode::from(2));
+        }
     }
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -86,7 +106,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "sweep {}: {} cells on {backend}, {jobs} at once, results in {}",
         experiment.folder_name(),
-        experiment.cells.len(),
+        experiment.len(),
         root.display()
     );
     let outcome = match run_sweep(
@@ -96,6 +116,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
             backend,
             jobs,
             progress: stderr_is_terminal(),
+            data_dir: args.data_dir.clone(),
         },
     ) {
         Ok(o) => o,

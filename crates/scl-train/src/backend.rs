@@ -104,6 +104,44 @@ impl BackendKind {
     }
 }
 
+impl BackendKind {
+    /// Trains a deep-network cell on this backend's default device, with autodiff.
+    ///
+    /// # Errors
+    /// See [`crate::deep::train_deep`]; a [`ConfigError`] when the backend is not compiled in.
+    pub fn train_deep(
+        self,
+        cfg: &crate::deep::DeepConfig,
+        opts: &crate::deep::DeepRunOptions,
+        mut progress: impl FnMut(usize),
+    ) -> Result<crate::deep::DeepOutcome, RunError> {
+        self.check_available()?;
+        let progress = move |done: usize, _total: usize| progress(done);
+        match self {
+            #[cfg(feature = "ndarray")]
+            Self::Ndarray => crate::deep::train_deep::<
+                burn::backend::Autodiff<burn::backend::NdArray>,
+            >(cfg, opts, &Default::default(), progress),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => crate::deep::train_deep::<burn::backend::Autodiff<burn::backend::Wgpu>>(
+                cfg,
+                opts,
+                &Default::default(),
+                progress,
+            ),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => crate::deep::train_deep::<burn::backend::Autodiff<burn::backend::Cuda>>(
+                cfg,
+                opts,
+                &Default::default(),
+                progress,
+            ),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("check_available rejected a backend that is not compiled in"),
+        }
+    }
+}
+
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -141,6 +141,38 @@ pub struct DeepConfig {
     pub inject_nan_at_step: Option<usize>,
 }
 
+/// Every key of [`DeepConfig`], for experiment files.
+pub const DEEP_KEYS: &[&str] = &[
+    "dataset",
+    "imbalance",
+    "data_seed",
+    "model",
+    "mlp_widths",
+    "embedding",
+    "resnet_width",
+    "final_activation",
+    "projection",
+    "loss",
+    "temperature",
+    "base_temperature",
+    "views",
+    "schedule",
+    "batch_size",
+    "epochs",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "lr_milestones",
+    "lr_gamma",
+    "eval_every",
+    "seed",
+    "inject_nan_at_step",
+];
+
+/// The keys of [`DeepConfig`] without a default.
+pub const DEEP_REQUIRED_KEYS: &[&str] = &["dataset", "model", "epochs"];
+
 fn default_imbalance() -> Imbalance {
     Imbalance::None
 }

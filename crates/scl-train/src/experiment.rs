@@ -17,7 +17,18 @@
 //! steps = 100
 //! [profiles.smoke.grid]     # ... and replaces whole axes
 //! seed = [0]
+//!
+//! [parts.digits]            # more grids in the same file, each of its own kind
+//! kind = "deep"
+//! [parts.digits.base]
+//! dataset = "sklearn-digits"
+//! [parts.digits.grid]
+//! final_activation = ["relu", "none"]
+//! [profiles.smoke.parts.digits.base]
+//! epochs = 2
 //! ```
+//!
+//! Kinds: `ufm` (keys of [`UfmConfig`]) and `deep` (keys of [`DeepConfig`]).
 //!
 //! Every combination, merged over `[base]`, must be a complete, valid cell configuration;
 //! the cells are checked before anything runs.
@@ -28,6 +39,7 @@ use serde::Serialize;
 use toml::{Table, Value};
 
 use crate::config::{ConfigError, UFM_KEYS, UFM_OPTIONAL_KEYS, UfmConfig};
+use crate::deep::DeepConfig;
 
 /// A parsed experiment file.
 #[derive(Debug, Clone)]
@@ -38,8 +50,23 @@ pub struct Experiment {
     pub description: String,
     /// The profile that was applied, if any.
     pub profile: Option<String>,
-    /// The cells, in grid order.
+    /// The unconstrained-features cells, in grid order.
     pub cells: Vec<Cell>,
+    /// The deep-network cells, in grid order (after the UFM cells when both exist).
+    pub deep_cells: Vec<DeepCell>,
+}
+
+/// One deep-network point of a grid.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeepCell {
+    /// Position among the deep cells (0-based).
+    pub index: usize,
+    /// Stable id from the resolved configuration; names the run directory.
+    pub id: String,
+    /// The axis values of this cell, as written in the file.
+    pub axes: Vec<(String, String)>,
+    /// The resolved configuration.
+    pub config: DeepConfig,
 }
 
 /// One point of the grid: a complete run configuration with a stable id.
@@ -62,6 +89,25 @@ impl Experiment {
             Some(p) => format!("{}-{p}", self.name),
             None => self.name.clone(),
         }
+    }
+
+    /// Number of cells of every kind.
+    pub fn len(&self) -> usize {
+        self.cells.len() + self.deep_cells.len()
+    }
+
+    /// True when the grid has no cell.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every cell id, UFM cells first.
+    pub fn ids(&self) -> Vec<&str> {
+        self.cells
+            .iter()
+            .map(|c| c.id.as_str())
+            .chain(self.deep_cells.iter().map(|c| c.id.as_str()))
+            .collect()
     }
 
     /// Reads and expands an experiment file.
@@ -97,7 +143,7 @@ impl Experiment {
             .map_err(|e: toml::de::Error| ConfigError::new(format!("invalid TOML: {e}")))?;
         check_keys(
             &table,
-            &["experiment", "base", "grid", "profiles"],
+            &["experiment", "base", "grid", "profiles", "parts"],
             "the top level",
         )?;
 
@@ -105,33 +151,121 @@ impl Experiment {
         check_keys(&header, &["name", "kind", "description"], "[experiment]")?;
         let name = string_value(&header, "name")?.unwrap_or_else(|| default_name.to_string());
         let kind = string_value(&header, "kind")?.unwrap_or_else(|| "ufm".to_string());
-        if kind != "ufm" {
-            return Err(ConfigError::new(format!(
-                "kind = \"{kind}\" in [experiment] is not allowed: the allowed kinds are \"ufm\""
-            )));
-        }
         let description = string_value(&header, "description")?.unwrap_or_default();
+        let profiles = sub_table(&table, "profiles")?.unwrap_or_default();
+        let chosen = match profile {
+            None => None,
+            Some(p) => {
+                let Some(Value::Table(chosen)) = profiles.get(p) else {
+                    let known: Vec<&String> = profiles.keys().collect();
+                    return Err(ConfigError::new(format!(
+                        "profile \"{p}\" is not defined: the profiles of this file are {known:?}"
+                    )));
+                };
+                check_keys(
+                    chosen,
+                    &["base", "grid", "parts"],
+                    &format!("[profiles.{p}]"),
+                )?;
+                Some((p, chosen.clone()))
+            }
+        };
 
-        let mut base = sub_table(&table, "base")?.unwrap_or_default();
-        let mut grid = sub_table(&table, "grid")?.unwrap_or_default();
-        if let Some(p) = profile {
-            let profiles = sub_table(&table, "profiles")?.unwrap_or_default();
-            let Some(Value::Table(chosen)) = profiles.get(p) else {
-                let known: Vec<&String> = profiles.keys().collect();
+        let mut experiment = Self {
+            name,
+            description,
+            profile: profile.map(str::to_string),
+            cells: Vec::new(),
+            deep_cells: Vec::new(),
+        };
+        // The main grid, unless the file only has parts.
+        if table.contains_key("base") || table.contains_key("grid") || !table.contains_key("parts")
+        {
+            let base = sub_table(&table, "base")?.unwrap_or_default();
+            let grid = sub_table(&table, "grid")?.unwrap_or_default();
+            let over = chosen
+                .as_ref()
+                .map(|(p, t)| (format!("[profiles.{p}]"), t.clone()));
+            experiment.add_grid(&kind, base, grid, over, "")?;
+        }
+        for (part, value) in sub_table(&table, "parts")?.unwrap_or_default() {
+            let Value::Table(part_table) = value else {
                 return Err(ConfigError::new(format!(
-                    "profile \"{p}\" is not defined: the profiles of this file are {known:?}"
+                    "parts.{part} is not allowed as a value: it must be a table ([parts.{part}])"
                 )));
             };
-            check_keys(chosen, &["base", "grid"], &format!("[profiles.{p}]"))?;
-            for (k, v) in sub_table(chosen, "base")?.unwrap_or_default() {
+            let place = format!("[parts.{part}]");
+            check_keys(&part_table, &["kind", "base", "grid"], &place)?;
+            let part_kind = string_value(&part_table, "kind")?.unwrap_or_else(|| "ufm".into());
+            let base = sub_table(&part_table, "base")?.unwrap_or_default();
+            let grid = sub_table(&part_table, "grid")?.unwrap_or_default();
+            let over = match &chosen {
+                Some((p, t)) => {
+                    let parts = sub_table(t, "parts")?.unwrap_or_default();
+                    match parts.get(&part) {
+                        Some(Value::Table(o)) => {
+                            check_keys(
+                                o,
+                                &["base", "grid"],
+                                &format!("[profiles.{p}.parts.{part}]"),
+                            )?;
+                            Some((format!("[profiles.{p}.parts.{part}]"), o.clone()))
+                        }
+                        _ => None,
+                    }
+                }
+                None => None,
+            };
+            experiment.add_grid(&part_kind, base, grid, over, &format!(" of {place}"))?;
+        }
+        if let Some((p, t)) = &chosen {
+            for part in sub_table(t, "parts")?.unwrap_or_default().keys() {
+                let parts = sub_table(&table, "parts")?.unwrap_or_default();
+                if !parts.contains_key(part) {
+                    return Err(ConfigError::new(format!(
+                        "[profiles.{p}.parts.{part}] overrides a part that does not exist: the parts are {:?}",
+                        parts.keys().collect::<Vec<_>>()
+                    )));
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = experiment.ids().into_iter().find(|id| !seen.insert(*id)) {
+            return Err(ConfigError::new(format!(
+                "two cells resolve to the same configuration ({dup}): remove the duplicate axis value"
+            )));
+        }
+        Ok(experiment)
+    }
+
+    /// Expands one grid of `kind` (with a profile's overrides) and appends its cells.
+    fn add_grid(
+        &mut self,
+        kind: &str,
+        mut base: Table,
+        mut grid: Table,
+        over: Option<(String, Table)>,
+        place: &str,
+    ) -> Result<(), ConfigError> {
+        if let Some((_, o)) = &over {
+            for (k, v) in sub_table(o, "base")?.unwrap_or_default() {
                 base.insert(k, v);
             }
-            for (k, v) in sub_table(chosen, "grid")?.unwrap_or_default() {
+            for (k, v) in sub_table(o, "grid")?.unwrap_or_default() {
                 grid.insert(k, v);
             }
         }
-        check_keys(&base, UFM_KEYS, "[base]")?;
-        check_keys(&grid, UFM_KEYS, "[grid]")?;
+        let keys: &[&str] = match kind {
+            "ufm" => UFM_KEYS,
+            "deep" => crate::deep::DEEP_KEYS,
+            other => {
+                return Err(ConfigError::new(format!(
+                    "kind = \"{other}\"{place} is not allowed: the allowed kinds are \"ufm\", \"deep\""
+                )));
+            }
+        };
+        check_keys(&base, keys, &format!("[base]{place}"))?;
+        check_keys(&grid, keys, &format!("[grid]{place}"))?;
 
         let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
         for (key, value) in &grid {
@@ -148,7 +282,6 @@ impl Experiment {
             axes.push((key.clone(), values.clone()));
         }
 
-        let mut cells = Vec::new();
         let total: usize = axes.iter().map(|(_, v)| v.len()).product();
         for index in 0..total {
             let mut settings = base.clone();
@@ -161,21 +294,82 @@ impl Experiment {
                 chosen.push((key.clone(), display_value(v)));
             }
             chosen.reverse();
-            let config = resolve_ufm(settings, &chosen)?;
-            cells.push(Cell {
-                index,
-                id: cell_id(&config),
-                axes: chosen,
-                config,
-            });
+            if kind == "ufm" {
+                let config = resolve_ufm(settings, &chosen)?;
+                self.cells.push(Cell {
+                    index: self.cells.len(),
+                    id: cell_id(&config),
+                    axes: chosen,
+                    config,
+                });
+            } else {
+                let config = resolve_deep(settings, &chosen)?;
+                self.deep_cells.push(DeepCell {
+                    index: self.deep_cells.len(),
+                    id: deep_cell_id(&config),
+                    axes: chosen,
+                    config,
+                });
+            }
         }
-        Ok(Self {
-            name,
-            description,
-            profile: profile.map(str::to_string),
-            cells,
-        })
+        Ok(())
     }
+}
+
+fn where_of(axes: &[(String, String)]) -> String {
+    if axes.is_empty() {
+        String::new()
+    } else {
+        let parts: Vec<String> = axes.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        format!(" (in the cell {})", parts.join(", "))
+    }
+}
+
+fn resolve_deep(settings: Table, axes: &[(String, String)]) -> Result<DeepConfig, ConfigError> {
+    let where_ = where_of(axes);
+    for key in crate::deep::DEEP_REQUIRED_KEYS {
+        if !settings.contains_key(*key) {
+            return Err(ConfigError::new(format!(
+                "{key} is missing{where_}: set it in [base] or as a [grid] axis"
+            )));
+        }
+    }
+    let config: DeepConfig = Value::Table(settings)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            ConfigError::new(format!("{}{where_}", e.message().trim()))
+        })?;
+    config
+        .validate()
+        .map_err(|e| ConfigError::new(format!("{}{where_}", e.message())))?;
+    Ok(config)
+}
+
+/// A stable, readable id for a deep cell: dataset, model, imbalance, switch, schedule, loss,
+/// seed, then a hash of the whole configuration.
+pub fn deep_cell_id(config: &DeepConfig) -> String {
+    let json = serde_json::to_string(config).expect("a DeepConfig serialises to JSON");
+    format!(
+        "{}-{}-{}-{}-{}-{}-s{}-{:08x}",
+        config.dataset,
+        serde_plain(&config.model),
+        config.imbalance.label(),
+        match config.final_activation {
+            scl_models::FinalActivation::Relu => "relu",
+            scl_models::FinalActivation::None => "norelu",
+        },
+        crate::ufm::schedule_name(config.schedule),
+        serde_plain(&config.loss),
+        config.seed,
+        fnv1a(json.as_bytes()) as u32
+    )
+}
+
+fn serde_plain<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn display_value(v: &Value) -> String {
@@ -186,12 +380,7 @@ fn display_value(v: &Value) -> String {
 }
 
 fn resolve_ufm(settings: Table, axes: &[(String, String)]) -> Result<UfmConfig, ConfigError> {
-    let where_ = if axes.is_empty() {
-        String::new()
-    } else {
-        let parts: Vec<String> = axes.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-        format!(" (in the cell {})", parts.join(", "))
-    };
+    let where_ = where_of(axes);
     for key in UFM_KEYS {
         if !UFM_OPTIONAL_KEYS.contains(key) && !settings.contains_key(*key) {
             return Err(ConfigError::new(format!(

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::experiment::Experiment;
-use crate::sweep::RunSummary;
+use crate::sweep::{DeepSummary, RunSummary};
 
 /// Threshold used in the report's "reached" columns: the paper-level tolerance the issue
 /// asks about (OF or centred-ETF distance below 0.05). It only labels; it decides nothing.
@@ -15,6 +15,7 @@ pub const REACHED: f64 = 0.05;
 pub fn render_report(
     experiment: &Experiment,
     summaries: &[RunSummary],
+    deep: &[DeepSummary],
     failed: &[(String, String)],
 ) -> String {
     let mut s = String::new();
@@ -22,19 +23,23 @@ pub fn render_report(
     if !experiment.description.is_empty() {
         let _ = writeln!(s, "{}\n", experiment.description.trim());
     }
-    let backends: std::collections::BTreeSet<&str> =
-        summaries.iter().map(|r| r.backend.as_str()).collect();
+    let backends: std::collections::BTreeSet<&str> = summaries
+        .iter()
+        .map(|r| r.backend.as_str())
+        .chain(deep.iter().map(|r| r.backend.as_str()))
+        .collect();
     let _ = writeln!(
         s,
         "{} of {} cells finished; backend: {}; git revision: {}.\n",
-        summaries.len(),
-        experiment.cells.len(),
+        summaries.len() + deep.len(),
+        experiment.len(),
         backends.into_iter().collect::<Vec<_>>().join(", "),
         crate::sweep::git_revision()
     );
-    let _ = writeln!(
-        s,
-        "How to read it: each cell optimises free features (the unconstrained-features model) \
+    if !experiment.cells.is_empty() {
+        let _ = writeln!(
+            s,
+            "How to read it: each cell optimises free features (the unconstrained-features model) \
          with full-batch SupCon on STEP-imbalanced classes (first half majority with \
          `n_majority` samples, the rest `n_majority / R`). *OF dist* is \
          `||G/||G||_F - I/sqrt(K)||_F` of the class-mean Gram matrix (0 = orthogonal frame); \
@@ -44,111 +49,115 @@ pub fn render_report(
          something better than the OF). Theorem 1 of Kini et al. predicts OF dist -> 0 for \
          UFM+ (ReLU) at every R; without ReLU, R = 1 should give a simplex ETF and R > 1 \
          neither.\n"
-    );
+        );
 
-    let _ = writeln!(s, "## Mean over seeds\n");
-    let _ = writeln!(
-        s,
-        "| K | R | ReLU | batches | seeds | OF dist (mean) | OF dist (max) | OF < {REACHED} | ETF dist (mean) | ETF < {REACHED} | NC1 (mean) | gap (mean) | validator |"
-    );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    type Key = (usize, u64, bool, String);
-    let mut groups: BTreeMap<Key, Vec<&RunSummary>> = BTreeMap::new();
-    for r in summaries {
-        groups
-            .entry((
+        let _ = writeln!(s, "## Mean over seeds\n");
+        let _ = writeln!(
+            s,
+            "| K | R | ReLU | batches | seeds | OF dist (mean) | OF dist (max) | OF < {REACHED} | ETF dist (mean) | ETF < {REACHED} | NC1 (mean) | gap (mean) | validator |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        type Key = (usize, u64, bool, String);
+        let mut groups: BTreeMap<Key, Vec<&RunSummary>> = BTreeMap::new();
+        for r in summaries {
+            groups
+                .entry((
+                    r.config.num_classes,
+                    r.config.ratio.to_bits(),
+                    !r.config.relu,
+                    batching(r),
+                ))
+                .or_default()
+                .push(r);
+        }
+        let mut keys: Vec<Key> = groups.keys().cloned().collect();
+        keys.sort_by(|a, b| {
+            (a.0, f64::from_bits(a.1), a.2, &a.3)
+                .partial_cmp(&(b.0, f64::from_bits(b.1), b.2, &b.3))
+                .expect("ratios are finite")
+        });
+        for key in keys {
+            let runs = &groups[&key];
+            let n = runs.len() as f64;
+            let of: Vec<f64> = runs
+                .iter()
+                .map(|r| r.last.geometry.overall.of_distance)
+                .collect();
+            let etf: Vec<f64> = runs
+                .iter()
+                .map(|r| r.last.geometry.overall.etf_distance)
+                .collect();
+            let nc1 = runs
+                .iter()
+                .map(|r| r.last.geometry.overall.nc1)
+                .sum::<f64>()
+                / n;
+            let gap = runs.iter().map(|r| r.loss_gap).sum::<f64>() / n;
+            let accepted = runs
+                .iter()
+                .filter(|r| r.verdict.as_ref().is_some_and(|v| v.accepted()))
+                .count();
+            let validator = if runs.iter().all(|r| r.verdict.is_none()) {
+                "-".to_string()
+            } else {
+                format!("{accepted}/{} accepted", runs.len())
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {:.4} | {:.4} | {}/{} | {:.4} | {}/{} | {:.2e} | {:.2e} | {validator} |",
+                key.0,
+                f64::from_bits(key.1),
+                if key.2 { "no" } else { "yes" },
+                key.3,
+                runs.len(),
+                of.iter().sum::<f64>() / n,
+                of.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+                of.iter().filter(|&&v| v < REACHED).count(),
+                runs.len(),
+                etf.iter().sum::<f64>() / n,
+                etf.iter().filter(|&&v| v < REACHED).count(),
+                runs.len(),
+                nc1,
+                gap,
+            );
+        }
+
+        let _ = writeln!(s, "\n## Every cell\n");
+        let _ = writeln!(
+            s,
+            "| cell | K | R | ReLU | seed | steps | OF dist | ETF dist | NC1 | mean cos | norm ratio | loss | OF loss | gap | s |"
+        );
+        let _ = writeln!(
+            s,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for r in summaries {
+            let g = &r.last.geometry.overall;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {:.2e} | {:.4} | {:.3} | {:.5} | {:.5} | {:.2e} | {} | {:.1} |",
+                r.cell_id,
                 r.config.num_classes,
-                r.config.ratio.to_bits(),
-                !r.config.relu,
+                r.config.ratio,
+                if r.config.relu { "yes" } else { "no" },
                 batching(r),
-            ))
-            .or_default()
-            .push(r);
+                r.config.seed,
+                r.config.steps,
+                g.of_distance,
+                g.etf_distance,
+                g.nc1,
+                g.mean_cosine,
+                g.norm_ratio,
+                r.last.loss,
+                r.orthogonal_frame_loss,
+                r.loss_gap,
+                verdict_text(r.verdict.as_ref()),
+                r.seconds
+            );
+        }
     }
-    let mut keys: Vec<Key> = groups.keys().cloned().collect();
-    keys.sort_by(|a, b| {
-        (a.0, f64::from_bits(a.1), a.2, &a.3)
-            .partial_cmp(&(b.0, f64::from_bits(b.1), b.2, &b.3))
-            .expect("ratios are finite")
-    });
-    for key in keys {
-        let runs = &groups[&key];
-        let n = runs.len() as f64;
-        let of: Vec<f64> = runs
-            .iter()
-            .map(|r| r.last.geometry.overall.of_distance)
-            .collect();
-        let etf: Vec<f64> = runs
-            .iter()
-            .map(|r| r.last.geometry.overall.etf_distance)
-            .collect();
-        let nc1 = runs
-            .iter()
-            .map(|r| r.last.geometry.overall.nc1)
-            .sum::<f64>()
-            / n;
-        let gap = runs.iter().map(|r| r.loss_gap).sum::<f64>() / n;
-        let accepted = runs
-            .iter()
-            .filter(|r| r.verdict.as_ref().is_some_and(|v| v.accepted()))
-            .count();
-        let validator = if runs.iter().all(|r| r.verdict.is_none()) {
-            "-".to_string()
-        } else {
-            format!("{accepted}/{} accepted", runs.len())
-        };
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {:.4} | {:.4} | {}/{} | {:.4} | {}/{} | {:.2e} | {:.2e} | {validator} |",
-            key.0,
-            f64::from_bits(key.1),
-            if key.2 { "no" } else { "yes" },
-            key.3,
-            runs.len(),
-            of.iter().sum::<f64>() / n,
-            of.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-            of.iter().filter(|&&v| v < REACHED).count(),
-            runs.len(),
-            etf.iter().sum::<f64>() / n,
-            etf.iter().filter(|&&v| v < REACHED).count(),
-            runs.len(),
-            nc1,
-            gap,
-        );
-    }
-
-    let _ = writeln!(s, "\n## Every cell\n");
-    let _ = writeln!(
-        s,
-        "| cell | K | R | ReLU | seed | steps | OF dist | ETF dist | NC1 | mean cos | norm ratio | loss | OF loss | gap | s |"
-    );
-    let _ = writeln!(
-        s,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    );
-    for r in summaries {
-        let g = &r.last.geometry.overall;
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {:.2e} | {:.4} | {:.3} | {:.5} | {:.5} | {:.2e} | {} | {:.1} |",
-            r.cell_id,
-            r.config.num_classes,
-            r.config.ratio,
-            if r.config.relu { "yes" } else { "no" },
-            batching(r),
-            r.config.seed,
-            r.config.steps,
-            g.of_distance,
-            g.etf_distance,
-            g.nc1,
-            g.mean_cosine,
-            g.norm_ratio,
-            r.last.loss,
-            r.orthogonal_frame_loss,
-            r.loss_gap,
-            verdict_text(r.verdict.as_ref()),
-            r.seconds
-        );
+    if !experiment.deep_cells.is_empty() {
+        render_deep(&mut s, deep);
     }
     if !failed.is_empty() {
         let _ = writeln!(s, "\n## Failed cells\n");
@@ -157,9 +166,8 @@ pub fn render_report(
         }
     }
     let missing = experiment
-        .cells
         .len()
-        .saturating_sub(summaries.len() + failed.len());
+        .saturating_sub(summaries.len() + deep.len() + failed.len());
     if missing > 0 {
         let _ = writeln!(s, "\n{missing} cells have not run yet.");
     }
@@ -205,10 +213,129 @@ fn verdict_text(v: Option<&scl_batching::Verdict>) -> String {
 pub fn write_report(
     experiment: &Experiment,
     summaries: &[RunSummary],
+    deep: &[DeepSummary],
     failed: &[(String, String)],
     path: &Path,
 ) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("md.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, render_report(experiment, summaries, failed))?;
+    std::fs::write(&tmp, render_report(experiment, summaries, deep, failed))?;
     std::fs::rename(&tmp, path)
+}
+
+/// The deep-network section: mean over seeds per setting, then every cell.
+fn render_deep(s: &mut String, deep: &[DeepSummary]) {
+    let _ = writeln!(s, "## Deep networks\n");
+    let _ = writeln!(
+        s,
+        "Each cell trains a network on an imbalanced training split and evaluates it at the \
+         configured epochs. Geometry is measured on the training embeddings in eval mode \
+         (L2-normalised, as the loss sees them): *OF dist* of the class-mean Gram matrix, \
+         *ETF dist* of the centred means, NC1, the mean off-diagonal cosine of the class \
+         means. *NCC acc* classifies the balanced test split by the nearest TRAINING class \
+         mean; *bal acc* is the mean of the per-class accuracies. The paper predicts, with \
+         the final ReLU, an OF distance falling towards 0 at every R, clearly below the no-ReLU \
+         run at R = 10 and 100, and balanced accuracy within about a point of no-ReLU.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| dataset | model | imbalance | ReLU | schedule | loss | seeds | epochs | OF dist (first -> last) | ETF dist | NC1 | mean cos | NCC acc | bal acc |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    type Key = (String, String, String, String, String, String);
+    let mut groups: BTreeMap<Key, Vec<&DeepSummary>> = BTreeMap::new();
+    let plain = |v: &dyn erased::Plain| v.plain();
+    for r in deep {
+        let c = &r.config;
+        groups
+            .entry((
+                r.outcome.dataset_title.clone(),
+                plain(&c.model),
+                c.imbalance.label(),
+                plain(&c.final_activation),
+                crate::ufm::schedule_name(c.schedule).to_string(),
+                plain(&c.loss),
+            ))
+            .or_default()
+            .push(r);
+    }
+    for (key, runs) in &groups {
+        let n = runs.len() as f64;
+        let mean = |f: &dyn Fn(&crate::deep::EpochMetrics) -> f64| {
+            runs.iter()
+                .filter_map(|r| r.outcome.metrics.last().map(f))
+                .sum::<f64>()
+                / n
+        };
+        let first_of = runs
+            .iter()
+            .filter_map(|r| r.outcome.metrics.first())
+            .map(|m| m.geometry.overall.of_distance)
+            .sum::<f64>()
+            / n;
+        let epochs = runs.first().map_or(0, |r| r.config.epochs);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {epochs} | {first_of:.4} -> {:.4} | {:.4} | {:.3e} | {:.4} | {:.4} | {:.4} |",
+            key.0,
+            key.1,
+            key.2,
+            if key.3 == "relu" { "yes" } else { "no" },
+            key.4,
+            key.5,
+            runs.len(),
+            mean(&|m| m.geometry.overall.of_distance),
+            mean(&|m| m.geometry.overall.etf_distance),
+            mean(&|m| m.geometry.overall.nc1),
+            mean(&|m| m.geometry.overall.mean_cosine),
+            mean(&|m| m.ncc_accuracy),
+            mean(&|m| m.balanced_accuracy),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n### Every deep cell (OF distance at each evaluated epoch)\n"
+    );
+    let _ = writeln!(
+        s,
+        "| cell | class counts | OF dist by epoch | bal acc | s |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for r in deep {
+        let trail: Vec<String> = r
+            .outcome
+            .metrics
+            .iter()
+            .map(|m| format!("{}: {:.3}", m.epoch, m.geometry.overall.of_distance))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {} | {:?} | {} | {:.4} | {:.1} |",
+            r.cell_id,
+            r.outcome.class_counts,
+            trail.join(", "),
+            r.outcome
+                .metrics
+                .last()
+                .map_or(f64::NAN, |m| m.balanced_accuracy),
+            r.seconds
+        );
+    }
+}
+
+/// Serde's name of a unit enum value (`relu`, `mlp`, `scl`).
+mod erased {
+    pub trait Plain {
+        fn plain(&self) -> String;
+    }
+    impl<T: serde::Serialize> Plain for T {
+        fn plain(&self) -> String {
+            serde_json::to_value(self)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        }
+    }
 }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::RunError;
 use crate::backend::BackendKind;
 use crate::config::UfmConfig;
-use crate::experiment::{Cell, Experiment};
+use crate::experiment::{Cell, DeepCell, Experiment};
 use crate::report::write_report;
 use crate::ufm::UfmOutcome;
 
@@ -40,6 +40,25 @@ pub struct SweepOptions {
     pub jobs: usize,
     /// Draw progress bars (when false, one line per finished cell is printed instead).
     pub progress: bool,
+    /// Data directory of the deep cells' datasets (`None`: `$SCL_DATA_DIR`, else
+    /// `datasets/cache`).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// What `summary.json` of a deep-network cell holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeepSummary {
+    /// The cell id.
+    pub cell_id: String,
+    /// The resolved configuration.
+    pub config: crate::deep::DeepConfig,
+    /// Wall-clock seconds of the last invocation (a resumed cell counts only its last part).
+    pub seconds: f64,
+    /// The backend the cell ran on.
+    pub backend: String,
+    /// Counts, minority classes and the metrics of every evaluated epoch.
+    #[serde(flatten)]
+    pub outcome: crate::deep::DeepOutcome,
 }
 
 /// What `config.json` holds.
@@ -86,8 +105,10 @@ pub struct RunSummary {
 /// The result of a sweep.
 #[derive(Debug, Clone)]
 pub struct SweepOutcome {
-    /// Summaries of every finished cell of the experiment (run now or earlier), grid order.
+    /// Summaries of every finished UFM cell of the experiment (run now or earlier), grid order.
     pub summaries: Vec<RunSummary>,
+    /// Summaries of every finished deep cell, grid order.
+    pub deep_summaries: Vec<DeepSummary>,
     /// Cells run by this call.
     pub ran: usize,
     /// Cells skipped because they had finished before.
@@ -108,13 +129,27 @@ pub struct SweepOutcome {
 pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOutcome, RunError> {
     opts.backend.check_available()?;
     let root = opts.results_root.join(experiment.folder_name());
-    let pending: Vec<&Cell> = experiment
+    enum Job<'a> {
+        Ufm(&'a Cell),
+        Deep(&'a DeepCell),
+    }
+    let done = |id: &str| root.join(id).join("summary.json").exists();
+    let pending: Vec<Job> = experiment
         .cells
         .iter()
-        .filter(|c| !root.join(&c.id).join("summary.json").exists())
+        .filter(|c| !done(&c.id))
+        .map(Job::Ufm)
+        .chain(
+            experiment
+                .deep_cells
+                .iter()
+                .filter(|c| !done(&c.id))
+                .map(Job::Deep),
+        )
         .collect();
-    let skipped = experiment.cells.len() - pending.len();
+    let skipped = experiment.len() - pending.len();
     std::fs::create_dir_all(&root).map_err(|e| io_error(&root, e))?;
+    let data_dir = scl_data::DataDir::resolve(opts.data_dir.as_deref());
 
     let git = git_revision();
     let multi = MultiProgress::with_draw_target(if opts.progress {
@@ -140,39 +175,66 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(cell) = pending.get(i) else { break };
-                    let bar =
-                        multi.insert_before(&overall, ProgressBar::new(cell.config.steps as u64));
+                    let Some(job) = pending.get(i) else { break };
+                    let (id, len, unit) = match job {
+                        Job::Ufm(c) => (&c.id, c.config.steps, "step"),
+                        Job::Deep(c) => (&c.id, c.config.epochs, "epoch"),
+                    };
+                    let bar = multi.insert_before(&overall, ProgressBar::new(len as u64));
                     bar.set_style(
-                        ProgressStyle::with_template("  {prefix:40} [{bar:20}] step {pos}/{len}")
-                            .expect("static template")
-                            .progress_chars("=> "),
+                        ProgressStyle::with_template(&format!(
+                            "  {{prefix:40}} [{{bar:20}}] {unit} {{pos}}/{{len}}"
+                        ))
+                        .expect("static template")
+                        .progress_chars("=> "),
                     );
-                    bar.set_prefix(cell.id.clone());
-                    let result = run_cell(cell, experiment, &root, opts.backend, &git, |s| {
-                        bar.set_position(s as u64)
-                    });
+                    bar.set_prefix(id.clone());
+                    let result = match job {
+                        Job::Ufm(cell) => {
+                            run_cell(cell, experiment, &root, opts.backend, &git, |s| {
+                                bar.set_position(s as u64)
+                            })
+                            .map(|summary| {
+                                format!(
+                                    "OF distance {:.4}, loss gap {:.2e}, {:.1}s",
+                                    summary.last.geometry.overall.of_distance,
+                                    summary.loss_gap,
+                                    summary.seconds
+                                )
+                            })
+                        }
+                        Job::Deep(cell) => {
+                            run_deep_cell(cell, &root, opts.backend, &data_dir, |e| {
+                                bar.set_position(e as u64)
+                            })
+                            .map(|summary| {
+                                match summary.outcome.metrics.last() {
+                                    Some(m) => format!(
+                                        "OF distance {:.4}, balanced accuracy {:.3}, {:.1}s",
+                                        m.geometry.overall.of_distance,
+                                        m.balanced_accuracy,
+                                        summary.seconds
+                                    ),
+                                    None => "no evaluated epoch".to_string(),
+                                }
+                            })
+                        }
+                    };
                     bar.finish_and_clear();
                     multi.remove(&bar);
                     overall.inc(1);
                     match result {
-                        Ok(summary) => {
+                        Ok(line) => {
                             if !opts.progress {
-                                eprintln!(
-                                    "finished {} in {:.1}s: OF distance {:.4}, loss gap {:.2e}",
-                                    cell.id,
-                                    summary.seconds,
-                                    summary.last.geometry.overall.of_distance,
-                                    summary.loss_gap
-                                );
+                                eprintln!("finished {id}: {line}");
                             }
                         }
                         Err(e) => {
-                            let _ = multi.println(format!("cell {} failed: {e}", cell.id));
+                            let _ = multi.println(format!("cell {id} failed: {e}"));
                             failed
                                 .lock()
                                 .expect("no worker panics while holding the lock")
-                                .push((cell.id.clone(), e.to_string()));
+                                .push((id.clone(), e.to_string()));
                         }
                     }
                 }
@@ -182,16 +244,68 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
     overall.finish_and_clear();
 
     let summaries = read_summaries(experiment, &root);
+    let deep_summaries = read_deep_summaries(experiment, &root);
     let failed = failed.into_inner().expect("workers have finished");
     let report = root.join("report.md");
-    write_report(experiment, &summaries, &failed, &report).map_err(|e| io_error(&report, e))?;
+    write_report(experiment, &summaries, &deep_summaries, &failed, &report)
+        .map_err(|e| io_error(&report, e))?;
     Ok(SweepOutcome {
         ran: pending.len() - failed.len(),
         skipped,
         failed,
         summaries,
+        deep_summaries,
         report,
     })
+}
+
+/// Summaries of the finished deep cells of `experiment`, in grid order.
+pub fn read_deep_summaries(experiment: &Experiment, root: &Path) -> Vec<DeepSummary> {
+    experiment
+        .deep_cells
+        .iter()
+        .filter_map(|c| {
+            let text = std::fs::read_to_string(root.join(&c.id).join("summary.json")).ok()?;
+            serde_json::from_str(&text).ok()
+        })
+        .collect()
+}
+
+/// Runs a deep cell in `<root>/.partial-<id>` (resuming from its newest checkpoint if an
+/// earlier sweep was interrupted) and renames it to `<root>/<id>` when it has finished.
+fn run_deep_cell(
+    cell: &DeepCell,
+    root: &Path,
+    backend: BackendKind,
+    data_dir: &scl_data::DataDir,
+    progress: impl FnMut(usize),
+) -> Result<DeepSummary, RunError> {
+    let start = Instant::now();
+    let work = root.join(format!(".partial-{}", cell.id));
+    let opts = crate::deep::DeepRunOptions {
+        run_dir: work.clone(),
+        data_dir: data_dir.clone(),
+        resume: true,
+        backend: backend.name().to_string(),
+        stop_after_epochs: None,
+    };
+    let outcome = backend.train_deep(&cell.config, &opts, progress)?;
+    let summary = DeepSummary {
+        cell_id: cell.id.clone(),
+        config: cell.config.clone(),
+        seconds: start.elapsed().as_secs_f64(),
+        backend: backend.name().to_string(),
+        outcome,
+    };
+    let tmp = work.join("summary.json.tmp");
+    write_json(&tmp, &summary)?;
+    std::fs::rename(&tmp, work.join("summary.json")).map_err(|e| io_error(&work, e))?;
+    let dest = root.join(&cell.id);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(|e| io_error(&dest, e))?;
+    }
+    std::fs::rename(&work, &dest).map_err(|e| io_error(&dest, e))?;
+    Ok(summary)
 }
 
 /// Summaries of the finished cells of `experiment`, in grid order.
