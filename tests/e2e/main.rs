@@ -2,6 +2,7 @@
 
 mod datasets;
 mod deep_training;
+mod experiment_files;
 mod quick_sweep;
 mod ufm_batching;
 mod validator_vs_optimisation;

@@ -552,4 +552,82 @@ mod tests {
                 .contains("seed is empty")
         );
     }
+
+    const DEEP: &str = r#"
+        [experiment]
+        name = "d"
+        [base]
+        n_majority = 10
+        temperature = 1.0
+        steps = 5
+        lr = 0.1
+        optimizer = "adam"
+        log_every = 1
+        num_classes = 4
+        ratio = 1
+        relu = true
+        seed = 0
+        [parts.net]
+        kind = "deep"
+        [parts.net.base]
+        dataset = "sklearn-digits"
+        model = "mlp"
+        epochs = 3
+        [parts.net.grid]
+        final_activation = ["relu", "none"]
+        schedule = ["shuffle", "batch-binding"]
+        [profiles.smoke.parts.net.grid]
+        schedule = ["batch-binding"]
+    "#;
+
+    #[test]
+    fn parts_add_deep_cells_after_the_main_grid_and_profiles_reach_them() {
+        let e = Experiment::parse(DEEP, "x", None).unwrap();
+        assert_eq!((e.cells.len(), e.deep_cells.len()), (1, 4));
+        let ids: Vec<&str> = e.deep_cells.iter().map(|c| c.id.as_str()).collect();
+        assert!(
+            ids[0].starts_with("sklearn-digits-mlp-none-relu-shuffle-scl-s0-"),
+            "{ids:?}"
+        );
+        assert!(
+            ids[3].starts_with("sklearn-digits-mlp-none-norelu-batch-binding-scl-s0-"),
+            "{ids:?}"
+        );
+        let smoke = Experiment::parse(DEEP, "x", Some("smoke")).unwrap();
+        assert_eq!(smoke.deep_cells.len(), 2);
+        assert_eq!(smoke.ids().len(), 3);
+    }
+
+    #[test]
+    fn deep_settings_errors_name_the_key() {
+        let bad = DEEP.replace("epochs = 3", "epochs = 3\nepoch = 4");
+        let e = Experiment::parse(&bad, "x", None).unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("unknown key `epoch` in [base] of [parts.net]"),
+            "{e}"
+        );
+        let bad = DEEP.replace("model = \"mlp\"", "model = \"vgg\"");
+        let e = Experiment::parse(&bad, "x", None).unwrap_err();
+        assert!(e.message().contains("unknown variant `vgg`"), "{e}");
+        let bad = DEEP.replace("dataset = \"sklearn-digits\"", "dataset = \"imagenet\"");
+        let e = Experiment::parse(&bad, "x", None).unwrap_err();
+        assert!(e.message().contains("unknown dataset `imagenet`"), "{e}");
+        let bad = DEEP.replace("kind = \"deep\"", "kind = \"gan\"");
+        let e = Experiment::parse(&bad, "x", None).unwrap_err();
+        assert!(
+            e.message()
+                .contains("the allowed kinds are \"ufm\", \"deep\""),
+            "{e}"
+        );
+        let bad = DEEP.replace(
+            "[profiles.smoke.parts.net.grid]",
+            "[profiles.smoke.parts.other.grid]",
+        );
+        let e = Experiment::parse(&bad, "x", Some("smoke")).unwrap_err();
+        assert!(
+            e.message().contains("overrides a part that does not exist"),
+            "{e}"
+        );
+    }
 }
