@@ -33,7 +33,7 @@ mod densenet;
 mod mlp;
 mod resnet;
 
-pub use cnn::{SmallCnn, SmallCnnConfig};
+pub use cnn::{Conv3x3, SmallCnn, SmallCnnConfig};
 pub use densenet::{DenseNet, DenseNetConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use resnet::{ResNet18, ResNet18Config};
