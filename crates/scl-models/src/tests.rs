@@ -77,22 +77,48 @@ fn relu_switch_makes_embeddings_non_negative_and_none_does_not() {
                 z.iter().all(|v| *v >= 0.0),
                 "{name} {projection:?}: negative entry with ReLU"
             );
-            // Rows are unit vectors.
+            // Rows are unit vectors, or exactly zero when the ReLU zeroed every coordinate
+            // (normalisation then leaves the zero row, as F.normalize does).
             let d = z.len() / input[0];
-            for row in z.chunks(d) {
-                let n: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-                assert!((n - 1.0).abs() < 1e-4, "{name}: row norm {n}");
-            }
+            let norms: Vec<f32> = z
+                .chunks(d)
+                .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+                .collect();
+            assert!(
+                norms.iter().all(|n| (n - 1.0).abs() < 1e-4 || *n == 0.0),
+                "{name}: row norms {norms:?}"
+            );
+            // The same weights without the switch: the ReLU is the only difference, so the
+            // outputs differ exactly where a pre-activation was negative. (Where pooling
+            // follows the switch, as in ResNet and DenseNet, pooled values may all be
+            // positive even without it, so "some entry is negative" is not a property.)
             let none = SclModelConfig::new(arch.clone(), 3)
                 .with_projection(projection)
                 .with_final_activation(FinalActivation::None)
-                .init::<B>(&device);
-            let z = none.features(x).into_data().to_vec::<f32>().unwrap();
-            // Without the ReLU some coordinate is negative (random weights, random input).
-            assert!(
-                z.iter().any(|v| *v < 0.0),
-                "{name} {projection:?}: no negative entry without ReLU"
-            );
+                .init::<B>(&device)
+                .load_record(relu.clone().into_record());
+            let with = relu
+                .features(x.clone())
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            let without = none.features(x).into_data().to_vec::<f32>().unwrap();
+            if projection.is_some()
+                || matches!(arch, Architecture::Mlp(_) | Architecture::SmallCnn(_))
+            {
+                // The switch is the last operation: ReLU(without) == with.
+                for (w, n) in with.iter().zip(&without) {
+                    assert!(
+                        (w - n.max(0.0)).abs() < 1e-5,
+                        "{name} {projection:?}: {w} vs relu({n})"
+                    );
+                }
+            } else {
+                // Pooling follows the switch: removing a ReLU can only lower a pooled value.
+                for (w, n) in with.iter().zip(&without) {
+                    assert!(*n <= w + 1e-5, "{name}: {n} without vs {w} with");
+                }
+            }
         }
     }
 }
