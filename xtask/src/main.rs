@@ -4,6 +4,7 @@
 //!   runs every unfinished cell of an experiment grid and writes `DIR/<experiment>/report.md`.
 //! - `cargo xtask bench loss`: SupCon forward + backward, reference vs fused, on the CPU;
 //!   writes `docs/benchmarks.md` and `docs/benchmarks.json`.
+//! - `cargo xtask train --config FILE --out DIR [--resume]`: one deep-network run.
 //! - `cargo xtask data check [--data-dir D]`: every dataset, present / verified, per-class
 //!   counts; `cargo xtask data fetch NAME|all` downloads missing files (md5-verified).
 //!
@@ -14,6 +15,7 @@ mod alloc_counter;
 mod bench;
 mod data;
 mod sweep;
+mod train;
 
 use std::process::ExitCode;
 
@@ -34,6 +36,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Datasets: `data check` lists presence, md5 verification and class counts; `data fetch`.
     Data(data::DataArgs),
+    /// One deep-network run from a config file; `--resume` continues from its last checkpoint.
+    Train(train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Some(Command::Sweep(args)) => sweep::run(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Data(args)) => data::run(args),
+        Some(Command::Train(args)) => train::run(args),
         None => sweep::run(sweep::SweepArgs::default()),
     };
     match result {

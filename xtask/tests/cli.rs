@@ -141,3 +141,46 @@ fn a_good_sweep_writes_cells_and_a_report_and_skips_them_the_second_time() {
         "{err}"
     );
 }
+
+#[test]
+fn train_runs_refuses_to_overwrite_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("run.toml"),
+        "dataset = \"sklearn-digits\"\nmodel = \"mlp\"\nmlp_widths = [32, 16]\nepochs = 2\n",
+    )
+    .unwrap();
+    let args = ["train", "--config", "run.toml", "--out", "out"];
+    let (code, err) = xtask(dir.path(), &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.path().join("out/summary.json").exists());
+    assert!(
+        dir.path()
+            .join("out/checkpoints/epoch-0002/state.json")
+            .exists()
+    );
+    // A second run into the same directory must say how to continue instead of overwriting.
+    let (code, err) = xtask(dir.path(), &args);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("already holds checkpoints: pass --resume"),
+        "{err}"
+    );
+    let mut resume = args.to_vec();
+    resume.push("--resume");
+    let (code, err) = xtask(dir.path(), &resume);
+    assert_eq!(code, 0, "{err}");
+    // A wrong key is one sentence and exit code 2.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "dataset = \"mnist\"\nmodel = \"mlp\"\nepochs = 1\nepoch = 2\n",
+    )
+    .unwrap();
+    let (code, err) = xtask(
+        dir.path(),
+        &["train", "--config", "bad.toml", "--out", "o2"],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown field `epoch`"), "{err}");
+    assert!(!dir.path().join("o2").exists());
+}

@@ -1,0 +1,116 @@
+//! `cargo xtask train --config FILE --out DIR [--resume]`: one deep-network run outside a
+//! sweep, with a progress bar; `--resume` continues from the newest checkpoint in `DIR`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use scl_train::backend::BackendKind;
+use scl_train::deep::{DeepConfig, DeepRunOptions};
+use scl_train::{ConfigError, RunError};
+
+/// Arguments of `cargo xtask train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// A TOML file with the keys of a deep cell (dataset, model, epochs, ...).
+    #[arg(long)]
+    config: PathBuf,
+    /// The run directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from the newest checkpoint in `--out`.
+    #[arg(long)]
+    resume: bool,
+    /// Backend: ndarray, wgpu or cuda (the last two need their cargo feature).
+    #[arg(long, default_value = "ndarray")]
+    backend: String,
+    /// Data directory (default: $SCL_DATA_DIR, else datasets/cache).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn usage(e: &ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+/// Runs `cargo xtask train`.
+pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let backend: BackendKind = match args.backend.parse() {
+        Ok(b) => b,
+        Err(e) => return Ok(usage(&e)),
+    };
+    if let Err(e) = backend.check_available() {
+        return Ok(usage(&e));
+    }
+    let text = match std::fs::read_to_string(&args.config) {
+        Ok(t) => t,
+        Err(e) => {
+            return Ok(usage(&ConfigError::new(format!(
+                "cannot read --config {}: {e}",
+                args.config.display()
+            ))));
+        }
+    };
+    let config: DeepConfig = match toml::from_str(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(usage(&ConfigError::new(format!(
+                "{}: {}",
+                args.config.display(),
+                e.message().trim()
+            ))));
+        }
+    };
+    if let Err(e) = config.validate() {
+        return Ok(usage(&e));
+    }
+    let has_checkpoint = args.out.join("checkpoints").join("latest").exists();
+    if has_checkpoint && !args.resume {
+        return Ok(usage(&ConfigError::new(format!(
+            "{} already holds checkpoints: pass --resume to continue that run, or choose another --out",
+            args.out.display()
+        ))));
+    }
+    let opts = DeepRunOptions {
+        run_dir: args.out.clone(),
+        data_dir: scl_data::DataDir::resolve(args.data_dir.as_deref()),
+        resume: args.resume,
+        backend: backend.name().to_string(),
+        stop_after_epochs: None,
+    };
+    let bar = indicatif::ProgressBar::new(config.epochs as u64);
+    if !scl_train::sweep::stderr_is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "train [{bar:30}] epoch {pos}/{len} {elapsed} ETA {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    let outcome = match backend.train_deep(&config, &opts, |e| bar.set_position(e as u64)) {
+        Ok(o) => o,
+        Err(RunError::Config(e)) => return Ok(usage(&e)),
+        Err(e) => {
+            bar.abandon();
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    bar.finish_and_clear();
+    match outcome.metrics.last() {
+        Some(m) => println!(
+            "{}: epoch {}, OF distance {:.4}, NC1 {:.3e}, NCC accuracy {:.4}, balanced {:.4}; run directory {}",
+            outcome.dataset_title,
+            m.epoch,
+            m.geometry.overall.of_distance,
+            m.geometry.overall.nc1,
+            m.ncc_accuracy,
+            m.balanced_accuracy,
+            args.out.display()
+        ),
+        None => println!("nothing left to train in {}", args.out.display()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
