@@ -154,13 +154,21 @@ impl Manifest {
 
     /// Every manifest shipped with the crate (one per file in `datasets/`), in a fixed order.
     pub fn builtin() -> Vec<Manifest> {
-        BUILTIN
-            .iter()
-            .map(|(name, text)| {
-                Manifest::parse(name, text)
-                    .unwrap_or_else(|e| panic!("built-in manifest is invalid: {e}"))
-            })
-            .collect()
+        Self::parsed_builtin().to_vec()
+    }
+
+    /// The built-in manifests, parsed once per process (`named` is called per cell).
+    fn parsed_builtin() -> &'static [Manifest] {
+        static PARSED: std::sync::OnceLock<Vec<Manifest>> = std::sync::OnceLock::new();
+        PARSED.get_or_init(|| {
+            BUILTIN
+                .iter()
+                .map(|(name, text)| {
+                    Manifest::parse(name, text)
+                        .unwrap_or_else(|e| panic!("built-in manifest is invalid: {e}"))
+                })
+                .collect()
+        })
     }
 
     /// The built-in manifest called `name`.
@@ -168,7 +176,7 @@ impl Manifest {
     /// # Errors
     /// [`DataError::UnknownDataset`] naming the known datasets.
     pub fn named(name: &str) -> Result<Manifest, DataError> {
-        let all = Self::builtin();
+        let all = Self::parsed_builtin();
         let known = all
             .iter()
             .map(|m| m.name.as_str())

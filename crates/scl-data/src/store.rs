@@ -145,9 +145,20 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn save_stamp(dir: &Path, name: &str, stamp: Stamp) {
+/// Records that `dir/name`, as it is now (size, modification time), has md5 `md5`.
+fn remember_verified(dir: &Path, name: &str, md5: String) {
+    let Some((bytes, mtime_ns)) = stamp_key(&dir.join(name)) else {
+        return;
+    };
     let mut map = load_stamps(dir);
-    map.insert(name.to_string(), stamp);
+    map.insert(
+        name.to_string(),
+        Stamp {
+            bytes,
+            mtime_ns,
+            md5,
+        },
+    );
     let Ok(text) = serde_json::to_string_pretty(&map) else {
         return;
     };
@@ -193,17 +204,7 @@ pub fn file_state(dir: &Path, entry: &FileEntry) -> Result<FileState, DataError>
     if found != entry.md5 {
         return Ok(FileState::Mismatch { found });
     }
-    if let Some((bytes, mtime_ns)) = key {
-        save_stamp(
-            dir,
-            &entry.name,
-            Stamp {
-                bytes,
-                mtime_ns,
-                md5: found,
-            },
-        );
-    }
+    remember_verified(dir, &entry.name, found);
     Ok(FileState::Verified)
 }
 
@@ -388,16 +389,6 @@ fn download_one(dir: &Path, entry: &FileEntry, url: &str, progress: bool) -> Res
     let target = dir.join(&entry.name);
     tmp.persist(&target)
         .map_err(|e| DataError::io(&target, e.error))?;
-    if let Some((bytes, mtime_ns)) = stamp_key(&target) {
-        save_stamp(
-            dir,
-            &entry.name,
-            Stamp {
-                bytes,
-                mtime_ns,
-                md5: found,
-            },
-        );
-    }
+    remember_verified(dir, &entry.name, found);
     Ok(())
 }

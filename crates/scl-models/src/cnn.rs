@@ -4,10 +4,10 @@
 //! Where the final activation sits: after that last linear layer.
 //!
 //! Its convolutions are [`Conv3x3`]: nine shifted copies of the padded input and one matrix
-//! product. Measured on 2 CPU cores with burn-ndarray 0.21 (100 images, 32 -> 64 channels,
-//! 14x14, forward + backward): Burn's `Conv2d` 14.5 s, almost all in the backward;
-//! [`Conv3x3`] 0.31 s. A whole training step of this network on 100 MNIST-sized images takes
-//! 0.9 s there, so CPU runs of it are minutes per epoch at thousands of images. The deep models
+//! product. A one-off timing on 2 CPU cores with burn-ndarray 0.21 on 2026-11-29 (a scratch
+//! test, not kept in the repository; 100 images, 32 -> 64 channels, 14x14, forward +
+//! backward): Burn's `Conv2d` 14.5 s, almost all in the backward; [`Conv3x3`] 0.31 s. A whole
+//! training step of this network on 100 MNIST-sized images took 0.9 s there, so CPU runs of it are minutes per epoch at thousands of images. The deep models
 //! (ResNet, DenseNet) keep Burn's `Conv2d`, which GPU backends run well; on the CPU backend
 //! they inherit its slow backward.
 

@@ -419,27 +419,27 @@ fn items_of(set: &ImageSet, indices: &[usize]) -> Vec<ImageItem> {
         .collect()
 }
 
-/// Nearest-class-mean predictions with the given means (`[K][d]`).
-fn ncc_accuracy(test: &Embeddings, labels: &[usize], means: &[Vec<f64>]) -> (f64, f64, Vec<f64>) {
-    let k = means.len();
+/// Nearest-class-mean accuracy of `test` with the class means (`d x K`, column `c` the
+/// mean of class `c`): overall, balanced (mean over the classes present) and per class.
+fn ncc_accuracy(
+    test: &Embeddings,
+    labels: &[usize],
+    means: &scl_geometry::ClassMeans,
+) -> (f64, f64, Vec<f64>) {
+    let k = means.classes.len();
     let (mut hit, mut seen) = (vec![0usize; k], vec![0usize; k]);
     for (i, &y) in labels.iter().enumerate() {
         let row = test.row(i);
+        let distance = |c: usize| -> f64 {
+            row.iter()
+                .zip(means.means.column(c).iter())
+                .map(|(x, m)| (x - m).powi(2))
+                .sum()
+        };
         let pred = (0..k)
-            .min_by(|&a, &b| {
-                let da: f64 = row
-                    .iter()
-                    .zip(&means[a])
-                    .map(|(x, m)| (x - m).powi(2))
-                    .sum();
-                let db: f64 = row
-                    .iter()
-                    .zip(&means[b])
-                    .map(|(x, m)| (x - m).powi(2))
-                    .sum();
-                da.total_cmp(&db)
-            })
-            .unwrap_or(0);
+            .map(|c| (c, distance(c)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(0, |(c, _)| c);
         seen[y] += 1;
         if pred == y {
             hit[y] += 1;
@@ -454,28 +454,10 @@ fn ncc_accuracy(test: &Embeddings, labels: &[usize], means: &[Vec<f64>]) -> (f64
             }
         })
         .collect();
-    let seen_classes: Vec<f64> = per.iter().copied().filter(|p| p.is_finite()).collect();
-    let balanced = seen_classes.iter().sum::<f64>() / seen_classes.len().max(1) as f64;
+    let present: Vec<f64> = per.iter().copied().filter(|p| p.is_finite()).collect();
+    let balanced = present.iter().sum::<f64>() / present.len().max(1) as f64;
     let overall = hit.iter().sum::<usize>() as f64 / labels.len().max(1) as f64;
     (overall, balanced, per)
-}
-
-fn class_means_of(x: &Embeddings, labels: &[usize], k: usize) -> Vec<Vec<f64>> {
-    let d = x.dim();
-    let mut means = vec![vec![0.0; d]; k];
-    let mut counts = vec![0usize; k];
-    for (i, &y) in labels.iter().enumerate() {
-        counts[y] += 1;
-        for (m, v) in means[y].iter_mut().zip(x.row(i)) {
-            *m += v;
-        }
-    }
-    for (m, &n) in means.iter_mut().zip(&counts) {
-        for v in m.iter_mut() {
-            *v /= n.max(1) as f64;
-        }
-    }
-    means
 }
 
 /// Trains one deep-network run into `opts.run_dir`.
@@ -738,7 +720,9 @@ impl<B: AutodiffBackend> Run<'_, B> {
             .map_err(|e| RunError::Other(format!("geometry at epoch {epoch}: {e}")))?;
         // The training class means classify the test set (not the test means, which the
         // authors' released code used by mistake).
-        let means = class_means_of(&train_z, self.train.labels(), k);
+        let classes: Vec<usize> = (0..k).collect();
+        let means = scl_geometry::class_means(&train_z, self.train.labels(), &classes)
+            .map_err(|e| RunError::Other(format!("class means at epoch {epoch}: {e}")))?;
         let test_z = embed_set(&valid, self.test, &self.eval_batcher, self.device)?;
         let (ncc, balanced, per_class) = ncc_accuracy(&test_z, self.test.labels(), &means);
         Ok(EpochMetrics {
@@ -840,5 +824,34 @@ impl<B: AutodiffBackend> Run<'_, B> {
             Recorder::<B>::load(&rec, dir.join("optimizer"), self.device).map_err(io(&dir))?;
         let optim = optim.clone().load_record(record);
         Ok(Some((state, model, optim)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_keys_are_exactly_the_fields_of_the_config() {
+        // Experiment files check keys against DEEP_KEYS before serde sees them; the two lists
+        // must not drift. Every optional field is set so that it serialises.
+        let mut cfg: DeepConfig =
+            toml::from_str("dataset = \"mnist\"\nmodel = \"mlp\"\nepochs = 1").unwrap();
+        cfg.projection = Some(8);
+        cfg.inject_nan_at_step = Some(1);
+        let value = serde_json::to_value(&cfg).unwrap();
+        let mut fields: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut keys = DEEP_KEYS.to_vec();
+        fields.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
+        for key in DEEP_REQUIRED_KEYS {
+            assert!(DEEP_KEYS.contains(key), "{key}");
+        }
     }
 }

@@ -295,7 +295,12 @@ impl Experiment {
             }
             chosen.reverse();
             if kind == "ufm" {
-                let config = resolve_ufm(settings, &chosen)?;
+                let required: Vec<&str> = UFM_KEYS
+                    .iter()
+                    .copied()
+                    .filter(|k| !UFM_OPTIONAL_KEYS.contains(k))
+                    .collect();
+                let config: UfmConfig = resolve(settings, &chosen, &required, UfmConfig::validate)?;
                 self.cells.push(Cell {
                     index: self.cells.len(),
                     id: cell_id(&config),
@@ -303,7 +308,12 @@ impl Experiment {
                     config,
                 });
             } else {
-                let config = resolve_deep(settings, &chosen)?;
+                let config: DeepConfig = resolve(
+                    settings,
+                    &chosen,
+                    crate::deep::DEEP_REQUIRED_KEYS,
+                    DeepConfig::validate,
+                )?;
                 self.deep_cells.push(DeepCell {
                     index: self.deep_cells.len(),
                     id: deep_cell_id(&config),
@@ -325,23 +335,26 @@ fn where_of(axes: &[(String, String)]) -> String {
     }
 }
 
-fn resolve_deep(settings: Table, axes: &[(String, String)]) -> Result<DeepConfig, ConfigError> {
+/// Turns the merged settings of one cell into a validated configuration: every key of
+/// `required` present, the table deserialised, `validate` passed; errors name the cell.
+fn resolve<T: serde::de::DeserializeOwned>(
+    settings: Table,
+    axes: &[(String, String)],
+    required: &[&str],
+    validate: impl FnOnce(&T) -> Result<(), ConfigError>,
+) -> Result<T, ConfigError> {
     let where_ = where_of(axes);
-    for key in crate::deep::DEEP_REQUIRED_KEYS {
-        if !settings.contains_key(*key) {
-            return Err(ConfigError::new(format!(
-                "{key} is missing{where_}: set it in [base] or as a [grid] axis"
-            )));
-        }
+    if let Some(key) = required.iter().find(|k| !settings.contains_key(**k)) {
+        return Err(ConfigError::new(format!(
+            "{key} is missing{where_}: set it in [base] or as a [grid] axis"
+        )));
     }
-    let config: DeepConfig = Value::Table(settings)
+    let config: T = Value::Table(settings)
         .try_into()
         .map_err(|e: toml::de::Error| {
             ConfigError::new(format!("{}{where_}", e.message().trim()))
         })?;
-    config
-        .validate()
-        .map_err(|e| ConfigError::new(format!("{}{where_}", e.message())))?;
+    validate(&config).map_err(|e| ConfigError::new(format!("{}{where_}", e.message())))?;
     Ok(config)
 }
 
@@ -365,7 +378,8 @@ pub fn deep_cell_id(config: &DeepConfig) -> String {
     )
 }
 
-fn serde_plain<T: Serialize>(v: &T) -> String {
+/// Serde's name of a unit enum value (`relu`, `mlp`, `scl`), for ids and tables.
+pub(crate) fn serde_plain<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -377,26 +391,6 @@ fn display_value(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-fn resolve_ufm(settings: Table, axes: &[(String, String)]) -> Result<UfmConfig, ConfigError> {
-    let where_ = where_of(axes);
-    for key in UFM_KEYS {
-        if !UFM_OPTIONAL_KEYS.contains(key) && !settings.contains_key(*key) {
-            return Err(ConfigError::new(format!(
-                "{key} is missing{where_}: set it in [base] or as a [grid] axis"
-            )));
-        }
-    }
-    let config: UfmConfig = Value::Table(settings)
-        .try_into()
-        .map_err(|e: toml::de::Error| {
-            ConfigError::new(format!("{}{where_}", e.message().trim()))
-        })?;
-    config
-        .validate()
-        .map_err(|e| ConfigError::new(format!("{}{where_}", e.message())))?;
-    Ok(config)
 }
 
 /// A stable, readable id: the main axes followed by a hash of the whole configuration.

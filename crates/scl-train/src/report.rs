@@ -246,17 +246,16 @@ fn render_deep(s: &mut String, deep: &[DeepSummary]) {
     );
     type Key = (String, String, String, String, String, String);
     let mut groups: BTreeMap<Key, Vec<&DeepSummary>> = BTreeMap::new();
-    let plain = |v: &dyn erased::Plain| v.plain();
     for r in deep {
         let c = &r.config;
         groups
             .entry((
                 r.outcome.dataset_title.clone(),
-                plain(&c.model),
+                crate::experiment::serde_plain(&c.model),
                 c.imbalance.label(),
-                plain(&c.final_activation),
+                crate::experiment::serde_plain(&c.final_activation),
                 crate::ufm::schedule_name(c.schedule).to_string(),
-                plain(&c.loss),
+                crate::experiment::serde_plain(&c.loss),
             ))
             .or_default()
             .push(r);
@@ -322,20 +321,5 @@ fn render_deep(s: &mut String, deep: &[DeepSummary]) {
                 .map_or(f64::NAN, |m| m.balanced_accuracy),
             r.seconds
         );
-    }
-}
-
-/// Serde's name of a unit enum value (`relu`, `mlp`, `scl`).
-mod erased {
-    pub trait Plain {
-        fn plain(&self) -> String;
-    }
-    impl<T: serde::Serialize> Plain for T {
-        fn plain(&self) -> String {
-            serde_json::to_value(self)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
-        }
     }
 }

@@ -261,14 +261,19 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
 
 /// Summaries of the finished deep cells of `experiment`, in grid order.
 pub fn read_deep_summaries(experiment: &Experiment, root: &Path) -> Vec<DeepSummary> {
-    experiment
-        .deep_cells
-        .iter()
-        .filter_map(|c| {
-            let text = std::fs::read_to_string(root.join(&c.id).join("summary.json")).ok()?;
-            serde_json::from_str(&text).ok()
-        })
-        .collect()
+    read_finished(experiment.deep_cells.iter().map(|c| c.id.as_str()), root)
+}
+
+/// The `summary.json` of each cell id that has one.
+fn read_finished<'a, T: serde::de::DeserializeOwned>(
+    ids: impl Iterator<Item = &'a str>,
+    root: &Path,
+) -> Vec<T> {
+    ids.filter_map(|id| {
+        let text = std::fs::read_to_string(root.join(id).join("summary.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    })
+    .collect()
 }
 
 /// Runs a deep cell in `<root>/.partial-<id>` (resuming from its newest checkpoint if an
@@ -310,14 +315,7 @@ fn run_deep_cell(
 
 /// Summaries of the finished cells of `experiment`, in grid order.
 pub fn read_summaries(experiment: &Experiment, root: &Path) -> Vec<RunSummary> {
-    experiment
-        .cells
-        .iter()
-        .filter_map(|c| {
-            let text = std::fs::read_to_string(root.join(&c.id).join("summary.json")).ok()?;
-            serde_json::from_str(&text).ok()
-        })
-        .collect()
+    read_finished(experiment.cells.iter().map(|c| c.id.as_str()), root)
 }
 
 fn run_cell(
