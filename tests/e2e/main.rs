@@ -3,6 +3,7 @@
 mod datasets;
 mod deep_training;
 mod experiment_files;
+mod fused_wgpu;
 mod quick_sweep;
 mod ufm_batching;
 mod validator_vs_optimisation;

@@ -1,14 +1,16 @@
-//! `cargo xtask bench loss`: SupCon forward + backward, reference vs fused, on the CPU
-//! backend; prints a table and writes `docs/benchmarks.md` and `docs/benchmarks.json`.
+//! `cargo xtask bench loss`: SupCon forward + backward, reference vs fused, on every compiled
+//! backend (or those named by `--backends`); prints a table and writes `docs/benchmarks.md`
+//! and `docs/benchmarks.json`.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use burn::backend::{Autodiff, NdArray};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Int, Tensor};
-use scl_loss::{SupConLossConfig, supcon_fused};
+use scl_loss::{Implementation, SupConBackend, SupConLossConfig};
+use scl_train::backend::BackendKind;
 
 use crate::alloc_counter;
 
@@ -24,6 +26,9 @@ pub struct BenchArgs {
         default_value = "256,1024,4096,8192,16384"
     )]
     sizes: Vec<usize>,
+    /// Backends to measure (default: every compiled one).
+    #[arg(long, value_delimiter = ',')]
+    backends: Vec<String>,
     /// Feature dimension d.
     #[arg(long, default_value_t = 128)]
     dim: usize,
@@ -38,16 +43,51 @@ pub struct BenchArgs {
     out: PathBuf,
 }
 
+/// One measurement: median seconds and memory in MiB.
+type Cell = (f64, f64);
+
 struct Row {
+    backend: BackendKind,
     n: usize,
-    reference: Option<(f64, f64)>,
-    fused: (f64, f64),
+    reference: Option<Cell>,
+    fused: Cell,
 }
 
-type B = Autodiff<NdArray>;
+/// How memory is measured on a backend.
+fn memory_note(backend: BackendKind) -> &'static str {
+    match backend {
+        BackendKind::Ndarray => {
+            "peak live heap allocation during one run beyond what was live before it"
+        }
+        _ => {
+            "growth of the device memory pool's reserved bytes over the first timed run (its high-water mark)"
+        }
+    }
+}
 
-/// Median seconds and peak MiB (beyond the inputs) of forward + backward.
-fn measure(n: usize, d: usize, repeats: usize, fused: bool) -> (f64, f64) {
+/// Device memory reserved by the CubeCL memory pool, in bytes (0 on the CPU backend).
+fn device_reserved(backend: BackendKind) -> u64 {
+    match backend {
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => scl_loss::fused::cube::device_memory_reserved::<
+            burn::backend::wgpu::WgpuRuntime,
+        >(&Default::default()),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => scl_loss::fused::cube::device_memory_reserved::<
+            cubecl::cuda::CudaRuntime,
+        >(&Default::default()),
+        _ => 0,
+    }
+}
+
+/// Median seconds and memory (MiB beyond the inputs) of forward + backward.
+fn measure<B: AutodiffBackend + SupConBackend>(
+    backend: BackendKind,
+    n: usize,
+    d: usize,
+    repeats: usize,
+    fused: bool,
+) -> Cell {
     let device = Default::default();
     let features =
         Tensor::<B, 3>::random([n, 1, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
@@ -60,18 +100,21 @@ fn measure(n: usize, d: usize, repeats: usize, fused: bool) -> (f64, f64) {
         .with_temperature(0.1)
         .with_base_temperature(0.1)
         .with_normalize(true)
-        .init();
-    let run = || {
-        let value = if fused {
-            supcon_fused(features.clone(), Some(labels.clone()), &loss)
+        .with_implementation(if fused {
+            Implementation::Fused
         } else {
-            loss.forward(features.clone(), Some(labels.clone()))
-        };
+            Implementation::Reference
+        })
+        .init();
+    // Reading the gradient back waits for the device, so GPU times are complete.
+    let run = || {
+        let value = loss.forward(features.clone(), Some(labels.clone()));
         let grads = value.backward();
         let g = features.grad(&grads).expect("a gradient");
         let _ = g.into_data();
     };
-    run(); // warm-up
+    run(); // warm-up: kernel compilation, autotuning, thread pools
+    let reserved_before = device_reserved(backend);
     let mut times = Vec::new();
     let mut peak = 0usize;
     for _ in 0..repeats.max(1) {
@@ -82,7 +125,31 @@ fn measure(n: usize, d: usize, repeats: usize, fused: bool) -> (f64, f64) {
         peak = peak.max(alloc_counter::peak().saturating_sub(base));
     }
     times.sort_by(f64::total_cmp);
-    (times[times.len() / 2], peak as f64 / (1024.0 * 1024.0))
+    let memory = match backend {
+        BackendKind::Ndarray => peak as f64,
+        _ => device_reserved(backend).saturating_sub(reserved_before) as f64,
+    };
+    (times[times.len() / 2], memory / (1024.0 * 1024.0))
+}
+
+/// Runs [`measure`] on the named backend with autodiff.
+fn measure_on(backend: BackendKind, n: usize, d: usize, repeats: usize, fused: bool) -> Cell {
+    match backend {
+        #[cfg(feature = "ndarray")]
+        BackendKind::Ndarray => measure::<burn::backend::Autodiff<burn::backend::NdArray>>(
+            backend, n, d, repeats, fused,
+        ),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => {
+            measure::<burn::backend::Autodiff<burn::backend::Wgpu>>(backend, n, d, repeats, fused)
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            measure::<burn::backend::Autodiff<burn::backend::Cuda>>(backend, n, d, repeats, fused)
+        }
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("the backend list holds compiled backends only"),
+    }
 }
 
 /// The assumed floating-point peak of this machine in GFLOP/s, and how it was derived.
@@ -114,6 +181,21 @@ fn machine_peak() -> (f64, String) {
     )
 }
 
+/// The backends to measure: `--backends`, else every compiled one.
+fn backends(names: &[String]) -> Result<Vec<BackendKind>, String> {
+    if names.is_empty() {
+        return Ok(BackendKind::compiled_in());
+    }
+    names
+        .iter()
+        .map(|name| {
+            let b: BackendKind = name.parse().map_err(|e| format!("{e}"))?;
+            b.check_available().map_err(|e| format!("{e}"))?;
+            Ok(b)
+        })
+        .collect()
+}
+
 /// Runs the benchmark.
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.what != "loss" {
@@ -123,76 +205,126 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
+    let backends = match backends(&args.backends) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let d = args.dim;
     let (peak, peak_text) = machine_peak();
     let mut rows = Vec::new();
-    for &n in &args.sizes {
-        let reference = (n <= args.reference_max).then(|| measure(n, d, args.repeats, false));
-        let fused = measure(n, d, args.repeats, true);
-        eprintln!(
-            "N = {n}: reference {}, fused {:.4} s",
-            reference.map_or("skipped".into(), |r| format!("{:.4} s", r.0)),
-            fused.0
-        );
-        rows.push(Row {
-            n,
-            reference,
-            fused,
-        });
+    for &backend in &backends {
+        for &n in &args.sizes {
+            let reference =
+                (n <= args.reference_max).then(|| measure_on(backend, n, d, args.repeats, false));
+            let fused = measure_on(backend, n, d, args.repeats, true);
+            eprintln!(
+                "{backend} N = {n}: reference {}, fused {:.4} s",
+                reference.map_or("skipped".into(), |r| format!("{:.4} s", r.0)),
+                fused.0
+            );
+            rows.push(Row {
+                backend,
+                n,
+                reference,
+                fused,
+            });
+        }
     }
-    // Similarity passes, 2 N^2 d flops each: the reference does 1 forward matmul and 2 in
-    // the backward; the fused kernel 1 in the forward and 4 in the backward (two passes that
-    // each recompute the similarities and multiply by the features).
-    let flops = |n: usize, passes: f64| passes * 2.0 * (n * n * d) as f64;
+    let md = render(&args, &rows, peak, &peak_text);
+    print!("{md}");
+    let json: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "backend": r.backend.name(), "n": r.n, "dim": d,
+                "reference_seconds": r.reference.map(|x| x.0),
+                "reference_memory_mib": r.reference.map(|x| x.1),
+                "fused_seconds": r.fused.0,
+                "fused_memory_mib": r.fused.1,
+                "fused_gflops": flops(r.n, d, FUSED_PASSES) / r.fused.0 / 1e9,
+                "memory": memory_note(r.backend),
+            })
+        })
+        .collect();
+    std::fs::create_dir_all(&args.out)?;
+    let page = args.out.join("benchmarks.md");
+    let old = std::fs::read_to_string(&page).unwrap_or_default();
+    std::fs::write(&page, splice(&old, &md))?;
+    std::fs::write(
+        args.out.join("benchmarks.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "machine_peak_gflops": peak, "machine": peak_text,
+            "fused_passes": FUSED_PASSES, "reference_passes": REFERENCE_PASSES, "rows": json
+        }))?,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Similarity passes of `2 N^2 d` flops: the reference does one matmul forward and two in
+/// the backward; the fused path one forward and two backward (the similarities again and the
+/// weighted sum; the CPU kernel gets both gradient terms from one tile by symmetry, the
+/// CubeCL path computes `W Z` and `W^T Z` separately, i.e. one pass more).
+const REFERENCE_PASSES: f64 = 3.0;
+const FUSED_PASSES: f64 = 3.0;
+
+fn flops(n: usize, d: usize, passes: f64) -> f64 {
+    passes * 2.0 * (n * n * d) as f64
+}
+
+fn render(args: &BenchArgs, rows: &[Row], peak: f64, peak_text: &str) -> String {
+    let d = args.dim;
     let mut md = String::new();
-    let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
         md,
-        "## SupCon forward + backward on the CPU (`cargo xtask bench loss`)\n\n\
-         Burn `ndarray` backend with autodiff, f32, d = {d}, tau = 0.1, 10 classes, one view, \
-         features L2-normalised inside the loss; median of {} runs after a warm-up; peak = \
-         largest live heap allocation during one run beyond what was live before it. Machine: \
-         {peak_text}. GFLOP/s counts 2 N^2 d flops per similarity pass: 3 passes for the \
-         reference, 5 for the fused kernel.\n",
-        args.repeats
+        "## SupCon forward + backward (`cargo xtask bench loss`)\n\n\
+         Burn backends with autodiff, f32, d = {d}, tau = 0.1, 10 classes, one view, \
+         features L2-normalised inside the loss; median of {} runs after a warm-up. Memory: on \
+         ndarray the {}; on GPU backends the {}. CPU machine: {peak_text}. GFLOP/s counts \
+         2 N^2 d flops per similarity pass: {REFERENCE_PASSES} passes for the reference, \
+         {FUSED_PASSES} for the fused path.\n",
+        args.repeats,
+        memory_note(BackendKind::Ndarray),
+        memory_note(BackendKind::Wgpu),
     );
     let _ = writeln!(
         md,
-        "| N | reference s | reference peak MiB | fused s | fused peak MiB | fused / reference time | reference GFLOP/s | fused GFLOP/s | fused % of peak |"
+        "| backend | N | reference s | reference MiB | fused s | fused MiB | fused / reference time | reference GFLOP/s | fused GFLOP/s | fused % of CPU peak |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
-    let mut json = Vec::new();
-    for r in &rows {
-        let fused_gflops = flops(r.n, 5.0) / r.fused.0 / 1e9;
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let fused_gflops = flops(r.n, d, FUSED_PASSES) / r.fused.0 / 1e9;
         let (rt, rm, ratio, rg) = match r.reference {
             Some((t, m)) => (
                 format!("{t:.4}"),
                 format!("{m:.1}"),
                 format!("{:.3}", r.fused.0 / t),
-                format!("{:.1}", flops(r.n, 3.0) / t / 1e9),
+                format!("{:.1}", flops(r.n, d, REFERENCE_PASSES) / t / 1e9),
             ),
             None => ("skipped".into(), "-".into(), "-".into(), "-".into()),
         };
+        let share = if r.backend == BackendKind::Ndarray {
+            format!("{:.1}%", 100.0 * fused_gflops / peak)
+        } else {
+            "-".into()
+        };
         let _ = writeln!(
             md,
-            "| {} | {rt} | {rm} | {:.4} | {:.1} | {ratio} | {rg} | {fused_gflops:.1} | {:.1}% |",
-            r.n,
-            r.fused.0,
-            r.fused.1,
-            100.0 * fused_gflops / peak
+            "| {} | {} | {rt} | {rm} | {:.4} | {:.1} | {ratio} | {rg} | {fused_gflops:.1} | {share} |",
+            r.backend, r.n, r.fused.0, r.fused.1,
         );
-        json.push(serde_json::json!({
-            "n": r.n, "dim": d,
-            "reference_seconds": r.reference.map(|x| x.0),
-            "reference_peak_mib": r.reference.map(|x| x.1),
-            "fused_seconds": r.fused.0,
-            "fused_peak_mib": r.fused.1,
-            "fused_gflops": fused_gflops,
-        }));
     }
     // The CPU targets of the fused-kernel issue, checked against this run's numbers.
-    let _ = writeln!(md, "\nTargets (recorded, not asserted):\n");
-    if let Some(r) = rows.iter().find(|r| r.n == 8192) {
+    let cpu = |n: usize| {
+        rows.iter()
+            .find(|r| r.backend == BackendKind::Ndarray && r.n == n)
+    };
+    if cpu(8192).is_some() || cpu(16384).is_some() {
+        let _ = writeln!(md, "\nCPU targets (recorded, not asserted):\n");
+    }
+    if let Some(r) = cpu(8192) {
         if let Some((t, _)) = r.reference {
             let speedup = t / r.fused.0;
             let _ = writeln!(
@@ -201,7 +333,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 if speedup >= 5.0 { "met" } else { "not met" }
             );
         }
-        let share = flops(r.n, 5.0) / r.fused.0 / 1e9 / peak;
+        let share = flops(r.n, d, FUSED_PASSES) / r.fused.0 / 1e9 / peak;
         let _ = writeln!(
             md,
             "- fused within 4x of the assumed peak at N = 8192: {:.1}x below it, {}",
@@ -209,7 +341,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             if share >= 0.25 { "met" } else { "not met" }
         );
     }
-    if let Some(r) = rows.iter().find(|r| r.n == 16384) {
+    if let Some(r) = cpu(16384) {
         let _ = writeln!(
             md,
             "- fused adds under 64 MiB at N = 16384: {:.1} MiB, {}",
@@ -217,18 +349,42 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             if r.fused.1 < 64.0 { "met" } else { "not met" }
         );
     }
-    let _ = writeln!(
-        md,
-        "\nGPU backends: the fused CubeCL kernels do not exist yet (issue 3); no GPU numbers.\n"
-    );
-    print!("{md}");
-    std::fs::create_dir_all(&args.out)?;
-    std::fs::write(args.out.join("benchmarks.md"), &md)?;
-    std::fs::write(
-        args.out.join("benchmarks.json"),
-        serde_json::to_string_pretty(&serde_json::json!({
-            "backend": "ndarray", "machine_peak_gflops": peak, "machine": peak_text, "rows": json
-        }))?,
-    )?;
-    Ok(ExitCode::SUCCESS)
+    md
+}
+
+const BEGIN: &str = "<!-- cargo xtask bench loss: begin (generated; edit outside the markers) -->";
+const END: &str = "<!-- cargo xtask bench loss: end -->";
+
+/// `page` with the generated section replaced by `section` (appended when absent), so the
+/// hand-written parts of docs/benchmarks.md stay.
+fn splice(page: &str, section: &str) -> String {
+    let block = format!("{BEGIN}\n{section}{END}\n");
+    match (page.find(BEGIN), page.find(END)) {
+        (Some(a), Some(b)) if a < b => {
+            format!(
+                "{}{block}{}",
+                &page[..a],
+                page[b + END.len()..].trim_start_matches('\n')
+            )
+        }
+        _ if page.trim().is_empty() => format!("# Benchmarks\n\n{block}"),
+        _ => format!("{}\n\n{block}", page.trim_end()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BEGIN, END, splice};
+
+    #[test]
+    fn the_generated_section_is_replaced_and_the_rest_kept() {
+        let first = splice("", "table 1\n");
+        assert!(first.starts_with("# Benchmarks") && first.contains("table 1"));
+        let page = format!("{first}\n## GPU\nhand-written\n");
+        let second = splice(&page, "table 2\n");
+        assert!(second.contains("table 2") && !second.contains("table 1"));
+        assert!(second.contains("## GPU\nhand-written"));
+        assert_eq!(second.matches(BEGIN).count(), 1);
+        assert_eq!(second.matches(END).count(), 1);
+    }
 }

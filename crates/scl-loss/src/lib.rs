@@ -47,11 +47,25 @@
 pub mod fused;
 mod reference;
 
-pub use fused::supcon_fused;
+pub use fused::{SupConBackend, supcon_fused};
 pub use reference::supcon_reference;
 
 use burn::config::Config;
 use burn::tensor::{Int, Tensor, backend::Backend};
+
+/// Which implementation computes the loss.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Implementation {
+    /// The fused path where the backend has a kernel
+    /// ([`SupConBackend::supcon_fused_available`]), else the reference.
+    Auto,
+    /// Plain tensor ops with the `[anchors, contrast]` logits in memory
+    /// ([`supcon_reference`]).
+    Reference,
+    /// The fused path ([`supcon_fused`]); on a backend without a kernel it runs the trait's
+    /// default methods, which give the same values but materialise the logits.
+    Fused,
+}
 
 /// Which views act as anchors.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -123,6 +137,9 @@ pub struct SupConLossConfig {
     /// Anchors without positives. `CountAsZero`: what SupContrast does.
     #[config(default = "NoPositivePolicy::CountAsZero")]
     pub no_positive: NoPositivePolicy,
+    /// Which implementation computes the loss. `Auto`: fused where the backend has a kernel.
+    #[config(default = "Implementation::Auto")]
+    pub implementation: Implementation,
 }
 
 impl SupConLossConfig {
@@ -143,6 +160,7 @@ impl SupConLossConfig {
             contrast_mode: self.contrast_mode,
             normalize: self.normalize,
             no_positive: self.no_positive,
+            implementation: self.implementation,
         })
     }
 
@@ -168,6 +186,8 @@ pub struct SupConLoss {
     pub normalize: bool,
     /// Anchors without positives.
     pub no_positive: NoPositivePolicy,
+    /// Which implementation computes the loss.
+    pub implementation: Implementation,
 }
 
 /// Per-anchor losses and which anchors have a positive.
@@ -189,7 +209,7 @@ impl SupConLoss {
     ///
     /// # Panics
     /// When `labels` does not have `batch` entries.
-    pub fn forward<B: Backend>(
+    pub fn forward<B: SupConBackend>(
         &self,
         features: Tensor<B, 3>,
         labels: Option<Tensor<B, 1, Int>>,
@@ -214,7 +234,7 @@ impl SupConLoss {
     ///
     /// # Panics
     /// When `labels` does not have `batch` entries.
-    pub fn forward_no_reduction<B: Backend>(
+    pub fn forward_no_reduction<B: SupConBackend>(
         &self,
         features: Tensor<B, 3>,
         labels: Option<Tensor<B, 1, Int>>,
@@ -226,12 +246,25 @@ impl SupConLoss {
     ///
     /// # Panics
     /// When `labels` does not have `batch` entries.
-    pub fn terms<B: Backend>(
+    pub fn terms<B: SupConBackend>(
         &self,
         features: Tensor<B, 3>,
         labels: Option<Tensor<B, 1, Int>>,
     ) -> SupConTerms<B> {
-        supcon_reference(features, labels, self)
+        if self.uses_fused::<B>() {
+            supcon_fused(features, labels, self)
+        } else {
+            supcon_reference(features, labels, self)
+        }
+    }
+
+    /// Whether this loss takes the fused path on backend `B`.
+    pub fn uses_fused<B: SupConBackend>(&self) -> bool {
+        match self.implementation {
+            Implementation::Auto => B::supcon_fused_available(),
+            Implementation::Reference => false,
+            Implementation::Fused => true,
+        }
     }
 }
 

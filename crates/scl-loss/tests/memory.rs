@@ -4,7 +4,7 @@
 
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{Distribution, Int, Tensor};
-use scl_loss::{SupConLossConfig, supcon_fused};
+use scl_loss::{Implementation, SupConLossConfig};
 
 #[path = "support/alloc_counter.rs"]
 mod alloc_counter;
@@ -23,13 +23,14 @@ fn fused_forward_and_backward_at_8192_stay_under_64_mib_beyond_the_inputs() {
     let loss = SupConLossConfig::new()
         .with_temperature(0.1)
         .with_normalize(true)
+        .with_implementation(Implementation::Fused)
         .init();
     // Warm up once so that thread pools and one-time buffers are not counted.
-    let warm = supcon_fused(features.clone(), Some(labels.clone()), &loss);
+    let warm = loss.forward(features.clone(), Some(labels.clone()));
     drop(warm.backward());
 
     let before = alloc_counter::reset_peak();
-    let value = supcon_fused(features.clone(), Some(labels), &loss);
+    let value = loss.forward(features.clone(), Some(labels));
     let grads = value.backward();
     let grad = features.grad(&grads).expect("the features get a gradient");
     let extra = alloc_counter::peak() - before;

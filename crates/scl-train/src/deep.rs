@@ -29,7 +29,7 @@ use scl_data::{
     DataDir, ImageItem, ImageSet, Imbalance, LoadOptions, Manifest, SclBatcher, Split, ViewPreset,
 };
 use scl_geometry::{Embeddings, GeometrySummary, geometry_summary};
-use scl_loss::{SupConLoss, SupConLossConfig};
+use scl_loss::{SupConBackend, SupConLoss, SupConLossConfig};
 use scl_models::{
     Architecture, DenseNetConfig, FinalActivation, MlpConfig, ResNet18Config, SclModel,
     SclModelConfig, SmallCnnConfig,
@@ -466,7 +466,7 @@ fn ncc_accuracy(
 /// [`RunError::Config`] for a wrong configuration or a dataset that cannot be read;
 /// [`RunError::NonFinite`] when the loss stops being finite (the last checkpoint stays
 /// loadable); [`RunError::Io`] when a file cannot be written.
-pub fn train_deep<B: AutodiffBackend>(
+pub fn train_deep<B: AutodiffBackend + SupConBackend>(
     cfg: &DeepConfig,
     opts: &DeepRunOptions,
     device: &B::Device,
@@ -593,7 +593,7 @@ pub fn train_deep<B: AutodiffBackend>(
     Ok(outcome)
 }
 
-struct Run<'a, B: AutodiffBackend> {
+struct Run<'a, B: AutodiffBackend + SupConBackend> {
     cfg: &'a DeepConfig,
     opts: &'a DeepRunOptions,
     train: &'a ImageSet,
@@ -608,7 +608,7 @@ struct Run<'a, B: AutodiffBackend> {
 
 type Rec = BinFileRecorder<FullPrecisionSettings>;
 
-impl<B: AutodiffBackend> Run<'_, B> {
+impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
     fn optimise<O: Optimizer<SclModel<B>, B>>(
         &self,
         mut model: SclModel<B>,
@@ -660,7 +660,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
                     LossKind::Scl => {
                         let z = model.embed(batch.images);
                         let d = z.dims()[1];
-                        scl_loss::supcon_fused(z.reshape([n, v, d]), Some(batch.labels), &self.loss)
+                        self.loss.forward(z.reshape([n, v, d]), Some(batch.labels))
                     }
                     LossKind::Ce => {
                         let logits = model.logits(batch.images);

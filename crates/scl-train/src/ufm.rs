@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 use scl_batching::{BatchingConfig, Schedule, ScheduleKind, Verdict, validate};
 use scl_geometry::{Embeddings, GeometrySummary, geometry_summary};
-use scl_loss::{NoPositivePolicy, SupConLossConfig, l2_normalize};
+use scl_loss::{NoPositivePolicy, SupConBackend, SupConLossConfig, l2_normalize};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, OptimizerKind, UfmConfig};
@@ -124,7 +124,7 @@ pub fn schedule_name(kind: ScheduleKind) -> &'static str {
 /// # Errors
 /// A [`ConfigError`] when the configuration is invalid, and a message when the loss or the
 /// features stop being finite.
-pub fn run_ufm<B: AutodiffBackend>(
+pub fn run_ufm<B: AutodiffBackend + SupConBackend>(
     cfg: &UfmConfig,
     device: &B::Device,
     progress: impl FnMut(usize),
@@ -164,7 +164,7 @@ pub fn run_ufm<B: AutodiffBackend>(
 /// # Errors
 /// As [`run_ufm`]; a [`ConfigError`] when `batches` is empty or holds an index outside
 /// `labels`.
-pub fn run_ufm_on_batches<B: AutodiffBackend>(
+pub fn run_ufm_on_batches<B: AutodiffBackend + SupConBackend>(
     cfg: &UfmConfig,
     labels: &[usize],
     batches: &[Vec<usize>],
@@ -203,7 +203,7 @@ impl Batches<'_> {
     }
 }
 
-fn run_ufm_with<B: AutodiffBackend>(
+fn run_ufm_with<B: AutodiffBackend + SupConBackend>(
     cfg: &UfmConfig,
     labels: &[usize],
     minority: &[usize],
@@ -266,7 +266,7 @@ fn run_ufm_with<B: AutodiffBackend>(
     })
 }
 
-struct Problem<'a, B: AutodiffBackend> {
+struct Problem<'a, B: AutodiffBackend + SupConBackend> {
     source: Batches<'a>,
     cfg: &'a UfmConfig,
     labels: &'a [usize],
@@ -275,7 +275,7 @@ struct Problem<'a, B: AutodiffBackend> {
     minority: &'a [usize],
 }
 
-impl<B: AutodiffBackend> Problem<'_, B> {
+impl<B: AutodiffBackend + SupConBackend> Problem<'_, B> {
     fn optimise<O: Optimizer<FreeFeatures<B>, B>>(
         &self,
         mut model: FreeFeatures<B>,
@@ -297,10 +297,9 @@ impl<B: AutodiffBackend> Problem<'_, B> {
             // value only, computed at logging steps.
             let full_batch = matches!(self.source, Batches::Full);
             let full_loss = (full_batch || logging).then(|| {
-                scl_loss::supcon_fused(
+                self.loss_fn.forward(
                     features.clone().unsqueeze_dim(1),
                     Some(self.label_tensor.clone()),
-                    &self.loss_fn,
                 )
             });
             if let Some(loss) = &full_loss {
@@ -342,10 +341,9 @@ impl<B: AutodiffBackend> Problem<'_, B> {
                         TensorData::new(batch.iter().map(|&i| i as i64).collect(), [batch.len()]),
                         &device,
                     );
-                    let loss = scl_loss::supcon_fused(
+                    let loss = self.loss_fn.forward(
                         features.select(0, index.clone()).unsqueeze_dim(1),
                         Some(self.label_tensor.clone().select(0, index)),
-                        &self.loss_fn,
                     );
                     used.push(batch);
                     loss

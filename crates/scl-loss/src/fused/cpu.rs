@@ -1,38 +1,33 @@
-//! The fused SupCon kernel for the CPU: tiled, multi-threaded with rayon, memory `O(N d + N)`.
+//! The fused kernel for the CPU: tiled, multi-threaded with rayon, memory `O(N d + N)`.
 //!
-//! Notation: `Nc` contrast rows `z_j` (every view of every sample, view-major), the first
-//! `Na` of which are anchors; `s_ij = z_i . z_j / tau`. Per anchor `i` with `P_i >= 1`
-//! positives (contrast rows other than `i` with its label):
+//! It computes the one part of SupCon that needs pairwise work, the masked log-sum-exp of
+//! every anchor row, and its gradient. Notation: `Nc` contrast rows `z_j` (every view of
+//! every sample, view-major), the first `Na` of which are anchors; `s_ij = z_i . z_j / tau`;
 //!
 //! ```text
-//! loss_i = scale * ( LSE_{a != i} s_ia  -  z_i . (S_{y_i} - z_i) / (tau P_i) )
+//! LSE_i = log sum_{a != i} exp(s_ia),      p_ia = exp(s_ia - LSE_i)  (p_ii = 0)
+//! d/dz_k sum_i g_i LSE_i = (1 / tau) * ( g_k R_k [k < Na] + C_k ),
+//! R_k = sum_a p_ka z_a,                    C_k = sum_i g_i p_ik z_i
 //! ```
 //!
-//! where `S_c` is the sum of the contrast rows of class `c` and `scale = tau / base_tau`.
-//! Only the log-sum-exp needs pairwise work. Three passes over tiles of the similarity matrix,
-//! none of which stores more than one `ROWS x COLS` tile per thread:
-//!
-//! A transposed copy of the features (`O(N d)`) feeds the similarity GEMMs.
+//! Two passes over tiles of the similarity matrix, neither of which stores more than one
+//! `ROWS x COLS` tile per thread; a transposed copy of the features (`O(N d)`) feeds the
+//! similarity GEMMs:
 //!
 //! 1. forward, anchor-parallel: online log-sum-exp of every anchor row (running max and sum);
-//! 2. backward, anchor-parallel: `R_i = sum_a p_ia z_a` with `p_ia = exp(s_ia - LSE_i)`;
-//! 3. backward, contrast-parallel: `C_k = sum_i g_i p_ik z_i` (the transposed product).
+//! 2. backward, parallel over contrast rows `k`: since the similarities are symmetric,
+//!    `p_ik` for the column term is read off row `k` of the tile as `exp(s_ki - LSE_i)`, so
+//!    one tile gives both terms: `grad_k = (1/tau) sum_j w_kj z_j` with
+//!    `w_kj = [k < Na] g_k p_kj + [j < Na] g_j p_jk`.
 //!
-//! The gradient of `sum_i g_i loss_i` (upstream `g_i`, zero for anchors without positives) is
-//!
-//! ```text
-//! dL/dz_k = (scale / tau) * ( g_k R_k + C_k - g_k (S_{y_k} - z_k) / P_k - (U_{y_k} - g_k z_k / P_k) )
-//! ```
-//!
-//! with `U_c = sum_{anchors i of class c} g_i z_i / P_i` and the anchor-only terms present
-//! only when `k < Na`. Counting `2 Nc Na d` flops per similarity product, pass 1 does one
-//! product and passes 2 and 3 two each (the similarities and the weighted sum): five in all.
+//! Counting `2 N^2 d` flops per similarity product (`N = Nc`, all rows anchors), pass 1 does
+//! one product and pass 2 two (the similarities and the weighted sum): three in all.
 //!
 //! Numerics: similarities are computed in `f32` by a GEMM on tiles; the self entry of each
 //! anchor row is excluded before the running maximum, so every row's sum holds a term
-//! `exp(0) = 1` and its log is finite; sums of exponentials, class sums and the positive term
-//! are accumulated in `f64`. The exponential is [`exp_f32`], a branch-free polynomial with
-//! relative error below `3e-7`, written so that the compiler vectorises it.
+//! `exp(0) = 1` and its log is finite; the tile sums of exponentials are accumulated in
+//! `f64`. The exponential is [`exp_f32`], a branch-free polynomial with relative error below
+//! `3e-7`, written so that the compiler vectorises it.
 
 use rayon::prelude::*;
 
@@ -41,15 +36,11 @@ const ROWS: usize = 64;
 /// Contrast columns per tile.
 const COLS: usize = 256;
 
-/// The shape of one fused problem, with labels mapped to dense class indices.
+/// The shape of one fused problem.
 #[derive(Debug, Clone)]
 pub struct Problem<'a> {
     /// Contrast rows, `[n_contrast, dim]` row-major, view-major order.
     pub z: &'a [f32],
-    /// Dense class index of every contrast row.
-    pub class_of: &'a [usize],
-    /// Number of classes (`class_of` values are below it).
-    pub num_classes: usize,
     /// Number of contrast rows.
     pub n_contrast: usize,
     /// Number of anchors (the first rows).
@@ -60,36 +51,10 @@ pub struct Problem<'a> {
     pub temperature: f32,
 }
 
-/// What the forward pass keeps for the backward pass: `O(N + C d)`.
-#[derive(Debug, Clone)]
-pub struct Saved {
-    /// Log-sum-exp over the non-self entries of every anchor row (in units of `1/tau`).
-    pub lse: Vec<f32>,
-    /// Number of positives of every anchor.
-    pub positives: Vec<usize>,
-    /// Class sums `S_c`, `[num_classes, dim]`, in f64.
-    pub class_sums: Vec<f64>,
-}
-
-/// Per-anchor losses, without the `tau / base_tau` scale, and the saved state.
-pub fn forward(p: &Problem<'_>) -> (Vec<f64>, Saved) {
+/// The log-sum-exp over the non-self entries of every anchor row, `[n_anchor]`, in units of
+/// `1 / tau`. With a single contrast row there is no entry and the value is `-inf`.
+pub fn lse(p: &Problem<'_>) -> Vec<f32> {
     check(p);
-    let d = p.dim;
-    let mut class_sums = vec![0.0f64; p.num_classes * d];
-    let mut class_count = vec![0usize; p.num_classes];
-    for (j, &c) in p.class_of.iter().enumerate() {
-        class_count[c] += 1;
-        for (s, &v) in class_sums[c * d..(c + 1) * d]
-            .iter_mut()
-            .zip(&p.z[j * d..(j + 1) * d])
-        {
-            *s += f64::from(v);
-        }
-    }
-    let positives: Vec<usize> = (0..p.n_anchor)
-        .map(|i| class_count[p.class_of[i]] - 1)
-        .collect();
-
     let zt = transpose(p);
     let mut lse = vec![0.0f32; p.n_anchor];
     lse.par_chunks_mut(ROWS)
@@ -124,134 +89,65 @@ pub fn forward(p: &Problem<'_>) -> (Vec<f64>, Saved) {
                 out[r] = max[r] + (sum[r].ln() as f32);
             }
         });
-
-    let losses: Vec<f64> = (0..p.n_anchor)
-        .into_par_iter()
-        .map(|i| {
-            if positives[i] == 0 {
-                return 0.0;
-            }
-            let c = p.class_of[i];
-            let zi = &p.z[i * d..(i + 1) * d];
-            let dot: f64 = zi
-                .iter()
-                .zip(&class_sums[c * d..(c + 1) * d])
-                .map(|(&a, &s)| f64::from(a) * (s - f64::from(a)))
-                .sum();
-            f64::from(lse[i]) - dot / (f64::from(p.temperature) * positives[i] as f64)
-        })
-        .collect();
-    (
-        losses,
-        Saved {
-            lse,
-            positives,
-            class_sums,
-        },
-    )
+    lse
 }
 
-/// Gradient of `sum_i upstream[i] * loss_i` with respect to the contrast rows, where
-/// `loss_i` are the unscaled losses of [`forward`]; `upstream` must already be zero for
-/// anchors without positives (their loss is identically 0).
-pub fn backward(p: &Problem<'_>, saved: &Saved, upstream: &[f64]) -> Vec<f32> {
+/// Gradient of `sum_i upstream[i] * LSE_i` with respect to the contrast rows, `[n_contrast,
+/// dim]`, from the values [`lse`] returned.
+pub fn lse_backward(p: &Problem<'_>, lse: &[f32], upstream: &[f32]) -> Vec<f32> {
     check(p);
+    assert_eq!(lse.len(), p.n_anchor, "one log-sum-exp per anchor");
     assert_eq!(
         upstream.len(),
         p.n_anchor,
         "one upstream gradient per anchor"
     );
     let d = p.dim;
-    let inv_tau = 1.0 / f64::from(p.temperature);
-    let g: Vec<f32> = upstream
-        .iter()
-        .zip(&saved.positives)
-        .map(|(&g, &n)| if n == 0 { 0.0 } else { g as f32 })
-        .collect();
-
-    // U_c = sum over anchors i of class c of g_i z_i / P_i.
-    let mut u = vec![0.0f64; p.num_classes * d];
-    for (i, &gi) in g.iter().enumerate() {
-        if gi != 0.0 {
-            let w = f64::from(gi) / saved.positives[i] as f64;
-            let c = p.class_of[i];
-            for (acc, &v) in u[c * d..(c + 1) * d]
-                .iter_mut()
-                .zip(&p.z[i * d..(i + 1) * d])
-            {
-                *acc += w * f64::from(v);
-            }
-        }
-    }
-
+    let g = upstream;
+    let inv_tau = 1.0 / p.temperature;
     let zt = transpose(p);
-    let mut grad = vec![0.0f32; p.n_contrast * d];
-    // Pass 2: row terms g_k R_k for anchors, anchor-parallel.
-    grad[..p.n_anchor * d]
-        .par_chunks_mut(ROWS * d)
-        .enumerate()
-        .for_each(|(block, out)| {
-            let i0 = block * ROWS;
-            let rows = out.len() / d;
-            let mut tile = vec![0.0f32; ROWS * COLS];
-            for j0 in (0..p.n_contrast).step_by(COLS) {
-                let cols = COLS.min(p.n_contrast - j0);
-                similarities(p, &zt, i0, rows, j0, cols, &mut tile);
-                for r in 0..rows {
-                    let i = i0 + r;
-                    let row = &mut tile[r * cols..(r + 1) * cols];
-                    let (l, gi) = (saved.lse[i], g[i]);
-                    row.iter_mut().for_each(|s| *s = gi * exp_f32(*s - l));
-                    if (j0..j0 + cols).contains(&i) {
-                        row[i - j0] = 0.0;
-                    }
-                }
-                // out[rows, d] += tile[rows, cols] * z[j0.., d]
-                gemm(rows, cols, d, (&tile, cols, 1), (&p.z[j0 * d..], d, 1), out);
-            }
-        });
-    // Pass 3: column terms C_k, contrast-parallel.
+    let (na, nc) = (p.n_anchor, p.n_contrast);
+    let mut grad = vec![0.0f32; nc * d];
+    // One pass over row blocks k: w_kj = [k < Na] p_kj g_k + [j < Na] p_jk g_j, using the
+    // symmetry s_kj = s_jk, then grad_k = (1 / tau) sum_j w_kj z_j.
     grad.par_chunks_mut(ROWS * d)
         .enumerate()
         .for_each(|(block, out)| {
             let k0 = block * ROWS;
             let rows = out.len() / d;
             let mut tile = vec![0.0f32; ROWS * COLS];
-            for i0 in (0..p.n_anchor).step_by(COLS) {
-                let anchors = COLS.min(p.n_anchor - i0);
-                // tile[k, i] = z_k . z_i / tau: the transposed similarities.
-                similarities(p, &zt, k0, rows, i0, anchors, &mut tile);
+            // Rows that are not anchors only have column terms, from anchor columns.
+            let col_end = if k0 >= na { na } else { nc };
+            for j0 in (0..col_end).step_by(COLS) {
+                let cols = COLS.min(col_end - j0);
+                similarities(p, &zt, k0, rows, j0, cols, &mut tile);
+                let anchor_cols = na.saturating_sub(j0).min(cols);
                 for r in 0..rows {
                     let k = k0 + r;
-                    let row = &mut tile[r * anchors..(r + 1) * anchors];
-                    for (a, s) in row.iter_mut().enumerate() {
-                        let i = i0 + a;
-                        *s = g[i] * exp_f32(*s - saved.lse[i]);
+                    let row = &mut tile[r * cols..(r + 1) * cols];
+                    let (head, tail) = row.split_at_mut(anchor_cols);
+                    let (gj, lj) = (&g[j0..j0 + anchor_cols], &lse[j0..j0 + anchor_cols]);
+                    if k < na {
+                        let (gk, lk) = (g[k], lse[k]);
+                        for ((s, &gj), &lj) in head.iter_mut().zip(gj).zip(lj) {
+                            *s = gk * exp_f32(*s - lk) + gj * exp_f32(*s - lj);
+                        }
+                        tail.iter_mut().for_each(|s| *s = gk * exp_f32(*s - lk));
+                    } else {
+                        for ((s, &gj), &lj) in head.iter_mut().zip(gj).zip(lj) {
+                            *s = gj * exp_f32(*s - lj);
+                        }
+                        tail.iter_mut().for_each(|s| *s = 0.0);
                     }
-                    if (i0..i0 + anchors).contains(&k) {
-                        row[k - i0] = 0.0;
+                    if (j0..j0 + cols).contains(&k) {
+                        row[k - j0] = 0.0;
                     }
                 }
-                accumulate(rows, anchors, d, &tile, &p.z[i0 * d..], out);
+                // out[rows, d] += tile[rows, cols] * z[j0.., d]
+                gemm(rows, cols, d, (&tile, cols, 1), (&p.z[j0 * d..], d, 1), out);
             }
+            out.iter_mut().for_each(|v| *v *= inv_tau);
         });
-    // Positive terms, and the 1/tau factor.
-    grad.par_chunks_mut(d).enumerate().for_each(|(k, out)| {
-        let c = p.class_of[k];
-        let zk = &p.z[k * d..(k + 1) * d];
-        let s = &saved.class_sums[c * d..(c + 1) * d];
-        let uc = &u[c * d..(c + 1) * d];
-        let anchor_w = if k < p.n_anchor && g[k] != 0.0 {
-            f64::from(g[k]) / saved.positives[k] as f64
-        } else {
-            0.0
-        };
-        for t in 0..d {
-            let z = f64::from(zk[t]);
-            let positive = anchor_w * (s[t] - z) + (uc[t] - anchor_w * z);
-            out[t] = ((f64::from(out[t]) - positive) * inv_tau) as f32;
-        }
-    });
     grad
 }
 
@@ -261,12 +157,7 @@ fn check(p: &Problem<'_>) {
         p.n_contrast * p.dim,
         "z holds n_contrast * dim values"
     );
-    assert_eq!(p.class_of.len(), p.n_contrast, "one class per contrast row");
     assert!(p.n_anchor <= p.n_contrast, "anchors are contrast rows");
-    assert!(
-        p.class_of.iter().all(|&c| c < p.num_classes),
-        "class indices are below num_classes"
-    );
 }
 
 /// `tile[r, c] = z_{i0 + r} . z_{j0 + c} / tau` for `rows x cols`.
@@ -306,14 +197,6 @@ fn transpose(p: &Problem<'_>) -> Vec<f32> {
         }
     }
     zt
-}
-
-/// `out[rows, d] += tile[rows, cols] * z[cols, d]`, all dense row-major, through a GEMM.
-///
-/// Measured on the UFM (N = 2000, d = 20): the GEMM beats plain `d`-long AXPYs per tile
-/// entry even at this small `d`, so there is one path only.
-fn accumulate(rows: usize, cols: usize, d: usize, tile: &[f32], z: &[f32], out: &mut [f32]) {
-    gemm(rows, cols, d, (tile, cols, 1), (z, d, 1), out);
 }
 
 /// `sum_j exp(row_j - m)` in f32 with eight independent partial sums, so that the loop

@@ -1,37 +1,311 @@
 //! Fused SupCon: the loss and its gradient without the `N x N` similarity matrix.
 //!
-//! [`supcon_fused`] runs the tiled CPU kernel of [`cpu`] on a host copy of the features and
-//! hands the gradient to Burn's autodiff through a linear surrogate: it returns
-//! `L + sum(Z * G) - detach(sum(Z * G))`, whose value is the loss `L` and whose gradient with
-//! respect to the (normalised) contrast features `Z` is the kernel's `G`. Everything before
-//! the kernel (L2 normalisation, a ReLU, the model) is differentiated by autodiff as usual.
-//! The extra state kept for the backward pass is `G` itself, `O(N d)`; no `N x N` tensor is
-//! ever formed.
+//! Per anchor `i` with `P_i >= 1` positives, the SupCon loss (see the crate documentation) is
 //!
-//! The gradient is computed during the forward call, so an evaluation-only call pays for it
-//! too. Only the reduced loss is fused; per-anchor losses come from the reference.
+//! ```text
+//! loss_i = scale * ( LSE_i  -  z_i . (S_{y_i} - z_i) / (tau P_i) ),
+//! LSE_i  = log sum_{a != i} exp(z_i . z_a / tau),
+//! ```
+//!
+//! where `S_c` is the sum of the contrast rows of class `c` and `scale = tau / base_tau`.
+//! Only `LSE` needs pairwise work. It is one backend operation, [`SupConBackend::supcon_lse`],
+//! with its own backward, [`SupConBackend::supcon_lse_backward`]; the positive term, the
+//! scale and the reduction are ordinary tensor ops in `O(N d)` (a scatter-add of the class
+//! sums and a gather), differentiated by Burn's autodiff as usual.
+//!
+//! The operation has three implementations:
+//!
+//! - the trait's default methods, the reference: the `[Na, Nc]` logits in plain tensor ops,
+//!   so every Burn backend works;
+//! - the CPU kernel of [`cpu`] for the ndarray backend (f32): tiled, multi-threaded,
+//!   memory `O(N d + N)`;
+//! - with the cargo feature `cubecl`, CubeCL kernels for Burn's GPU backends (wgpu, CUDA;
+//!   the fusion wrapper included), see `cube`.
+//!
+//! For `Autodiff<B>`, the forward keeps the (already stored) features and the `[Na]`
+//! log-sum-exps; the backward recomputes the softmax weights tile by tile from them. No
+//! `N x N` tensor is kept between forward and backward.
 
 pub mod cpu;
+#[cfg(feature = "cubecl")]
+pub mod cube;
 
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, TensorPrimitive};
 
-use crate::{ContrastMode, NoPositivePolicy, SupConLoss, l2_normalize};
+use crate::{ContrastMode, SupConLoss, SupConTerms, l2_normalize};
 
-/// The reduced SupCon loss (same value and gradient as [`SupConLoss::forward`]) through the
-/// fused CPU kernel.
+/// A Burn backend that can compute SupCon's masked log-sum-exp, possibly with a fused kernel.
 ///
-/// # Shapes
-/// - `features`: `[batch, views, dim]`
-/// - `labels`: `[batch]` (`None`: SimCLR)
-/// - output: `[1]`
+/// Both methods have default bodies (the reference, built from tensor ops, with the
+/// `[Na, Nc]` logits in memory), so `impl SupConBackend for MyBackend {}` is all a backend
+/// without a kernel needs. This crate implements it for `NdArray` (a CPU kernel),
+/// `Autodiff<B>` (the fused backward), and with the feature `cubecl` for `CubeBackend` and
+/// `Fusion<CubeBackend>` (wgpu, CUDA).
+pub trait SupConBackend: Backend {
+    /// `LSE_i = log sum_{a != i} exp(z_i . z_a / temperature)` for the first `n_anchor` rows.
+    ///
+    /// # Shapes
+    /// - `z`: `[n_contrast, dim]`, `n_contrast >= 2`, `n_anchor <= n_contrast`
+    /// - output: `[n_anchor]`
+    fn supcon_lse(z: FloatTensor<Self>, n_anchor: usize, temperature: f64) -> FloatTensor<Self> {
+        let z = float::<Self, 2>(z);
+        reference_lse(z, n_anchor, temperature)
+            .into_primitive()
+            .tensor()
+    }
+
+    /// The gradient with respect to `z` of `sum_i grad_i * LSE_i`, from the forward's output.
+    ///
+    /// # Shapes
+    /// - `z`: `[n_contrast, dim]`; `lse`, `grad`: `[n_anchor]`
+    /// - output: `[n_contrast, dim]`
+    fn supcon_lse_backward(
+        z: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        temperature: f64,
+    ) -> FloatTensor<Self> {
+        reference_lse_backward(
+            float::<Self, 2>(z),
+            float::<Self, 1>(lse),
+            float::<Self, 1>(grad),
+            temperature,
+        )
+        .into_primitive()
+        .tensor()
+    }
+
+    /// Whether [`SupConBackend::supcon_lse`] runs a fused kernel on this backend (what
+    /// [`crate::Implementation::Auto`] looks at). `false` for the default methods.
+    fn supcon_fused_available() -> bool {
+        false
+    }
+}
+
+fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// The `[Na, Nc]` logits with the self entries at `-inf`.
+fn masked_logits<B: Backend>(z: Tensor<B, 2>, n_anchor: usize, temperature: f64) -> Tensor<B, 2> {
+    let [n_contrast, _] = z.dims();
+    let device = z.device();
+    let anchor = z.clone().narrow(0, 0, n_anchor);
+    let logits = anchor.matmul(z.transpose()).div_scalar(temperature);
+    let rows = Tensor::<B, 1, Int>::arange(0..n_anchor as i64, &device);
+    let cols = Tensor::<B, 1, Int>::arange(0..n_contrast as i64, &device);
+    let is_self = rows
+        .unsqueeze_dim::<2>(1)
+        .expand([n_anchor, n_contrast])
+        .equal(cols.unsqueeze_dim::<2>(0).expand([n_anchor, n_contrast]));
+    logits.mask_fill(is_self, f32::NEG_INFINITY)
+}
+
+/// The reference masked log-sum-exp, `[Na]`, in plain tensor ops.
+pub fn reference_lse<B: Backend>(
+    z: Tensor<B, 2>,
+    n_anchor: usize,
+    temperature: f64,
+) -> Tensor<B, 1> {
+    let logits = masked_logits(z, n_anchor, temperature);
+    let max = logits.clone().max_dim(1);
+    let sum = (logits - max.clone()).exp().sum_dim(1);
+    (max + sum.log()).reshape([n_anchor])
+}
+
+/// The reference gradient of `sum_i grad_i LSE_i` with respect to `z`, in plain tensor ops.
+pub fn reference_lse_backward<B: Backend>(
+    z: Tensor<B, 2>,
+    lse: Tensor<B, 1>,
+    grad: Tensor<B, 1>,
+    temperature: f64,
+) -> Tensor<B, 2> {
+    let [n_contrast, dim] = z.dims();
+    let [n_anchor] = lse.dims();
+    let logits = masked_logits(z.clone(), n_anchor, temperature);
+    // exp(-inf) = 0 on the self entries.
+    let weights = (logits - lse.unsqueeze_dim::<2>(1)).exp() * grad.unsqueeze_dim::<2>(1);
+    let columns = weights
+        .clone()
+        .transpose()
+        .matmul(z.clone().narrow(0, 0, n_anchor));
+    let rows = weights.matmul(z.clone());
+    let rows = if n_anchor < n_contrast {
+        Tensor::cat(
+            vec![
+                rows,
+                Tensor::zeros([n_contrast - n_anchor, dim], &z.device()),
+            ],
+            0,
+        )
+    } else {
+        rows
+    };
+    (rows + columns).div_scalar(temperature)
+}
+
+/// Host `f32` copy of a float primitive.
+fn host_f32<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
+    float::<B, 1>(t)
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("a float tensor converts to f32")
+}
+
+#[cfg(feature = "ndarray")]
+mod ndarray_impl {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::backend::ndarray::{
+        FloatNdArrayElement, IntNdArrayElement, NdArrayTensor, QuantElement, SharedArray,
+    };
+    use burn::tensor::DType;
+
+    /// The CPU kernel for `f32`; other float types take the reference (the kernel computes in
+    /// `f32` and would lose precision).
+    impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> SupConBackend
+        for NdArray<E, I, Q>
+    where
+        NdArrayTensor: From<SharedArray<E>>,
+        NdArrayTensor: From<SharedArray<I>>,
+    {
+        fn supcon_lse(
+            z: FloatTensor<Self>,
+            n_anchor: usize,
+            temperature: f64,
+        ) -> FloatTensor<Self> {
+            if !Self::supcon_fused_available() {
+                let z = float::<Self, 2>(z);
+                return reference_lse(z, n_anchor, temperature)
+                    .into_primitive()
+                    .tensor();
+            }
+            let z = float::<Self, 2>(z);
+            let [n_contrast, dim] = z.dims();
+            let device = z.device();
+            let values = host_f32::<Self>(z.reshape([n_contrast * dim]).into_primitive().tensor());
+            let problem = cpu::Problem {
+                z: &values,
+                n_contrast,
+                n_anchor,
+                dim,
+                temperature: temperature as f32,
+            };
+            let lse = cpu::lse(&problem);
+            Tensor::<Self, 1>::from_data(TensorData::new(lse, [n_anchor]), &device)
+                .into_primitive()
+                .tensor()
+        }
+
+        fn supcon_lse_backward(
+            z: FloatTensor<Self>,
+            lse: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+            temperature: f64,
+        ) -> FloatTensor<Self> {
+            if !Self::supcon_fused_available() {
+                return reference_lse_backward(
+                    float::<Self, 2>(z),
+                    float::<Self, 1>(lse),
+                    float::<Self, 1>(grad),
+                    temperature,
+                )
+                .into_primitive()
+                .tensor();
+            }
+            let z = float::<Self, 2>(z);
+            let [n_contrast, dim] = z.dims();
+            let device = z.device();
+            let values = host_f32::<Self>(z.reshape([n_contrast * dim]).into_primitive().tensor());
+            let lse = host_f32::<Self>(lse);
+            let grad = host_f32::<Self>(grad);
+            let problem = cpu::Problem {
+                z: &values,
+                n_contrast,
+                n_anchor: lse.len(),
+                dim,
+                temperature: temperature as f32,
+            };
+            let out = cpu::lse_backward(&problem, &lse, &grad);
+            Tensor::<Self, 2>::from_data(TensorData::new(out, [n_contrast, dim]), &device)
+                .into_primitive()
+                .tensor()
+        }
+
+        fn supcon_fused_available() -> bool {
+            E::dtype() == DType::F32
+        }
+    }
+}
+
+/// The autodiff wrapper: the forward runs the inner backend's operation and keeps `z` (a
+/// handle to the stored input, no copy) and the `[Na]` output; the backward calls the inner
+/// backend's [`SupConBackend::supcon_lse_backward`].
+impl<B: SupConBackend, C: CheckpointStrategy> SupConBackend for Autodiff<B, C> {
+    fn supcon_lse(z: FloatTensor<Self>, n_anchor: usize, temperature: f64) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct LseBackward;
+
+        impl<B: SupConBackend> Backward<B, 1> for LseBackward {
+            type State = (FloatTensor<B>, FloatTensor<B>, f64);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [node_z] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (z, lse, temperature) = ops.state;
+                if let Some(node) = node_z {
+                    grads.register::<B>(node.id, B::supcon_lse_backward(z, lse, grad, temperature));
+                }
+            }
+        }
+
+        match LseBackward
+            .prepare::<C>([z.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let lse = B::supcon_lse(z.primitive.clone(), n_anchor, temperature);
+                prep.finish((z.primitive, lse.clone(), temperature), lse)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::supcon_lse(z.primitive, n_anchor, temperature))
+            }
+        }
+    }
+
+    fn supcon_fused_available() -> bool {
+        B::supcon_fused_available()
+    }
+}
+
+/// Per-anchor SupCon losses through [`SupConBackend::supcon_lse`]: the same values and
+/// gradients as [`crate::supcon_reference`], without the `N x N` matrix when the backend has
+/// a fused kernel.
+///
+/// The labels are read to the host once (to count the positives of every anchor); the
+/// features stay on the device.
 ///
 /// # Panics
 /// When `labels` does not have `batch` entries.
-pub fn supcon_fused<B: Backend>(
+pub fn supcon_fused<B: SupConBackend>(
     features: Tensor<B, 3>,
     labels: Option<Tensor<B, 1, Int>>,
     loss: &SupConLoss,
-) -> Tensor<B, 1> {
+) -> SupConTerms<B> {
     let [batch, views, dim] = features.dims();
     let device = features.device();
     let features = if loss.normalize {
@@ -44,8 +318,6 @@ pub fn supcon_fused<B: Backend>(
         ContrastMode::All => n_contrast,
         ContrastMode::One => batch,
     };
-    let contrast = features.swap_dims(0, 1).reshape([n_contrast, dim]);
-
     let sample_labels: Vec<i64> = match labels {
         Some(l) => {
             assert_eq!(
@@ -61,39 +333,57 @@ pub fn supcon_fused<B: Backend>(
         }
         None => (0..batch as i64).collect(),
     };
-    let (dense, num_classes) = dense_classes(&sample_labels);
-    let class_of: Vec<usize> = (0..views).flat_map(|_| dense.iter().copied()).collect();
-
-    let z: Vec<f32> = contrast
-        .to_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("features convert to f32");
-    let problem = cpu::Problem {
-        z: &z,
-        class_of: &class_of,
-        num_classes,
-        n_contrast,
-        n_anchor,
-        dim,
-        temperature: loss.temperature as f32,
-    };
-    let (losses, saved) = cpu::forward(&problem);
-    let with_positive = saved.positives.iter().filter(|&&p| p > 0).count();
-    let denominator = match loss.no_positive {
-        NoPositivePolicy::CountAsZero => n_anchor,
-        NoPositivePolicy::Exclude => with_positive,
+    if n_contrast <= 1 {
+        return SupConTerms {
+            loss: Tensor::zeros([n_anchor], &device),
+            has_positive: Tensor::zeros([n_anchor], &device),
+        };
     }
-    .max(1) as f64;
-    let weight = loss.temperature / loss.base_temperature / denominator;
-    let value: f64 = losses.iter().sum::<f64>() * weight;
-    let upstream = vec![weight; n_anchor];
-    let grad = cpu::backward(&problem, &saved, &upstream);
+    let (dense, num_classes) = dense_classes(&sample_labels);
+    let mut count = vec![0usize; num_classes];
+    dense.iter().for_each(|&c| count[c] += views);
+    // View-major: contrast row v * batch + i is view v of sample i.
+    let class_of: Vec<i64> = (0..views)
+        .flat_map(|_| dense.iter().map(|&c| c as i64))
+        .collect();
+    let positives: Vec<usize> = (0..n_anchor)
+        .map(|i| count[class_of[i] as usize] - 1)
+        .collect();
+    let has: Vec<f32> = positives.iter().map(|&p| f32::from(p > 0)).collect();
+    let weight: Vec<f32> = positives
+        .iter()
+        .map(|&p| {
+            if p > 0 {
+                (1.0 / (loss.temperature * p as f64)) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
 
-    let grad = Tensor::<B, 2>::from_data(TensorData::new(grad, [n_contrast, dim]), &device);
-    let surrogate = (contrast * grad).sum();
-    let constant = Tensor::<B, 1>::from_data(TensorData::new(vec![value], [1]), &device);
-    constant + surrogate.clone() - surrogate.detach()
+    let contrast = features.swap_dims(0, 1).reshape([n_contrast, dim]);
+    let lse = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(B::supcon_lse(
+        contrast.clone().into_primitive().tensor(),
+        n_anchor,
+        loss.temperature,
+    )));
+    let classes = Tensor::<B, 1, Int>::from_data(TensorData::new(class_of, [n_contrast]), &device);
+    let class_sums = Tensor::<B, 2>::zeros([num_classes, dim], &device).select_assign(
+        0,
+        classes.clone(),
+        contrast.clone(),
+        IndexingUpdateOp::Add,
+    );
+    let anchor = contrast.narrow(0, 0, n_anchor);
+    let others = class_sums.select(0, classes.narrow(0, 0, n_anchor)) - anchor.clone();
+    let positive = (anchor * others).sum_dim(1).reshape([n_anchor]);
+    let has = Tensor::<B, 1>::from_data(TensorData::new(has, [n_anchor]), &device);
+    let weight = Tensor::<B, 1>::from_data(TensorData::new(weight, [n_anchor]), &device);
+    let scale = loss.temperature / loss.base_temperature;
+    SupConTerms {
+        loss: (lse * has.clone() - positive * weight).mul_scalar(scale),
+        has_positive: has,
+    }
 }
 
 /// Maps arbitrary labels to `0..C` in order of first appearance; returns them and `C`.

@@ -1,0 +1,274 @@
+//! The CubeCL kernels of the fused SupCon loss, run through Burn's wgpu backend (on a machine
+//! without a GPU: Mesa's lavapipe Vulkan driver on the CPU), against the reference loss on
+//! the same backend: values and gradients, relative tolerance 1e-4 in f32.
+//!
+//! Same backend, because both paths then take their similarities from the same matmul: at
+//! tau = 0.005 a logit carries an f32 rounding error of about 1e-5 (|s| up to 200), which
+//! moves every softmax weight by that relative amount; against the ndarray reference, whose
+//! matmul sums in another order, the wgpu gradient differed by 1.7e-4 of its largest entry
+//! (N = 257, d = 3), the size that rounding predicts. The extreme-logit test compares values
+//! with ndarray.
+//!
+//! Without a Vulkan adapter these tests skip with a message; CI installs
+//! `mesa-vulkan-drivers` and sets `SCL_REQUIRE_WGPU=1`, so there they must run.
+
+use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
+use burn::backend::{Autodiff, NdArray, Wgpu};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use scl_loss::fused::cube::{lse_backward_chunked, lse_chunked};
+use scl_loss::fused::{reference_lse, reference_lse_backward};
+use scl_loss::{
+    ContrastMode, Implementation, NoPositivePolicy, SupConBackend, SupConLoss, SupConLossConfig,
+};
+
+type Reference = Autodiff<NdArray<f32>>;
+
+/// Whether a wgpu adapter exists; panics when `SCL_REQUIRE_WGPU` is set and none does.
+fn wgpu_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let found = std::panic::catch_unwind(|| {
+            Tensor::<Wgpu, 1>::zeros([1], &Default::default()).into_data()
+        })
+        .is_ok();
+        if !found {
+            assert!(
+                std::env::var_os("SCL_REQUIRE_WGPU").is_none(),
+                "SCL_REQUIRE_WGPU is set but wgpu found no adapter \
+                 (install mesa-vulkan-drivers for lavapipe)"
+            );
+            eprintln!("skipped: no wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+        }
+        found
+    })
+}
+
+fn loss(
+    temperature: f64,
+    mode: ContrastMode,
+    policy: NoPositivePolicy,
+    imp: Implementation,
+) -> SupConLoss {
+    SupConLossConfig::new()
+        .with_temperature(temperature)
+        .with_contrast_mode(mode)
+        .with_no_positive(policy)
+        .with_normalize(true)
+        .with_implementation(imp)
+        .init()
+}
+
+/// Loss value and feature gradient on backend `B`.
+fn run<B: AutodiffBackend + SupConBackend>(
+    values: &[f32],
+    shape: [usize; 3],
+    labels: Option<&[i64]>,
+    loss: &SupConLoss,
+) -> (f64, Vec<f64>) {
+    let device = Default::default();
+    let f =
+        Tensor::<B, 3>::from_data(TensorData::new(values.to_vec(), shape), &device).require_grad();
+    let l = labels
+        .map(|l| Tensor::<B, 1, Int>::from_data(TensorData::new(l.to_vec(), [l.len()]), &device));
+    let out = loss.forward(f.clone(), l);
+    let grads = out.backward();
+    let grad = f.grad(&grads).map_or(vec![0.0; values.len()], |g| {
+        g.into_data().convert::<f64>().into_vec::<f64>().unwrap()
+    });
+    let value = out.into_data().convert::<f64>().into_vec::<f64>().unwrap()[0];
+    (value, grad)
+}
+
+fn check(
+    shape: [usize; 3],
+    labels: Option<&[i64]>,
+    temperature: f64,
+    mode: ContrastMode,
+    policy: NoPositivePolicy,
+    seed: u64,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let values: Vec<f32> = (0..shape.iter().product())
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let want_loss = loss(temperature, mode, policy, Implementation::Reference);
+    let (v_ref, g_ref) = run::<Autodiff<Wgpu>>(&values, shape, labels, &want_loss);
+    let got_loss = loss(temperature, mode, policy, Implementation::Auto);
+    assert!(
+        got_loss.uses_fused::<Autodiff<Wgpu>>(),
+        "auto picks the kernel on wgpu"
+    );
+    let (v, g) = run::<Autodiff<Wgpu>>(&values, shape, labels, &got_loss);
+    let what = format!(
+        "{shape:?} tau={temperature} {mode:?} {policy:?} labels={}",
+        labels.is_some()
+    );
+    // Floors as in the CPU kernel's tests: a loss that is 0 by cancellation is f32 round-off
+    // of terms of size 1 / base_tau; a gradient that is 0 by cancellation likewise.
+    let floor = 1e-2 / want_loss.base_temperature;
+    assert!(v.is_finite(), "{what}: {v}");
+    assert!(
+        (v - v_ref).abs() <= 1e-4 * v_ref.abs().max(floor),
+        "{what}: value {v} vs {v_ref}"
+    );
+    let g_scale = g_ref.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(floor);
+    for (k, (a, b)) in g.iter().zip(&g_ref).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * g_scale,
+            "{what}: gradient {k}: {a} vs {b} (scale {g_scale})"
+        );
+    }
+}
+
+fn imbalanced(n: usize) -> Vec<i64> {
+    (0..n)
+        .map(|i| if i % 7 < 5 { 0 } else { 1 + (i % 3) as i64 })
+        .collect()
+}
+
+#[test]
+fn wgpu_kernel_matches_the_reference_on_awkward_sizes() {
+    if !wgpu_available() {
+        return;
+    }
+    let mut seed = 100;
+    for n in [1usize, 2, 31, 257, 1031] {
+        for d in [3usize, 8, 128] {
+            for tau in [0.005, 0.1, 1.0] {
+                seed += 1;
+                let y = imbalanced(n);
+                check(
+                    [n, 1, d],
+                    Some(&y),
+                    tau,
+                    ContrastMode::All,
+                    NoPositivePolicy::CountAsZero,
+                    seed,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn wgpu_kernel_matches_the_reference_on_every_option() {
+    if !wgpu_available() {
+        return;
+    }
+    let one_member: Vec<i64> = vec![0, 0, 1, 2, 2, 2, 3, 0, 2, 2, 0];
+    let distinct: Vec<i64> = (0..11).collect();
+    let mut seed = 500;
+    for mode in [ContrastMode::All, ContrastMode::One] {
+        for policy in [NoPositivePolicy::CountAsZero, NoPositivePolicy::Exclude] {
+            for y in [Some(&one_member[..]), Some(&distinct[..]), None] {
+                seed += 1;
+                check([11, 3, 8], y, 0.1, mode, policy, seed);
+                check([11, 1, 8], y, 0.1, mode, policy, seed);
+            }
+        }
+    }
+    let y = imbalanced(300);
+    check(
+        [300, 2, 16],
+        Some(&y),
+        0.1,
+        ContrastMode::One,
+        NoPositivePolicy::Exclude,
+        599,
+    );
+}
+
+/// Several chunks of anchor rows (the N = 65536 layout, on a small problem): the kernels
+/// without the fusion wrapper, against the reference op on the same wgpu device.
+#[test]
+fn wgpu_kernel_in_several_chunks_matches_the_reference_op() {
+    if !wgpu_available() {
+        return;
+    }
+    type Raw = CubeBackend<WgpuRuntime, f32, i32, u32>;
+    let device = Default::default();
+    let (n_contrast, n_anchor, d, tau) = (203usize, 150usize, 24usize, 0.07);
+    let mut rng = StdRng::seed_from_u64(7);
+    let z: Vec<f32> = (0..n_contrast * d)
+        .map(|_| rng.random_range(-0.3f32..0.3))
+        .collect();
+    let g: Vec<f32> = (0..n_anchor)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let z = Tensor::<Raw, 2>::from_data(TensorData::new(z, [n_contrast, d]), &device);
+    let g = Tensor::<Raw, 1>::from_data(TensorData::new(g, [n_anchor]), &device);
+    let want_lse = reference_lse(z.clone(), n_anchor, tau);
+    let want_grad = reference_lse_backward(z.clone(), want_lse.clone(), g.clone(), tau);
+    let host = |t: Vec<f32>| t.into_iter().map(f64::from).collect::<Vec<_>>();
+    let want_lse = host(want_lse.into_data().to_vec().unwrap());
+    let want_grad = host(want_grad.into_data().to_vec().unwrap());
+    for rows in [1usize, 7, 64, 150] {
+        let prim = |t: Tensor<Raw, 2>| t.into_primitive().tensor();
+        let lse = lse_chunked::<WgpuRuntime, f32, i32, u32>(prim(z.clone()), n_anchor, tau, rows);
+        let grad = lse_backward_chunked::<WgpuRuntime, f32, i32, u32>(
+            prim(z.clone()),
+            lse.clone(),
+            g.clone().into_primitive().tensor(),
+            tau,
+            rows,
+        );
+        let lse = Tensor::<Raw, 1>::from_primitive(TensorPrimitive::Float(lse));
+        let grad = Tensor::<Raw, 2>::from_primitive(TensorPrimitive::Float(grad));
+        let lse = host(lse.into_data().to_vec().unwrap());
+        let grad = host(grad.into_data().to_vec().unwrap());
+        for (a, b) in lse.iter().zip(&want_lse) {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                "rows {rows}: lse {a} vs {b}"
+            );
+        }
+        let scale = want_grad.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        for (a, b) in grad.iter().zip(&want_grad) {
+            assert!(
+                (a - b).abs() <= 1e-4 * scale,
+                "rows {rows}: gradient {a} vs {b}"
+            );
+        }
+    }
+}
+
+/// Un-normalised features of norm 100 and temperature 0.005 (logits up to 2e6): finite, and
+/// equal to the reference.
+#[test]
+fn wgpu_kernel_keeps_extreme_logits_finite() {
+    if !wgpu_available() {
+        return;
+    }
+    let (batch, views, dim) = (6usize, 2usize, 4usize);
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut values: Vec<f32> = (0..batch * views * dim)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    for row in values.chunks_mut(dim) {
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|v| *v *= 100.0 / n);
+    }
+    let y = [0i64, 0, 1, 1, 2, 0];
+    let mk = |imp| {
+        let mut l = loss(0.005, ContrastMode::All, NoPositivePolicy::CountAsZero, imp);
+        l.normalize = false;
+        l
+    };
+    let (v_ref, _) = run::<Reference>(
+        &values,
+        [batch, views, dim],
+        Some(&y),
+        &mk(Implementation::Reference),
+    );
+    let (v, g) = run::<Autodiff<Wgpu>>(
+        &values,
+        [batch, views, dim],
+        Some(&y),
+        &mk(Implementation::Fused),
+    );
+    assert!(v.is_finite() && g.iter().all(|x| x.is_finite()), "{v}");
+    assert!(v_ref > 1e3, "the test reaches large losses: {v_ref}");
+    assert!((v - v_ref).abs() <= 1e-4 * v_ref, "{v} vs {v_ref}");
+}
