@@ -65,6 +65,21 @@ fn memory_note(backend: BackendKind) -> &'static str {
     }
 }
 
+/// Releases the unused pages of the device memory pool (nothing on the CPU backend).
+fn device_cleanup(backend: BackendKind) {
+    match backend {
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => scl_loss::fused::cube::device_memory_cleanup::<
+            burn::backend::wgpu::WgpuRuntime,
+        >(&Default::default()),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => scl_loss::fused::cube::device_memory_cleanup::<
+            cubecl::cuda::CudaRuntime,
+        >(&Default::default()),
+        _ => {}
+    }
+}
+
 /// Device memory reserved by the CubeCL memory pool, in bytes (0 on the CPU backend).
 fn device_reserved(backend: BackendKind) -> u64 {
     match backend {
@@ -114,6 +129,7 @@ fn measure<B: AutodiffBackend + SupConBackend>(
         let _ = g.into_data();
     };
     run(); // warm-up: kernel compilation, autotuning, thread pools
+    device_cleanup(backend);
     let reserved_before = device_reserved(backend);
     let mut times = Vec::new();
     let mut peak = 0usize;

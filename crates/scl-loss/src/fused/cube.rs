@@ -143,6 +143,12 @@ pub fn device_memory_reserved<R: CubeRuntime>(device: &R::Device) -> u64 {
         .map_or(0, |usage| usage.bytes_reserved)
 }
 
+/// Returns the unused pages of the CubeCL memory pool of `device` to the driver, so that the
+/// reserved bytes measured next start from what live tensors hold.
+pub fn device_memory_cleanup<R: CubeRuntime>(device: &R::Device) {
+    R::client(device).memory_cleanup();
+}
+
 fn tensor<B: burn::tensor::backend::Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }

@@ -55,10 +55,7 @@ pub trait SupConBackend: Backend {
     /// - `z`: `[n_contrast, dim]`, `n_contrast >= 2`, `n_anchor <= n_contrast`
     /// - output: `[n_anchor]`
     fn supcon_lse(z: FloatTensor<Self>, n_anchor: usize, temperature: f64) -> FloatTensor<Self> {
-        let z = float::<Self, 2>(z);
-        reference_lse(z, n_anchor, temperature)
-            .into_primitive()
-            .tensor()
+        reference_lse_op::<Self>(z, n_anchor, temperature)
     }
 
     /// The gradient with respect to `z` of `sum_i grad_i * LSE_i`, from the forward's output.
@@ -72,14 +69,7 @@ pub trait SupConBackend: Backend {
         grad: FloatTensor<Self>,
         temperature: f64,
     ) -> FloatTensor<Self> {
-        reference_lse_backward(
-            float::<Self, 2>(z),
-            float::<Self, 1>(lse),
-            float::<Self, 1>(grad),
-            temperature,
-        )
-        .into_primitive()
-        .tensor()
+        reference_lse_backward_op::<Self>(z, lse, grad, temperature)
     }
 
     /// Whether [`SupConBackend::supcon_lse`] runs a fused kernel on this backend (what
@@ -87,6 +77,35 @@ pub trait SupConBackend: Backend {
     fn supcon_fused_available() -> bool {
         false
     }
+}
+
+/// [`reference_lse`] on primitives: the default body of [`SupConBackend::supcon_lse`].
+pub fn reference_lse_op<B: Backend>(
+    z: FloatTensor<B>,
+    n_anchor: usize,
+    temperature: f64,
+) -> FloatTensor<B> {
+    reference_lse(float::<B, 2>(z), n_anchor, temperature)
+        .into_primitive()
+        .tensor()
+}
+
+/// [`reference_lse_backward`] on primitives: the default body of
+/// [`SupConBackend::supcon_lse_backward`].
+pub fn reference_lse_backward_op<B: Backend>(
+    z: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    temperature: f64,
+) -> FloatTensor<B> {
+    reference_lse_backward(
+        float::<B, 2>(z),
+        float::<B, 1>(lse),
+        float::<B, 1>(grad),
+        temperature,
+    )
+    .into_primitive()
+    .tensor()
 }
 
 fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
@@ -183,10 +202,7 @@ mod ndarray_impl {
             temperature: f64,
         ) -> FloatTensor<Self> {
             if !Self::supcon_fused_available() {
-                let z = float::<Self, 2>(z);
-                return reference_lse(z, n_anchor, temperature)
-                    .into_primitive()
-                    .tensor();
+                return reference_lse_op::<Self>(z, n_anchor, temperature);
             }
             let z = float::<Self, 2>(z);
             let [n_contrast, dim] = z.dims();
@@ -212,14 +228,7 @@ mod ndarray_impl {
             temperature: f64,
         ) -> FloatTensor<Self> {
             if !Self::supcon_fused_available() {
-                return reference_lse_backward(
-                    float::<Self, 2>(z),
-                    float::<Self, 1>(lse),
-                    float::<Self, 1>(grad),
-                    temperature,
-                )
-                .into_primitive()
-                .tensor();
+                return reference_lse_backward_op::<Self>(z, lse, grad, temperature);
             }
             let z = float::<Self, 2>(z);
             let [n_contrast, dim] = z.dims();
