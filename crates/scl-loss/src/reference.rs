@@ -3,7 +3,7 @@
 //! This is the definition every other implementation is tested against. It materialises the
 //! `[anchors, contrast]` similarity matrix, so its memory is quadratic in the batch.
 
-use burn::tensor::{Int, Tensor, backend::Backend};
+use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
 use crate::{ContrastMode, SupConLoss, SupConTerms, l2_normalize};
 
@@ -72,12 +72,7 @@ pub fn supcon_reference<B: Backend>(
                 .unsqueeze_dim::<2>(0)
                 .expand([n_anchor, n_contrast]),
         );
-    let rows = Tensor::<B, 1, Int>::arange(0..n_anchor as i64, &device);
-    let cols = Tensor::<B, 1, Int>::arange(0..n_contrast as i64, &device);
-    let is_self = rows
-        .unsqueeze_dim::<2>(1)
-        .expand([n_anchor, n_contrast])
-        .equal(cols.unsqueeze_dim::<2>(0).expand([n_anchor, n_contrast]));
+    let is_self = self_mask::<B>(n_anchor, n_contrast, &device);
     let positive = same_label.bool_and(is_self.clone().bool_not());
 
     let logits = logits.mask_fill(is_self, f32::NEG_INFINITY);
@@ -94,4 +89,17 @@ pub fn supcon_reference<B: Backend>(
         loss: mean_log_prob.mul_scalar(-scale).reshape([n_anchor]),
         has_positive: positive_count.clamp_max(1.0).reshape([n_anchor]),
     }
+}
+
+/// `[n_anchor, n_contrast]`, true where anchor `i` meets itself (column `i`).
+pub(crate) fn self_mask<B: Backend>(
+    n_anchor: usize,
+    n_contrast: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Bool> {
+    let rows = Tensor::<B, 1, Int>::arange(0..n_anchor as i64, device);
+    let cols = Tensor::<B, 1, Int>::arange(0..n_contrast as i64, device);
+    rows.unsqueeze_dim::<2>(1)
+        .expand([n_anchor, n_contrast])
+        .equal(cols.unsqueeze_dim::<2>(0).expand([n_anchor, n_contrast]))
 }

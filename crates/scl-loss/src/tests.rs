@@ -9,6 +9,8 @@ type F32 = NdArray<f32>;
 #[path = "../tests/support/naive.rs"]
 mod naive;
 use naive::supcontrast_naive;
+#[path = "../tests/support/parity.rs"]
+mod parity;
 
 fn features<B: Backend>(values: &[f64], shape: [usize; 3]) -> Tensor<B, 3> {
     Tensor::from_data(TensorData::new(values.to_vec(), shape), &Default::default())
@@ -158,26 +160,17 @@ fn check_fused_against_reference(
         "{shape:?} tau={temperature} {mode:?} {policy:?} labels={}",
         y.is_some()
     );
-    assert!(v_fused.is_finite() && v_ref.is_finite(), "{what}");
-    // Relative tolerance, with a floor: a loss that is exactly 0 by cancellation (two samples
-    // of one class) comes out as f32 round-off of the cancelling terms, whose size is that of
-    // the largest scaled logit, (tau / base_tau) / tau = 1 / base_tau for unit features; the
-    // floor is 1% of it.
-    let floor = 1e-2 / loss.base_temperature;
-    assert!(
-        (v_fused - v_ref).abs() <= 1e-4 * v_ref.abs().max(floor),
-        "{what}: value {v_fused} vs {v_ref}"
+    let n_anchor = match mode {
+        ContrastMode::All => shape[0] * shape[1],
+        ContrastMode::One => shape[0],
+    };
+    parity::assert_matches_reference(
+        &what,
+        (v_fused, &g_fused),
+        (v_ref, &g_ref),
+        loss.base_temperature,
+        n_anchor,
     );
-    // Relative to the largest gradient entry; where every term cancels exactly (two samples
-    // of one class) the reference gradient is 0 and only round-off of the cancelling terms,
-    // of size (tau / base_tau) / tau = 1 / base_tau, is left: the same floor as the value.
-    let g_scale = g_ref.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(floor);
-    for (k, (a, b)) in g_fused.iter().zip(&g_ref).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-4 * g_scale,
-            "{what}: gradient {k}: {a} vs {b} (scale {g_scale})"
-        );
-    }
 }
 
 #[test]

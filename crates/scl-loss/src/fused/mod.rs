@@ -118,12 +118,7 @@ fn masked_logits<B: Backend>(z: Tensor<B, 2>, n_anchor: usize, temperature: f64)
     let device = z.device();
     let anchor = z.clone().narrow(0, 0, n_anchor);
     let logits = anchor.matmul(z.transpose()).div_scalar(temperature);
-    let rows = Tensor::<B, 1, Int>::arange(0..n_anchor as i64, &device);
-    let cols = Tensor::<B, 1, Int>::arange(0..n_contrast as i64, &device);
-    let is_self = rows
-        .unsqueeze_dim::<2>(1)
-        .expand([n_anchor, n_contrast])
-        .equal(cols.unsqueeze_dim::<2>(0).expand([n_anchor, n_contrast]));
+    let is_self = crate::reference::self_mask::<B>(n_anchor, n_contrast, &device);
     logits.mask_fill(is_self, f32::NEG_INFINITY)
 }
 
