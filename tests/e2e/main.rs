@@ -29,11 +29,14 @@ fn run_smoke(file: &str) -> (Experiment, SweepOutcome, tempfile::TempDir) {
             results_root: out.path().to_path_buf(),
             backend: BackendKind::Ndarray,
             jobs: 2,
+            devices: Vec::new(),
             progress: false,
             data_dir: None,
+            launcher: None,
         },
     )
     .unwrap();
+    scl_report::write_report(&experiment, out.path()).unwrap();
     assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
     assert_eq!(outcome.summaries.len(), experiment.cells.len());
     (experiment, outcome, out)

@@ -1,7 +1,15 @@
 //! `cargo xtask`: the project's task runner.
 //!
-//! - `cargo xtask sweep [--experiment FILE] [--profile P] [--backend B] [--jobs N] [--out DIR]`
-//!   runs every unfinished cell of an experiment grid and writes `DIR/<experiment>/report.md`.
+//! - `cargo xtask sweep [--experiment FILE] [--profile P] [--backend B] [--devices 0,1]
+//!   [--jobs N] [--out DIR] [--dry-run] [--cell I]` runs every unfinished cell of an experiment
+//!   grid, each in a child process, and writes `DIR/<experiment>/report.md`; `--cell I` runs
+//!   one cell in this process.
+//! - `cargo xtask report --experiment FILE [--profile P]`: report.md and PNG figures from the
+//!   finished cells.
+//! - `cargo xtask slurm --experiment FILE [--partition P] [--max-concurrent M]`: an sbatch
+//!   job-array script, one cell per task.
+//! - `cargo xtask compare-backends --experiment FILE --backends ndarray,wgpu`: the same cells
+//!   on each backend; loss, geometry and throughput side by side.
 //! - `cargo xtask bench loss`: SupCon forward + backward, reference vs fused, on the CPU;
 //!   writes `docs/benchmarks.md` and `docs/benchmarks.json`.
 //! - `cargo xtask train --config FILE --out DIR [--resume]`: one deep-network run.
@@ -13,7 +21,10 @@
 #[path = "../../crates/scl-loss/tests/support/alloc_counter.rs"]
 mod alloc_counter;
 mod bench;
+mod compare;
 mod data;
+mod report;
+mod slurm;
 mod sweep;
 mod train;
 
@@ -32,6 +43,12 @@ struct Cli {
 enum Command {
     /// Run an experiment grid (default: experiments/quick.toml) and write its report.
     Sweep(sweep::SweepArgs),
+    /// Write report.md and PNG figures from the finished cells of an experiment.
+    Report(report::ReportArgs),
+    /// Write an sbatch job-array script: task i runs `sweep --cell i`.
+    Slurm(slurm::SlurmArgs),
+    /// Run the same cells on several backends and compare loss, geometry and throughput.
+    CompareBackends(compare::CompareArgs),
     /// Benchmark: `bench loss` times SupCon forward + backward, reference vs fused.
     Bench(bench::BenchArgs),
     /// Datasets: `data check` lists presence, md5 verification and class counts; `data fetch`.
@@ -54,6 +71,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Some(Command::Sweep(args)) => sweep::run(args),
+        Some(Command::Report(args)) => report::run(args),
+        Some(Command::Slurm(args)) => slurm::run(args),
+        Some(Command::CompareBackends(args)) => compare::run(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Data(args)) => data::run(args),
         Some(Command::Train(args)) => train::run(args),

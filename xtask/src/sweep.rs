@@ -1,38 +1,58 @@
-//! `cargo xtask sweep`.
+//! `cargo xtask sweep`: every unfinished cell of an experiment, each in a child process (up to
+//! `--jobs` at once, one per device with `--devices`), then the report; or one cell alone
+//! with `--cell I` (what a Slurm array task runs).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use scl_train::backend::BackendKind;
 use scl_train::experiment::Experiment;
-use scl_train::sweep::{SweepOptions, run_sweep, stderr_is_terminal};
+use scl_train::sweep::{
+    CellStatus, ChildProtocol, Launcher, SweepOptions, check_results_dir, experiment_root,
+    is_finished, run_cell, run_sweep, stderr_is_terminal,
+};
 use scl_train::{ConfigError, RunError};
 
 /// Arguments of `cargo xtask sweep`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct SweepArgs {
     /// Experiment file.
     #[arg(long, default_value = "experiments/quick.toml")]
-    experiment: PathBuf,
+    pub experiment: PathBuf,
     /// Profile of the experiment file to apply (e.g. `smoke`).
     #[arg(long)]
-    profile: Option<String>,
+    pub profile: Option<String>,
     /// Backend: ndarray, wgpu or cuda (the last two need their cargo feature).
     #[arg(long, default_value = "ndarray")]
-    backend: String,
-    /// Cells run at once (default: the number of CPU cores).
+    pub backend: String,
+    /// Device indices of the backend, comma-separated (e.g. `0,1`); one cell runs on each at
+    /// a time unless `--jobs` says otherwise. Default: device 0.
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<usize>,
+    /// Cells run at once (default: the number of devices given, else the CPU cores).
     #[arg(long)]
-    jobs: Option<usize>,
+    pub jobs: Option<usize>,
     /// Results root; the experiment writes `<out>/<experiment>/`.
     #[arg(long, default_value = "runs")]
-    out: PathBuf,
+    pub out: PathBuf,
     /// List the cells and which have finished; run nothing.
     #[arg(long)]
-    dry_run: bool,
+    pub dry_run: bool,
+    /// Run only cell I (its index in `--dry-run`), in this process; no report is written
+    /// (`cargo xtask report` merges the finished cells).
+    #[arg(long)]
+    pub cell: Option<usize>,
+    /// Device of `--cell` (default 0).
+    #[arg(long)]
+    pub device: Option<usize>,
     /// Data directory of the datasets of deep cells (default: $SCL_DATA_DIR, else
     /// datasets/cache).
     #[arg(long)]
-    data_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    /// Internal: this process is a cell started by a sweep (progress lines on stdout; exits
+    /// when its stdin closes).
+    #[arg(long, hide = true)]
+    pub supervised: bool,
 }
 
 impl Default for SweepArgs {
@@ -41,50 +61,53 @@ impl Default for SweepArgs {
             experiment: "experiments/quick.toml".into(),
             profile: None,
             backend: "ndarray".into(),
+            devices: Vec::new(),
             jobs: None,
             out: "runs".into(),
             dry_run: false,
+            cell: None,
+            device: None,
             data_dir: None,
+            supervised: false,
         }
     }
 }
 
-fn config_error(e: &ConfigError) -> ExitCode {
+/// Prints `error: <sentence>` and returns exit code 2.
+pub fn config_error(e: &ConfigError) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(2)
 }
 
-/// Runs the sweep; configuration errors exit with code 2 before anything is written.
-pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
-    let backend: BackendKind = match args.backend.parse() {
-        Ok(b) => b,
-        Err(e) => return Ok(config_error(&e)),
-    };
-    if let Err(e) = backend.check_available() {
-        return Ok(config_error(&e));
+/// The checks shared by `sweep`, `slurm` and `compare-backends`: the backend and its devices
+/// exist, the experiment parses, the results folder holds no other configuration under a
+/// cell id, the deep cells' datasets are present. Nothing is written.
+///
+/// # Errors
+/// The exit code 2 after printing one sentence.
+pub fn prepare(
+    experiment: &Path,
+    profile: Option<&str>,
+    backend: &str,
+    devices: &[usize],
+    out: &Path,
+    data_dir: Option<&Path>,
+) -> Result<(Experiment, BackendKind), ExitCode> {
+    let backend: BackendKind = backend.parse().map_err(|e| config_error(&e))?;
+    backend.check_available().map_err(|e| config_error(&e))?;
+    for &d in devices {
+        backend.check_device(d).map_err(|e| config_error(&e))?;
     }
-    if args.jobs == Some(0) {
-        return Ok(config_error(&ConfigError::new(
-            "--jobs 0 is not allowed: it must be at least 1",
-        )));
-    }
-    let experiment = match Experiment::load(&args.experiment, args.profile.as_deref()) {
-        Ok(e) => e,
-        Err(e) => return Ok(config_error(&e)),
-    };
-    let root = args.out.join(experiment.folder_name());
-    if args.dry_run {
-        for (index, id) in experiment.ids().into_iter().enumerate() {
-            let done = root.join(id).join("summary.json").exists();
-            println!(
-                "{index:>4}  {}  {id}",
-                if done { "done   " } else { "pending" },
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    // The datasets of deep cells must be present and verified before anything runs.
-    let data_dir = scl_data::DataDir::resolve(args.data_dir.as_deref());
+    let experiment = Experiment::load(experiment, profile).map_err(|e| config_error(&e))?;
+    check_results_dir(&experiment, &experiment_root(&experiment, out))
+        .map_err(|e| config_error(&e))?;
+    check_datasets(&experiment, data_dir)?;
+    Ok((experiment, backend))
+}
+
+/// The datasets of deep cells must be present and verified before anything runs.
+fn check_datasets(experiment: &Experiment, data_dir: Option<&Path>) -> Result<(), ExitCode> {
+    let data_dir = scl_data::DataDir::resolve(data_dir);
     let mut datasets: Vec<&str> = experiment
         .deep_cells
         .iter()
@@ -97,11 +120,92 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
             .and_then(|m| scl_data::store::ensure_files(&m, &data_dir, scl_data::Fetch::Never));
         if let Err(e) = checked {
             eprintln!("error: {e}\n(`cargo xtask data fetch {name}` downloads it)");
-            return Ok(ExitCode::from(2));
+            return Err(ExitCode::from(2));
         }
     }
-    let jobs = args.jobs.unwrap_or_else(|| {
+    Ok(())
+}
+
+/// The arguments a child cell process gets before `--cell I --device D --supervised`.
+fn child_args(args: &SweepArgs, backend: BackendKind) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = vec![
+        "sweep".into(),
+        "--experiment".into(),
+        args.experiment.clone().into(),
+        "--backend".into(),
+        backend.name().into(),
+        "--out".into(),
+        args.out.clone().into(),
+    ];
+    if let Some(p) = &args.profile {
+        v.extend(["--profile".into(), p.into()]);
+    }
+    if let Some(d) = &args.data_dir {
+        v.extend(["--data-dir".into(), d.clone().into()]);
+    }
+    v
+}
+
+/// Runs the sweep (or one cell); configuration errors exit with code 2 before anything is
+/// written.
+pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
+    if args.jobs == Some(0) {
+        return Ok(config_error(&ConfigError::new(
+            "--jobs 0 is not allowed: it must be at least 1",
+        )));
+    }
+    let mut devices = args.devices.clone();
+    if let Some(d) = args.device {
+        if args.cell.is_none() {
+            return Ok(config_error(&ConfigError::new(
+                "--device is only for --cell: give a sweep its devices with --devices",
+            )));
+        }
+        devices = vec![d];
+    }
+    let (experiment, backend) = match prepare(
+        &args.experiment,
+        args.profile.as_deref(),
+        &args.backend,
+        &devices,
+        &args.out,
+        args.data_dir.as_deref(),
+    ) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    let root = experiment_root(&experiment, &args.out);
+    if args.dry_run {
+        for (index, id) in experiment.ids().into_iter().enumerate() {
+            let state = if is_finished(&root, id) {
+                "done   "
+            } else if root.join(format!(".partial-{id}")).exists() {
+                "partial"
+            } else if root.join(format!(".failed-{id}.json")).exists() {
+                "failed "
+            } else {
+                "pending"
+            };
+            println!("{index:>4}  {state}  {id}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opts = SweepOptions {
+        results_root: args.out.clone(),
+        backend,
+        jobs: 1,
+        devices: devices.clone(),
+        progress: stderr_is_terminal(),
+        data_dir: args.data_dir.clone(),
+        launcher: None,
+    };
+    if let Some(index) = args.cell {
+        return Ok(run_one(&experiment, index, &opts, &args));
+    }
+    let jobs = args.jobs.unwrap_or(if devices.is_empty() {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    } else {
+        devices.len()
     });
     eprintln!(
         "sweep {}: {} cells on {backend}, {jobs} at once, results in {}",
@@ -109,26 +213,32 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         experiment.len(),
         root.display()
     );
-    let outcome = match run_sweep(
-        &experiment,
-        &SweepOptions {
-            results_root: args.out.clone(),
-            backend,
-            jobs,
-            progress: stderr_is_terminal(),
-            data_dir: args.data_dir.clone(),
-        },
-    ) {
+    let opts = SweepOptions {
+        jobs,
+        launcher: Some(Launcher {
+            program: std::env::current_exe()?,
+            args: child_args(&args, backend),
+        }),
+        ..opts
+    };
+    let outcome = match run_sweep(&experiment, &opts) {
         Ok(o) => o,
         Err(RunError::Config(e)) => return Ok(config_error(&e)),
         Err(e) => return Err(e.into()),
     };
+    let report = scl_report::write_report(&experiment, &args.out)?;
     eprintln!(
-        "{} cells ran, {} were already finished, {} failed; report: {}",
+        "{} cells ran, {} were already finished, {} failed{}; report: {} ({} figures)",
         outcome.ran,
         outcome.skipped,
         outcome.failed.len(),
-        outcome.report.display()
+        if outcome.busy.is_empty() {
+            String::new()
+        } else {
+            format!(", {} running in another process", outcome.busy.len())
+        },
+        report.markdown.display(),
+        report.figures.len()
     );
     for (id, e) in &outcome.failed {
         eprintln!("  failed {id}: {e}");
@@ -138,4 +248,47 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `--cell I`: one cell in this process.
+fn run_one(
+    experiment: &Experiment,
+    index: usize,
+    opts: &SweepOptions,
+    args: &SweepArgs,
+) -> ExitCode {
+    if args.supervised {
+        ChildProtocol::exit_when_parent_dies();
+    }
+    let device = opts.devices.first().copied().unwrap_or(0);
+    let result = run_cell(experiment, index, opts, device, |done, total| {
+        if args.supervised {
+            println!("{}", ChildProtocol::progress_line(done, total));
+        }
+    });
+    let id = experiment
+        .ids()
+        .get(index)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    match result {
+        Ok(status) => {
+            let line = match &status {
+                CellStatus::Finished(line) => format!("finished {line}"),
+                CellStatus::AlreadyFinished => "already-finished".to_string(),
+                CellStatus::Busy => "busy".to_string(),
+            };
+            if args.supervised {
+                println!("status {line}");
+            } else {
+                eprintln!("cell {index} {id}: {line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(RunError::Config(e)) => config_error(&e),
+        Err(e) => {
+            eprintln!("error: cell {index} {id} failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

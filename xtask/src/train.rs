@@ -26,6 +26,9 @@ pub struct TrainArgs {
     /// Data directory (default: $SCL_DATA_DIR, else datasets/cache).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Device index of the backend (default 0).
+    #[arg(long, default_value_t = 0)]
+    device: usize,
 }
 
 fn usage(e: &ConfigError) -> ExitCode {
@@ -39,7 +42,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         Ok(b) => b,
         Err(e) => return Ok(usage(&e)),
     };
-    if let Err(e) = backend.check_available() {
+    if let Err(e) = backend.check_device(args.device) {
         return Ok(usage(&e));
     }
     let text = match std::fs::read_to_string(&args.config) {
@@ -89,15 +92,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         .expect("static template")
         .progress_chars("=> "),
     );
-    let outcome = match backend.train_deep(&config, &opts, |e| bar.set_position(e as u64)) {
-        Ok(o) => o,
-        Err(RunError::Config(e)) => return Ok(usage(&e)),
-        Err(e) => {
-            bar.abandon();
-            eprintln!("error: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
+    let outcome =
+        match backend.train_deep(args.device, &config, &opts, |e| bar.set_position(e as u64)) {
+            Ok(o) => o,
+            Err(RunError::Config(e)) => return Ok(usage(&e)),
+            Err(e) => {
+                bar.abandon();
+                eprintln!("error: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
     bar.finish_and_clear();
     match outcome.metrics.last() {
         Some(m) => println!(

@@ -117,7 +117,7 @@ fn a_good_sweep_writes_cells_and_a_report_and_skips_them_the_second_time() {
     let cells: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
+        .filter(|e| e.path().is_dir() && e.file_name().to_string_lossy().starts_with("ufm-"))
         .collect();
     assert_eq!(cells.len(), 2);
     for c in &cells {
@@ -183,4 +183,332 @@ fn train_runs_refuses_to_overwrite_and_resumes() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown field `epoch`"), "{err}");
     assert!(!dir.path().join("o2").exists());
+}
+
+/// The bad inputs of the runner: each one sentence, exit code 2, nothing written.
+#[test]
+fn runner_bad_inputs_exit_2_and_write_nothing() {
+    let cases: Vec<(String, Vec<&str>, &str)> = vec![
+        (
+            GOOD.replace(
+                "ratio = [1, 2]",
+                "ratio = [1, 2]\n[zip]\nseed = [0, 1]\nlr = [0.1]",
+            ),
+            vec![],
+            "zip axis lr has 1 values where seed has 2: zipped axes need equal lengths",
+        ),
+        (
+            GOOD.replace("ratio = [1, 2]", "ratio = [1, 2]\nwidth = [3]"),
+            vec![],
+            "unknown key `width` in [grid]",
+        ),
+        (
+            GOOD.replace("ratio = [1, 2]", "ratio = []"),
+            vec![],
+            "grid axis ratio is empty: give it at least one value",
+        ),
+        (
+            GOOD.to_string(),
+            vec!["--devices", "3"],
+            "device 3 does not exist: backend ndarray runs on the CPU, device 0 only",
+        ),
+        (
+            GOOD.to_string(),
+            vec!["--cell", "7"],
+            "--cell 7 does not exist: the experiment has cells 0 to 1",
+        ),
+    ];
+    for (text, extra, expected) in cases {
+        let (code, err, wrote) = sweep_with(&text, &extra);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        assert_eq!(err.trim().lines().count(), 1, "one sentence: {err:?}");
+        // `--cell` of a missing index may create the (empty) experiment folder only if it
+        // got past the checks; it must not.
+        assert!(!wrote, "{expected}: nothing may be written");
+    }
+
+    // A results folder holding another configuration under a cell's id.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), GOOD).unwrap();
+    let listed = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(dir.path())
+        .args(["sweep", "--experiment", "exp.toml", "--dry-run"])
+        .output()
+        .unwrap();
+    let first = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().last().map(str::to_string))
+        .unwrap();
+    let cell = dir.path().join("runs/cli").join(&first);
+    std::fs::create_dir_all(&cell).unwrap();
+    let other = GOOD.replace("steps = 2", "steps = 3");
+    let stored = serde_json::json!({
+        "cell_id": first,
+        "config": toml::from_str::<toml::Value>(&other).unwrap()["base"].clone(),
+    });
+    std::fs::write(cell.join("config.json"), stored.to_string()).unwrap();
+    let (code, err) = xtask(dir.path(), &["sweep", "--experiment", "exp.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("holds a run of a different configuration under the same cell id"),
+        "{err}"
+    );
+    let entries = std::fs::read_dir(dir.path().join("runs/cli"))
+        .unwrap()
+        .count();
+    assert_eq!(entries, 1, "nothing but the planted folder");
+}
+
+/// An experiment of two UFM cells and two deep cells with checkpoints every 2 epochs.
+const KILLABLE: &str = r#"
+[experiment]
+name = "kill"
+[base]
+num_classes = 4
+n_majority = 30
+temperature = 1.0
+steps = 150
+lr = 0.05
+optimizer = "adam"
+log_every = 50
+seed = 0
+ratio = 10
+[grid]
+relu = [true, false]
+[parts.digits]
+kind = "deep"
+[parts.digits.base]
+dataset = "sklearn-digits"
+model = "mlp"
+mlp_widths = [32, 16]
+epochs = 16
+eval_every = 2
+lr = 0.05
+batch_size = 50
+seed = 0
+imbalance = { kind = "step", ratio = 10, n_majority = 60 }
+[parts.digits.grid]
+final_activation = ["relu", "none"]
+"#;
+
+fn finished(root: &Path) -> Vec<(String, std::time::SystemTime)> {
+    let mut v: Vec<_> = std::fs::read_dir(root)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let s = e.path().join("summary.json");
+                    let t = std::fs::metadata(&s).ok()?.modified().ok()?;
+                    Some((e.file_name().to_string_lossy().into_owned(), t))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every summary of `root` without its wall-clock seconds, by cell id.
+fn results(root: &Path) -> std::collections::BTreeMap<String, serde_json::Value> {
+    finished(root)
+        .into_iter()
+        .map(|(id, _)| {
+            let mut v: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(root.join(&id).join("summary.json")).unwrap(),
+            )
+            .unwrap();
+            v.as_object_mut().unwrap().remove("seconds");
+            (id, v)
+        })
+        .collect()
+}
+
+#[test]
+fn a_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_results() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), KILLABLE).unwrap();
+    let sweep = |out: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.current_dir(dir.path())
+            .args([
+                "sweep",
+                "--experiment",
+                "exp.toml",
+                "--jobs",
+                "1",
+                "--out",
+                out,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let (code, err) = xtask(
+        dir.path(),
+        &[
+            "sweep",
+            "--experiment",
+            "exp.toml",
+            "--jobs",
+            "2",
+            "--out",
+            "whole",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let expected = results(&dir.path().join("whole/kill"));
+    assert_eq!(expected.len(), 4);
+
+    // Kill the sweep once the first deep cell has a checkpoint but has not finished.
+    let root = dir.path().join("cut/kill");
+    let mut child = sweep("cut").spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let partial_checkpoint = || {
+        std::fs::read_dir(&root).ok().is_some_and(|d| {
+            d.filter_map(|e| e.ok()).any(|e| {
+                e.file_name().to_string_lossy().starts_with(".partial-")
+                    && e.path().join("checkpoints/latest").exists()
+            })
+        })
+    };
+    while !partial_checkpoint() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sweep ended too early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = finished(&root);
+    assert_eq!(
+        before.len(),
+        2,
+        "the two UFM cells had finished: {before:?}"
+    );
+    // The cell's process notices that its parent died and stops: nothing finishes later.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        finished(&root),
+        before,
+        "an orphaned cell process kept running"
+    );
+
+    let status = sweep("cut").status().unwrap();
+    assert!(status.success());
+    let after = finished(&root);
+    for (id, t) in &before {
+        let again = after.iter().find(|(i, _)| i == id).unwrap();
+        assert_eq!(&again.1, t, "{id} ran again after it had finished");
+    }
+    assert_eq!(results(&root), expected);
+}
+
+/// Counts the distinct colours of a PNG (a blank or one-colour image has 1).
+fn png_colours(path: &Path) -> usize {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", path.display());
+    let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
+    assert!(img.width() >= 400 && img.height() >= 300);
+    let colours: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+    colours.len()
+}
+
+#[test]
+fn two_cell_processes_into_one_folder_merge_into_one_report_with_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = KILLABLE
+        .replace("epochs = 16", "epochs = 4")
+        .replace("steps = 150", "steps = 60");
+    std::fs::write(dir.path().join("exp.toml"), text).unwrap();
+    let cell = |i: &str| {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .current_dir(dir.path())
+            .args([
+                "sweep",
+                "--experiment",
+                "exp.toml",
+                "--out",
+                "shared",
+                "--cell",
+                i,
+            ])
+            .output()
+            .unwrap()
+    };
+    // Cells 0 and 1 (UFM, ReLU and none) at the same time, then 2 and 3 (deep) at the same time.
+    for pair in [["0", "1"], ["2", "3"]] {
+        let outs: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = pair.iter().map(|i| s.spawn(move || cell(i))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for o in outs {
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    let (code, err) = xtask(
+        dir.path(),
+        &["report", "--experiment", "exp.toml", "--out", "shared"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let root = dir.path().join("shared/kill");
+    let report = std::fs::read_to_string(root.join("report.md")).unwrap();
+    assert!(report.contains("4 of 4 cells finished"), "{report}");
+    for (id, _) in finished(&root) {
+        assert!(report.contains(&id), "the report lacks {id}");
+    }
+    let mut figures = 0;
+    for group in ["ufm", "sklearn-digits-mlp"] {
+        for what in ["of_distance", "nc1", "mean_cosine", "gram"] {
+            let png = root.join(format!("figures/{group}-{what}.png"));
+            assert!(report.contains(&format!("figures/{group}-{what}.png")));
+            let colours = png_colours(&png);
+            assert!(colours > 20, "{} has {colours} colours", png.display());
+            figures += 1;
+        }
+    }
+    assert_eq!(figures, 8);
+    assert!(report.contains("Balanced test accuracy, final ReLU vs none"));
+}
+
+#[test]
+fn the_slurm_script_matches_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), KILLABLE).unwrap();
+    let (code, err) = xtask(
+        dir.path(),
+        &[
+            "slurm",
+            "--experiment",
+            "exp.toml",
+            "--partition",
+            "gpu",
+            "--max-concurrent",
+            "2",
+            "--workdir",
+            "/cluster/project",
+            "--binary",
+            "target/release/xtask",
+            "--out",
+            "results",
+            "--script",
+            "job.sbatch",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let script = std::fs::read_to_string(dir.path().join("job.sbatch")).unwrap();
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/slurm.sbatch");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&snapshot, &script).unwrap();
+    }
+    assert_eq!(
+        script,
+        std::fs::read_to_string(&snapshot).unwrap(),
+        "rerun with UPDATE_SNAPSHOTS=1 after an intended change"
+    );
 }

@@ -278,6 +278,24 @@ pub fn gram(means: &ClassMeans) -> DMatrix<f64> {
     means.means.transpose() * &means.means
 }
 
+/// The Gram matrix of the means of the classes `0..num_classes`, as rows (`K` rows of `K`),
+/// for records and plots that should not depend on `nalgebra`.
+///
+/// # Errors
+/// See [`class_means`].
+pub fn class_mean_gram(
+    x: &Embeddings,
+    labels: &[usize],
+    num_classes: usize,
+) -> Result<Vec<Vec<f64>>, GeometryError> {
+    check_labels(x, labels, num_classes)?;
+    let classes: Vec<usize> = (0..num_classes).collect();
+    let g = gram(&class_means(x, labels, &classes)?);
+    Ok((0..g.nrows())
+        .map(|i| (0..g.ncols()).map(|j| g[(i, j)]).collect())
+        .collect())
+}
+
 /// Distance of a Gram matrix to the orthogonal frame: `|| G/||G||_F - I/sqrt(K) ||_F`.
 ///
 /// NaN when `G` is zero (all class means at the origin).

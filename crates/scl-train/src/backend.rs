@@ -67,80 +67,154 @@ impl BackendKind {
         }
     }
 
-    /// Runs a UFM cell on this backend's default device, with autodiff.
+    /// Number of devices this backend sees: 1 for `ndarray` (the CPU), the adapters wgpu
+    /// enumerates (lavapipe counts as one), the CUDA devices the driver reports (0 without a
+    /// driver). 0 when the backend is not compiled in.
+    pub fn device_count(self) -> usize {
+        if !self.compiled() {
+            return 0;
+        }
+        match self {
+            Self::Ndarray => 1,
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => wgpu_devices().len(),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => {
+                use burn_cubecl::cubecl::Runtime;
+                <burn_cubecl::cubecl::cuda::CudaRuntime as Runtime>::enumerate_devices(0, &()).len()
+            }
+            #[allow(unreachable_patterns)]
+            _ => 0,
+        }
+    }
+
+    /// An error sentence when device `index` does not exist on this backend.
     ///
     /// # Errors
-    /// See [`crate::ufm::run_ufm`]; a [`ConfigError`] when the backend is not compiled in.
+    /// A [`ConfigError`] naming the index and the devices there are.
+    pub fn check_device(self, index: usize) -> Result<(), ConfigError> {
+        self.check_available()?;
+        let count = self.device_count();
+        if index < count {
+            return Ok(());
+        }
+        Err(ConfigError::new(match (self, count) {
+            (_, 0) => format!(
+                "device {index} does not exist: backend {} finds no device on this machine",
+                self.name()
+            ),
+            (Self::Ndarray, _) => format!(
+                "device {index} does not exist: backend ndarray runs on the CPU, device 0 only"
+            ),
+            _ => format!(
+                "device {index} does not exist: backend {} has devices 0 to {}",
+                self.name(),
+                count - 1
+            ),
+        }))
+    }
+
+    /// Runs a UFM cell on device `device` of this backend (see [`Self::check_device`]), with
+    /// autodiff.
+    ///
+    /// # Errors
+    /// See [`crate::ufm::run_ufm`]; a [`ConfigError`] when the backend is not compiled in or
+    /// the device does not exist.
+    #[cfg_attr(
+        not(any(feature = "ndarray", feature = "wgpu", feature = "cuda")),
+        allow(unused_variables)
+    )]
     pub fn run_ufm(
         self,
+        device: usize,
         cfg: &UfmConfig,
         progress: impl FnMut(usize),
     ) -> Result<UfmOutcome, RunError> {
-        self.check_available()?;
-        match self {
-            #[cfg(feature = "ndarray")]
-            Self::Ndarray => {
-                crate::ufm::run_ufm::<burn::backend::Autodiff<burn::backend::NdArray>>(
-                    cfg,
-                    &Default::default(),
-                    progress,
-                )
-            }
-            #[cfg(feature = "wgpu")]
-            Self::Wgpu => crate::ufm::run_ufm::<burn::backend::Autodiff<burn::backend::Wgpu>>(
-                cfg,
-                &Default::default(),
-                progress,
-            ),
-            #[cfg(feature = "cuda")]
-            Self::Cuda => crate::ufm::run_ufm::<burn::backend::Autodiff<burn::backend::Cuda>>(
-                cfg,
-                &Default::default(),
-                progress,
-            ),
-            #[allow(unreachable_patterns)]
-            _ => unreachable!("check_available rejected a backend that is not compiled in"),
-        }
+        self.check_device(device)?;
+        with_backend!(self, device, |B, dev| crate::ufm::run_ufm::<B>(
+            cfg, &dev, progress
+        ))
     }
-}
 
-impl BackendKind {
-    /// Trains a deep-network cell on this backend's default device, with autodiff.
+    /// Trains a deep-network cell on device `device` of this backend, with autodiff.
     ///
     /// # Errors
-    /// See [`crate::deep::train_deep`]; a [`ConfigError`] when the backend is not compiled in.
+    /// See [`crate::deep::train_deep`]; a [`ConfigError`] when the backend is not compiled in
+    /// or the device does not exist.
+    #[cfg_attr(
+        not(any(feature = "ndarray", feature = "wgpu", feature = "cuda")),
+        allow(unused_variables)
+    )]
     pub fn train_deep(
         self,
+        device: usize,
         cfg: &crate::deep::DeepConfig,
         opts: &crate::deep::DeepRunOptions,
         mut progress: impl FnMut(usize),
     ) -> Result<crate::deep::DeepOutcome, RunError> {
-        self.check_available()?;
+        self.check_device(device)?;
         let progress = move |done: usize, _total: usize| progress(done);
-        match self {
-            #[cfg(feature = "ndarray")]
-            Self::Ndarray => crate::deep::train_deep::<
-                burn::backend::Autodiff<burn::backend::NdArray>,
-            >(cfg, opts, &Default::default(), progress),
-            #[cfg(feature = "wgpu")]
-            Self::Wgpu => crate::deep::train_deep::<burn::backend::Autodiff<burn::backend::Wgpu>>(
-                cfg,
-                opts,
-                &Default::default(),
-                progress,
-            ),
-            #[cfg(feature = "cuda")]
-            Self::Cuda => crate::deep::train_deep::<burn::backend::Autodiff<burn::backend::Cuda>>(
-                cfg,
-                opts,
-                &Default::default(),
-                progress,
-            ),
-            #[allow(unreachable_patterns)]
-            _ => unreachable!("check_available rejected a backend that is not compiled in"),
-        }
+        with_backend!(self, device, |B, dev| crate::deep::train_deep::<B>(
+            cfg, opts, &dev, progress
+        ))
     }
 }
+
+/// The wgpu adapters in wgpu's enumeration order, as Burn devices.
+#[cfg(feature = "wgpu")]
+fn wgpu_devices() -> Vec<burn::backend::wgpu::WgpuDevice> {
+    use burn::backend::wgpu::graphics::{AutoGraphicsApi, GraphicsApi};
+    use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
+    use burn_cubecl::cubecl::Runtime;
+    let mut seen = [0usize; 3];
+    <WgpuRuntime as Runtime>::enumerate_all_devices(&AutoGraphicsApi::backend())
+        .into_iter()
+        .map(|id| {
+            let mut next = |t: usize| {
+                seen[t] += 1;
+                seen[t] - 1
+            };
+            match id.type_id {
+                0 => WgpuDevice::DiscreteGpu(next(0)),
+                1 => WgpuDevice::IntegratedGpu(next(1)),
+                2 => WgpuDevice::VirtualGpu(next(2)),
+                3 => WgpuDevice::Cpu,
+                _ => WgpuDevice::DefaultDevice,
+            }
+        })
+        .collect()
+}
+
+/// Runs `$body` with `$B` the autodiff backend of `$kind` and `$dev` its device `$index`
+/// (checked before).
+macro_rules! with_backend {
+    ($kind:expr, $index:expr, |$B:ident, $dev:ident| $body:expr) => {
+        match $kind {
+            #[cfg(feature = "ndarray")]
+            BackendKind::Ndarray => {
+                type $B = burn::backend::Autodiff<burn::backend::NdArray>;
+                let $dev = Default::default();
+                let _ = $index;
+                $body
+            }
+            #[cfg(feature = "wgpu")]
+            BackendKind::Wgpu => {
+                type $B = burn::backend::Autodiff<burn::backend::Wgpu>;
+                let $dev = wgpu_devices().swap_remove($index);
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => {
+                type $B = burn::backend::Autodiff<burn::backend::Cuda>;
+                let $dev = burn::backend::cuda::CudaDevice { index: $index };
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("check_device rejected a backend that is not compiled in"),
+        }
+    };
+}
+use with_backend;
 
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -330,6 +330,10 @@ pub struct EpochMetrics {
     pub balanced_accuracy: f64,
     /// NCC accuracy of each class.
     pub per_class_accuracy: Vec<f64>,
+    /// Gram matrix `M^T M` of the training class means (`K` rows of `K`; L2-normalised
+    /// embeddings, eval mode).
+    #[serde(default)]
+    pub gram: Vec<Vec<f64>>,
 }
 
 /// What a finished run returns.
@@ -734,6 +738,8 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
             ncc_accuracy: ncc,
             balanced_accuracy: balanced,
             per_class_accuracy: per_class,
+            gram: scl_geometry::class_mean_gram(&train_z, self.train.labels(), k)
+                .map_err(|e| RunError::Other(format!("gram at epoch {epoch}: {e}")))?,
         })
     }
 

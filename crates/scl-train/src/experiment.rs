@@ -13,6 +13,10 @@
 //! ratio = [1, 10, 100]
 //! relu = [true, false]
 //!
+//! [zip]                     # axes that move together (equal lengths): one more axis of
+//! seed = [0, 1]             # the product, after the [grid] axes, whose i-th value sets
+//! lr = [0.05, 0.1]          # every key of [zip] to its i-th entry
+//!
 //! [profiles.smoke.base]     # a profile overrides settings ...
 //! steps = 100
 //! [profiles.smoke.grid]     # ... and replaces whole axes
@@ -143,7 +147,7 @@ impl Experiment {
             .map_err(|e: toml::de::Error| ConfigError::new(format!("invalid TOML: {e}")))?;
         check_keys(
             &table,
-            &["experiment", "base", "grid", "profiles", "parts"],
+            &["experiment", "base", "grid", "zip", "profiles", "parts"],
             "the top level",
         )?;
 
@@ -164,7 +168,7 @@ impl Experiment {
                 };
                 check_keys(
                     chosen,
-                    &["base", "grid", "parts"],
+                    &["base", "grid", "zip", "parts"],
                     &format!("[profiles.{p}]"),
                 )?;
                 Some((p, chosen.clone()))
@@ -179,14 +183,18 @@ impl Experiment {
             deep_cells: Vec::new(),
         };
         // The main grid, unless the file only has parts.
-        if table.contains_key("base") || table.contains_key("grid") || !table.contains_key("parts")
+        if table.contains_key("base")
+            || table.contains_key("grid")
+            || table.contains_key("zip")
+            || !table.contains_key("parts")
         {
             let base = sub_table(&table, "base")?.unwrap_or_default();
             let grid = sub_table(&table, "grid")?.unwrap_or_default();
+            let zip = sub_table(&table, "zip")?.unwrap_or_default();
             let over = chosen
                 .as_ref()
                 .map(|(p, t)| (format!("[profiles.{p}]"), t.clone()));
-            experiment.add_grid(&kind, base, grid, over, "")?;
+            experiment.add_grid(&kind, base, grid, zip, over, "")?;
         }
         for (part, value) in sub_table(&table, "parts")?.unwrap_or_default() {
             let Value::Table(part_table) = value else {
@@ -195,10 +203,11 @@ impl Experiment {
                 )));
             };
             let place = format!("[parts.{part}]");
-            check_keys(&part_table, &["kind", "base", "grid"], &place)?;
+            check_keys(&part_table, &["kind", "base", "grid", "zip"], &place)?;
             let part_kind = string_value(&part_table, "kind")?.unwrap_or_else(|| "ufm".into());
             let base = sub_table(&part_table, "base")?.unwrap_or_default();
             let grid = sub_table(&part_table, "grid")?.unwrap_or_default();
+            let zip = sub_table(&part_table, "zip")?.unwrap_or_default();
             let over = match &chosen {
                 Some((p, t)) => {
                     let parts = sub_table(t, "parts")?.unwrap_or_default();
@@ -206,7 +215,7 @@ impl Experiment {
                         Some(Value::Table(o)) => {
                             check_keys(
                                 o,
-                                &["base", "grid"],
+                                &["base", "grid", "zip"],
                                 &format!("[profiles.{p}.parts.{part}]"),
                             )?;
                             Some((format!("[profiles.{p}.parts.{part}]"), o.clone()))
@@ -216,7 +225,7 @@ impl Experiment {
                 }
                 None => None,
             };
-            experiment.add_grid(&part_kind, base, grid, over, &format!(" of {place}"))?;
+            experiment.add_grid(&part_kind, base, grid, zip, over, &format!(" of {place}"))?;
         }
         if let Some((p, t)) = &chosen {
             for part in sub_table(t, "parts")?.unwrap_or_default().keys() {
@@ -228,6 +237,11 @@ impl Experiment {
                     )));
                 }
             }
+        }
+        if experiment.is_empty() {
+            return Err(ConfigError::new(
+                "the experiment has no cell: give it a [grid] or a [parts.NAME] with settings",
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = experiment.ids().into_iter().find(|id| !seen.insert(*id)) {
@@ -244,6 +258,7 @@ impl Experiment {
         kind: &str,
         mut base: Table,
         mut grid: Table,
+        mut zip: Table,
         over: Option<(String, Table)>,
         place: &str,
     ) -> Result<(), ConfigError> {
@@ -253,6 +268,9 @@ impl Experiment {
             }
             for (k, v) in sub_table(o, "grid")?.unwrap_or_default() {
                 grid.insert(k, v);
+            }
+            if let Some(z) = sub_table(o, "zip")? {
+                zip = z;
             }
         }
         let keys: &[&str] = match kind {
@@ -266,6 +284,7 @@ impl Experiment {
         };
         check_keys(&base, keys, &format!("[base]{place}"))?;
         check_keys(&grid, keys, &format!("[grid]{place}"))?;
+        check_keys(&zip, keys, &format!("[zip]{place}"))?;
 
         let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
         for (key, value) in &grid {
@@ -281,12 +300,42 @@ impl Experiment {
             }
             axes.push((key.clone(), values.clone()));
         }
+        // The zipped keys, one combined axis after the product axes.
+        let mut zipped: Vec<(String, Vec<Value>)> = Vec::new();
+        for (key, value) in &zip {
+            if grid.contains_key(key) {
+                return Err(ConfigError::new(format!(
+                    "{key} is both a [grid] and a [zip] axis{place}: keep it in one of them"
+                )));
+            }
+            let Value::Array(values) = value else {
+                return Err(ConfigError::new(format!(
+                    "zip axis {key} is not allowed as a single value: write a list, e.g. {key} = [{value}]"
+                )));
+            };
+            if let Some((first, len)) = zipped.first().map(|(k, v)| (k, v.len()))
+                && values.len() != len
+            {
+                return Err(ConfigError::new(format!(
+                    "zip axis {key} has {} values where {first} has {len}: zipped axes need equal lengths",
+                    values.len()
+                )));
+            }
+            if values.is_empty() {
+                return Err(ConfigError::new(format!(
+                    "zip axis {key} is empty: give it at least one value"
+                )));
+            }
+            zipped.push((key.clone(), values.clone()));
+        }
+        let zip_len = zipped.first().map_or(1, |(_, v)| v.len());
 
-        let total: usize = axes.iter().map(|(_, v)| v.len()).product();
+        let total: usize = axes.iter().map(|(_, v)| v.len()).product::<usize>() * zip_len;
         for index in 0..total {
             let mut settings = base.clone();
             let mut chosen = Vec::new();
-            let mut rest = index;
+            let z = index % zip_len;
+            let mut rest = index / zip_len;
             for (key, values) in axes.iter().rev() {
                 let v = &values[rest % values.len()];
                 rest /= values.len();
@@ -294,6 +343,10 @@ impl Experiment {
                 chosen.push((key.clone(), display_value(v)));
             }
             chosen.reverse();
+            for (key, values) in &zipped {
+                settings.insert(key.clone(), values[z].clone());
+                chosen.push((key.clone(), display_value(&values[z])));
+            }
             if kind == "ufm" {
                 let required: Vec<&str> = UFM_KEYS
                     .iter()
@@ -379,7 +432,7 @@ pub fn deep_cell_id(config: &DeepConfig) -> String {
 }
 
 /// Serde's name of a unit enum value (`relu`, `mlp`, `scl`), for ids and tables.
-pub(crate) fn serde_plain<T: Serialize>(v: &T) -> String {
+pub fn serde_plain<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -621,6 +674,100 @@ mod tests {
         let e = Experiment::parse(&bad, "x", Some("smoke")).unwrap_err();
         assert!(
             e.message().contains("overrides a part that does not exist"),
+            "{e}"
+        );
+    }
+
+    /// The expansion of a grid as text: index, id and axis values of every cell.
+    fn expansion(e: &Experiment) -> String {
+        let mut out = format!("{} ({} cells)\n", e.folder_name(), e.len());
+        let axes = e
+            .cells
+            .iter()
+            .map(|c| (c.index, &c.id, &c.axes))
+            .chain(e.deep_cells.iter().map(|c| (c.index, &c.id, &c.axes)));
+        for (i, id, axes) in axes {
+            let values: Vec<String> = axes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!("{i:>3} {id} {}\n", values.join(" ")));
+        }
+        out
+    }
+
+    const ZIPPED: &str = r#"
+        [experiment]
+        name = "z"
+        [base]
+        n_majority = 10
+        temperature = 1.0
+        steps = 5
+        optimizer = "adam"
+        log_every = 1
+        num_classes = 4
+        [grid]
+        ratio = [1, 10]
+        relu = [true, false]
+        [zip]
+        seed = [0, 1, 2]
+        lr = [0.1, 0.05, 0.01]
+        [profiles.smoke.base]
+        steps = 2
+        [profiles.smoke.grid]
+        ratio = [10]
+        [profiles.smoke.zip]
+        seed = [5]
+        lr = [0.2]
+    "#;
+
+    #[test]
+    fn grid_expansions_match_their_snapshots() {
+        let quick = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/quick.toml"),
+        )
+        .unwrap();
+        let cases = [
+            ("product", BASE, None),
+            ("product-smoke", BASE, Some("smoke")),
+            ("zip", ZIPPED, None),
+            ("zip-smoke", ZIPPED, Some("smoke")),
+            ("parts", DEEP, None),
+            ("parts-smoke", DEEP, Some("smoke")),
+            ("quick-smoke", quick.as_str(), Some("smoke")),
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/snapshots");
+        for (name, text, profile) in cases {
+            let got = expansion(&Experiment::parse(text, "x", profile).unwrap());
+            let path = dir.join(format!("grid-{name}.txt"));
+            if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &got).unwrap();
+            }
+            let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!("{}: {e} (UPDATE_SNAPSHOTS=1 writes it)", path.display())
+            });
+            assert_eq!(
+                got, want,
+                "{name}: rerun with UPDATE_SNAPSHOTS=1 after an intended change"
+            );
+        }
+    }
+
+    #[test]
+    fn zipped_axes_move_together_and_a_bad_zip_is_one_sentence() {
+        let e = Experiment::parse(ZIPPED, "x", None).unwrap();
+        assert_eq!(e.cells.len(), 12);
+        for c in &e.cells {
+            let pairs = [(0, 0.1), (1, 0.05), (2, 0.01)];
+            assert!(
+                pairs.contains(&(c.config.seed, c.config.lr)),
+                "{:?}",
+                c.axes
+            );
+        }
+        let both = ZIPPED.replace("relu = [true, false]", "relu = [true, false]\nseed = [0]");
+        let e = Experiment::parse(&both, "x", None).unwrap_err();
+        assert!(
+            e.message()
+                .contains("seed is both a [grid] and a [zip] axis"),
             "{e}"
         );
     }

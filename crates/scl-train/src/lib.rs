@@ -4,7 +4,8 @@
 //! Today this crate runs the unconstrained-features experiment of Kini et al. (ICLR 2024):
 //! free features optimised with full-batch SupCon, with or without a ReLU, on STEP-imbalanced
 //! classes ([`ufm`]); it expands experiment files into grids of cells ([`experiment`]), runs
-//! them on a chosen backend and writes run directories and a report ([`sweep`], [`report`]).
+//! them on a chosen backend and writes run directories ([`sweep`]); the `scl-report` crate
+//! renders their report.
 //!
 //! # Example
 //!
@@ -27,7 +28,7 @@
 //!     schedule: None,
 //!     batch_size: None,
 //! };
-//! let outcome = BackendKind::Ndarray.run_ufm(&cfg, |_step| {}).unwrap();
+//! let outcome = BackendKind::Ndarray.run_ufm(0, &cfg, |_step| {}).unwrap();
 //! assert_eq!(outcome.points.len(), 3); // steps 0, 10 and 20
 //! ```
 #![warn(missing_docs)]
@@ -36,7 +37,6 @@ pub mod backend;
 pub mod config;
 pub mod deep;
 pub mod experiment;
-pub mod report;
 pub mod sweep;
 pub mod ufm;
 

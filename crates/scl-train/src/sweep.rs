@@ -24,9 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::RunError;
 use crate::backend::BackendKind;
-use crate::config::UfmConfig;
+use crate::config::{ConfigError, UfmConfig};
 use crate::experiment::{Cell, DeepCell, Experiment};
-use crate::report::write_report;
 use crate::ufm::UfmOutcome;
 
 /// How to run a sweep.
@@ -38,11 +37,60 @@ pub struct SweepOptions {
     pub backend: BackendKind,
     /// Cells run at once (at least 1).
     pub jobs: usize,
+    /// Device indices of the backend; worker slot `i` runs its cells on
+    /// `devices[i % devices.len()]`. Empty means device 0.
+    pub devices: Vec<usize>,
     /// Draw progress bars (when false, one line per finished cell is printed instead).
     pub progress: bool,
     /// Data directory of the deep cells' datasets (`None`: `$SCL_DATA_DIR`, else
     /// `datasets/cache`).
     pub data_dir: Option<PathBuf>,
+    /// Run every cell in a child process made by this launcher (`None`: on a thread of this
+    /// process).
+    pub launcher: Option<Launcher>,
+}
+
+/// A command that runs one cell in a child process: `program args.. --cell I --device D
+/// --supervised`. The child must follow the protocol of [`ChildProtocol`].
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    /// The executable (e.g. `std::env::current_exe()`).
+    pub program: PathBuf,
+    /// Arguments before `--cell`.
+    pub args: Vec<std::ffi::OsString>,
+}
+
+/// How a supervised child process talks to the sweep that started it.
+///
+/// - It prints `progress <done> <total>` lines on stdout as its cell advances.
+/// - It exits when its stdin reaches end-of-file, which happens when the parent dies (also
+///   by `kill -9`), so no orphan keeps working on a cell that a restarted sweep will run.
+/// - Exit code 0: the cell finished; anything else: it failed, and its error is in
+///   `<root>/.failed-<id>.json` (written by [`run_cell`]) or else in its log
+///   `<root>/.logs/<id>.log` (its stderr).
+pub struct ChildProtocol;
+
+impl ChildProtocol {
+    /// The progress line for `done` of `total`.
+    pub fn progress_line(done: u64, total: u64) -> String {
+        format!("progress {done} {total}")
+    }
+
+    /// Parses a progress line.
+    pub fn parse_progress(line: &str) -> Option<(u64, u64)> {
+        let mut words = line.strip_prefix("progress ")?.split(' ');
+        Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+    }
+
+    /// Exits the process with code 3 as soon as stdin is closed (call once, in the child).
+    pub fn exit_when_parent_dies() {
+        std::thread::spawn(|| {
+            let mut sink = [0u8; 64];
+            let mut stdin = std::io::stdin();
+            while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
+            std::process::exit(3);
+        });
+    }
 }
 
 /// What `summary.json` of a deep-network cell holds.
@@ -100,6 +148,9 @@ pub struct RunSummary {
     /// For a mini-batch run, the validator's verdict on every batch the run used.
     #[serde(default)]
     pub verdict: Option<scl_batching::Verdict>,
+    /// Gram matrix of the final class means (`K` rows of `K`).
+    #[serde(default)]
+    pub class_mean_gram: Vec<Vec<f64>>,
 }
 
 /// The result of a sweep.
@@ -113,45 +164,306 @@ pub struct SweepOutcome {
     pub ran: usize,
     /// Cells skipped because they had finished before.
     pub skipped: usize,
+    /// Cells skipped because another process holds their lock (running elsewhere).
+    pub busy: Vec<String>,
     /// Cells that failed, with their error.
     pub failed: Vec<(String, String)>,
-    /// The report that was written.
-    pub report: PathBuf,
 }
 
-/// Runs every unfinished cell of `experiment` and writes the report.
-///
-/// A failed cell is recorded and does not stop the others.
+/// The results folder of `experiment` under a results root.
+pub fn experiment_root(experiment: &Experiment, results_root: &Path) -> PathBuf {
+    results_root.join(experiment.folder_name())
+}
+
+/// Whether cell `id` has finished (its `summary.json` exists).
+pub fn is_finished(root: &Path, id: &str) -> bool {
+    root.join(id).join("summary.json").exists()
+}
+
+/// Checks that every run directory already under `root` (finished or partial) was made by the
+/// same resolved configuration as the cell of that id now; nothing is written.
 ///
 /// # Errors
-/// A [`ConfigError`] when the backend is not available, or an I/O error message when the
-/// results folder cannot be written.
-pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOutcome, RunError> {
-    opts.backend.check_available()?;
-    let root = opts.results_root.join(experiment.folder_name());
-    enum Job<'a> {
-        Ufm(&'a Cell),
-        Deep(&'a DeepCell),
-    }
-    let done = |id: &str| root.join(id).join("summary.json").exists();
-    let pending: Vec<Job> = experiment
+/// A one-sentence [`ConfigError`] naming the directory, when a stored configuration differs
+/// or cannot be read.
+pub fn check_results_dir(experiment: &Experiment, root: &Path) -> Result<(), ConfigError> {
+    let ufm = experiment
         .cells
         .iter()
-        .filter(|c| !done(&c.id))
-        .map(Job::Ufm)
-        .chain(
-            experiment
+        .map(|c| (c.id.as_str(), serde_json::to_value(&c.config)));
+    let deep = experiment
+        .deep_cells
+        .iter()
+        .map(|c| (c.id.as_str(), serde_json::to_value(&c.config)));
+    for (id, expected) in ufm.chain(deep) {
+        let expected = expected.expect("configurations serialise to JSON");
+        for dir in [root.join(id), root.join(format!(".partial-{id}"))] {
+            let file = dir.join("config.json");
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            let stored = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("config").cloned());
+            let same = match (&stored, experiment.cells.iter().find(|c| c.id == id)) {
+                (Some(v), Some(_)) => serde_json::from_value::<UfmConfig>(v.clone())
+                    .ok()
+                    .and_then(|c| serde_json::to_value(c).ok())
+                    .is_some_and(|v| v == expected),
+                (Some(v), None) => serde_json::from_value::<crate::deep::DeepConfig>(v.clone())
+                    .ok()
+                    .and_then(|c| serde_json::to_value(c).ok())
+                    .is_some_and(|v| v == expected),
+                (None, _) => false,
+            };
+            if !same {
+                return Err(ConfigError::new(format!(
+                    "{} holds a run of a different configuration under the same cell id: \
+                     move it away or choose another --out",
+                    dir.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cell at `index` of `experiment` (UFM cells first, as in [`Experiment::ids`]).
+enum Job<'a> {
+    Ufm(&'a Cell),
+    Deep(&'a DeepCell),
+}
+
+impl Job<'_> {
+    fn at(experiment: &Experiment, index: usize) -> Option<Job<'_>> {
+        match experiment.cells.get(index) {
+            Some(c) => Some(Job::Ufm(c)),
+            None => experiment
                 .deep_cells
-                .iter()
-                .filter(|c| !done(&c.id))
+                .get(index - experiment.cells.len())
                 .map(Job::Deep),
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Job::Ufm(c) => &c.id,
+            Job::Deep(c) => &c.id,
+        }
+    }
+
+    /// Progress length and unit.
+    fn length(&self) -> (usize, &'static str) {
+        match self {
+            Job::Ufm(c) => (c.config.steps, "step"),
+            Job::Deep(c) => (c.config.epochs, "epoch"),
+        }
+    }
+}
+
+/// A held cell lock; the lock file is removed when dropped.
+struct CellLock(PathBuf);
+
+impl Drop for CellLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+/// Takes `<root>/.lock-<id>` (created exclusively; holds `host pid`). A lock left by a dead
+/// process of this host is taken over. `Ok(None)`: a live process holds it.
+fn lock_cell(root: &Path, id: &str) -> Result<Option<CellLock>, RunError> {
+    let path = root.join(format!(".lock-{id}"));
+    let me = format!("{} {}", host_name(), std::process::id());
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(me.as_bytes()).map_err(|e| io_error(&path, e))?;
+                return Ok(Some(CellLock(path)));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let mut words = holder.split_whitespace();
+                let (host, pid) = (words.next(), words.next());
+                let stale = host == Some(host_name().as_str())
+                    && pid.is_some_and(|p| !Path::new("/proc").join(p).exists());
+                if !stale {
+                    return Ok(None);
+                }
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(e) => return Err(io_error(&path, e)),
+        }
+    }
+    Ok(None)
+}
+
+/// What [`run_cell`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CellStatus {
+    /// The cell ran to the end now; a one-line summary of its final numbers.
+    Finished(String),
+    /// The cell had finished before; nothing ran.
+    AlreadyFinished,
+    /// Another live process holds the cell's lock; nothing ran.
+    Busy,
+}
+
+/// Runs cell `index` of `experiment` in this process on `device` (resuming a deep cell from
+/// its newest checkpoint), unless it has finished or another process is running it.
+///
+/// `progress(done, total)` follows the cell. A failure is recorded in
+/// `<root>/.failed-<id>.json` (removed again when the cell later finishes) and returned.
+///
+/// # Errors
+/// [`RunError::Config`] for an index outside the grid or a device that does not exist;
+/// otherwise the cell's error.
+pub fn run_cell(
+    experiment: &Experiment,
+    index: usize,
+    opts: &SweepOptions,
+    device: usize,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<CellStatus, RunError> {
+    let job = Job::at(experiment, index).ok_or_else(|| {
+        ConfigError::new(format!(
+            "--cell {index} does not exist: the experiment has cells 0 to {}",
+            experiment.len().saturating_sub(1)
+        ))
+    })?;
+    opts.backend.check_device(device)?;
+    let root = experiment_root(experiment, &opts.results_root);
+    std::fs::create_dir_all(&root).map_err(|e| io_error(&root, e))?;
+    let id = job.id().to_string();
+    if is_finished(&root, &id) {
+        return Ok(CellStatus::AlreadyFinished);
+    }
+    let Some(_lock) = lock_cell(&root, &id)? else {
+        return Ok(CellStatus::Busy);
+    };
+    if is_finished(&root, &id) {
+        return Ok(CellStatus::AlreadyFinished);
+    }
+    let (total, _) = job.length();
+    let total = total as u64;
+    let result = match job {
+        Job::Ufm(cell) => run_ufm_cell(
+            cell,
+            experiment,
+            &root,
+            opts.backend,
+            device,
+            &git_revision(),
+            |s| progress(s as u64, total),
         )
+        .map(|summary| {
+            format!(
+                "OF distance {:.4}, loss gap {:.2e}, {:.1}s",
+                summary.last.geometry.overall.of_distance, summary.loss_gap, summary.seconds
+            )
+        }),
+        Job::Deep(cell) => {
+            let data_dir = scl_data::DataDir::resolve(opts.data_dir.as_deref());
+            run_deep_cell(cell, &root, opts.backend, device, &data_dir, |e| {
+                progress(e as u64, total)
+            })
+            .map(|summary| match summary.outcome.metrics.last() {
+                Some(m) => format!(
+                    "OF distance {:.4}, balanced accuracy {:.3}, {:.1}s",
+                    m.geometry.overall.of_distance, m.balanced_accuracy, summary.seconds
+                ),
+                None => "no evaluated epoch".to_string(),
+            })
+        }
+    };
+    let failure = root.join(format!(".failed-{id}.json"));
+    match result {
+        Ok(line) => {
+            let _ = std::fs::remove_file(&failure);
+            Ok(CellStatus::Finished(line))
+        }
+        Err(e) => {
+            record_failure(&root, &id, &e.to_string());
+            Err(e)
+        }
+    }
+}
+
+/// A failed cell's record, `<root>/.failed-<id>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailureRecord {
+    /// The cell id.
+    pub cell_id: String,
+    /// The error, one sentence.
+    pub error: String,
+}
+
+/// Writes the failure record of cell `id` (best effort: a failure to write it is ignored).
+pub fn record_failure(root: &Path, id: &str, error: &str) {
+    let path = root.join(format!(".failed-{id}.json"));
+    let tmp = root.join(format!(".failed-{id}.json.tmp-{}", std::process::id()));
+    let record = FailureRecord {
+        cell_id: id.to_string(),
+        error: error.to_string(),
+    };
+    if write_json(&tmp, &record).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+}
+
+/// The failure records of the cells of `experiment` that have not finished, grid order.
+pub fn read_failures(experiment: &Experiment, root: &Path) -> Vec<(String, String)> {
+    experiment
+        .ids()
+        .into_iter()
+        .filter(|id| !is_finished(root, id))
+        .filter_map(|id| {
+            let text = std::fs::read_to_string(root.join(format!(".failed-{id}.json"))).ok()?;
+            let r: FailureRecord = serde_json::from_str(&text).ok()?;
+            Some((r.cell_id, r.error))
+        })
+        .collect()
+}
+
+/// Runs every unfinished cell of `experiment`, up to `opts.jobs` at once, each on a thread or
+/// in a child process (`opts.launcher`).
+///
+/// A failed cell is recorded and does not stop the others. The report is not written here
+/// (the `scl-report` crate renders it from the results folder).
+///
+/// # Errors
+/// A [`ConfigError`] when the backend is not available, a device does not exist, or the
+/// results folder holds another configuration under a cell's id; an I/O error message when
+/// the results folder cannot be written.
+pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOutcome, RunError> {
+    opts.backend.check_available()?;
+    let devices = if opts.devices.is_empty() {
+        vec![0]
+    } else {
+        opts.devices.clone()
+    };
+    for &d in &devices {
+        opts.backend.check_device(d)?;
+    }
+    let root = experiment_root(experiment, &opts.results_root);
+    check_results_dir(experiment, &root)?;
+    let pending: Vec<usize> = (0..experiment.len())
+        .filter(|&i| Job::at(experiment, i).is_some_and(|j| !is_finished(&root, j.id())))
         .collect();
     let skipped = experiment.len() - pending.len();
     std::fs::create_dir_all(&root).map_err(|e| io_error(&root, e))?;
-    let data_dir = scl_data::DataDir::resolve(opts.data_dir.as_deref());
 
-    let git = git_revision();
     let multi = MultiProgress::with_draw_target(if opts.progress {
         ProgressDrawTarget::stderr()
     } else {
@@ -160,7 +472,7 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
     let overall = multi.add(ProgressBar::new(pending.len() as u64));
     overall.set_style(
         ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} cells, {elapsed} elapsed, ETA {eta}",
+            "{prefix} [{bar:30}] {pos}/{len} cells done, {msg}{elapsed} elapsed, ETA {eta}",
         )
         .expect("static template")
         .progress_chars("=> "),
@@ -168,73 +480,67 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
     overall.set_prefix(experiment.folder_name());
 
     let next = AtomicUsize::new(0);
+    let running = AtomicUsize::new(0);
     let failed = Mutex::new(Vec::new());
+    let busy = Mutex::new(Vec::new());
     let jobs = opts.jobs.max(1).min(pending.len().max(1));
     std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| {
+        for slot in 0..jobs {
+            let device = devices[slot % devices.len()];
+            let (multi, overall, next, running, failed, busy, pending, root) = (
+                &multi, &overall, &next, &running, &failed, &busy, &pending, &root,
+            );
+            scope.spawn(move || {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(job) = pending.get(i) else { break };
-                    let (id, len, unit) = match job {
-                        Job::Ufm(c) => (&c.id, c.config.steps, "step"),
-                        Job::Deep(c) => (&c.id, c.config.epochs, "epoch"),
-                    };
-                    let bar = multi.insert_before(&overall, ProgressBar::new(len as u64));
+                    let Some(&index) = pending.get(i) else { break };
+                    let job = Job::at(experiment, index).expect("pending cells exist");
+                    let id = job.id().to_string();
+                    let (len, unit) = job.length();
+                    let bar = multi.insert_before(overall, ProgressBar::new(len as u64));
                     bar.set_style(
                         ProgressStyle::with_template(&format!(
-                            "  {{prefix:40}} [{{bar:20}}] {unit} {{pos}}/{{len}}"
+                            "  {{prefix:48}} [{{bar:20}}] {unit} {{pos}}/{{len}} {{elapsed}}"
                         ))
                         .expect("static template")
                         .progress_chars("=> "),
                     );
-                    bar.set_prefix(id.clone());
-                    let result = match job {
-                        Job::Ufm(cell) => {
-                            run_cell(cell, experiment, &root, opts.backend, &git, |s| {
-                                bar.set_position(s as u64)
-                            })
-                            .map(|summary| {
-                                format!(
-                                    "OF distance {:.4}, loss gap {:.2e}, {:.1}s",
-                                    summary.last.geometry.overall.of_distance,
-                                    summary.loss_gap,
-                                    summary.seconds
-                                )
-                            })
-                        }
-                        Job::Deep(cell) => {
-                            run_deep_cell(cell, &root, opts.backend, &data_dir, |e| {
-                                bar.set_position(e as u64)
-                            })
-                            .map(|summary| {
-                                match summary.outcome.metrics.last() {
-                                    Some(m) => format!(
-                                        "OF distance {:.4}, balanced accuracy {:.3}, {:.1}s",
-                                        m.geometry.overall.of_distance,
-                                        m.balanced_accuracy,
-                                        summary.seconds
-                                    ),
-                                    None => "no evaluated epoch".to_string(),
-                                }
-                            })
-                        }
+                    bar.set_prefix(format!("{id} (device {device})"));
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    overall.set_message(format!("{now} running, "));
+                    let result = match &opts.launcher {
+                        None => run_cell(experiment, index, opts, device, |done, _| {
+                            bar.set_position(done)
+                        })
+                        .map_err(|e| e.to_string()),
+                        Some(launcher) => run_child(launcher, root, index, &id, device, |done| {
+                            bar.set_position(done)
+                        }),
                     };
+                    let now = running.fetch_sub(1, Ordering::SeqCst) - 1;
+                    overall.set_message(format!("{now} running, "));
                     bar.finish_and_clear();
                     multi.remove(&bar);
                     overall.inc(1);
                     match result {
-                        Ok(line) => {
+                        Ok(CellStatus::Finished(line)) => {
                             if !opts.progress {
                                 eprintln!("finished {id}: {line}");
                             }
+                        }
+                        Ok(CellStatus::AlreadyFinished) => {}
+                        Ok(CellStatus::Busy) => {
+                            let _ = multi.println(format!(
+                                "cell {id} skipped: another process is running it"
+                            ));
+                            busy.lock().expect("no panics under the lock").push(id);
                         }
                         Err(e) => {
                             let _ = multi.println(format!("cell {id} failed: {e}"));
                             failed
                                 .lock()
                                 .expect("no worker panics while holding the lock")
-                                .push((id.clone(), e.to_string()));
+                                .push((id, e));
                         }
                     }
                 }
@@ -243,20 +549,89 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
     });
     overall.finish_and_clear();
 
-    let summaries = read_summaries(experiment, &root);
-    let deep_summaries = read_deep_summaries(experiment, &root);
     let failed = failed.into_inner().expect("workers have finished");
-    let report = root.join("report.md");
-    write_report(experiment, &summaries, &deep_summaries, &failed, &report)
-        .map_err(|e| io_error(&report, e))?;
+    let busy = busy.into_inner().expect("workers have finished");
     Ok(SweepOutcome {
-        ran: pending.len() - failed.len(),
+        ran: pending.len() - failed.len() - busy.len(),
         skipped,
+        busy,
         failed,
-        summaries,
-        deep_summaries,
-        report,
+        summaries: read_summaries(experiment, &root),
+        deep_summaries: read_deep_summaries(experiment, &root),
     })
+}
+
+/// Runs cell `index` in a child process made by `launcher`, relaying its progress lines;
+/// its stderr goes to `<root>/.logs/<id>.log`.
+fn run_child(
+    launcher: &Launcher,
+    root: &Path,
+    index: usize,
+    id: &str,
+    device: usize,
+    mut progress: impl FnMut(u64),
+) -> Result<CellStatus, String> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let logs = root.join(".logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let log_path = logs.join(format!("{id}.log"));
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut child = Command::new(&launcher.program)
+        .args(&launcher.args)
+        .args([
+            "--cell",
+            &index.to_string(),
+            "--device",
+            &device.to_string(),
+            "--supervised",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", launcher.program.display()))?;
+    // Keep the child's stdin open while it runs: it exits when this process dies.
+    let _stdin = child.stdin.take();
+    let mut status_line = None;
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some((done, _)) = ChildProtocol::parse_progress(&line) {
+                progress(done);
+            } else if let Some(rest) = line.strip_prefix("status ") {
+                status_line = Some(rest.to_string());
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for the cell's process: {e}"))?;
+    if status.success() {
+        return Ok(match status_line.as_deref() {
+            Some("busy") => CellStatus::Busy,
+            Some("already-finished") => CellStatus::AlreadyFinished,
+            Some(line) => CellStatus::Finished(line.trim_start_matches("finished ").to_string()),
+            None => CellStatus::Finished(String::new()),
+        });
+    }
+    // The child records its own error; a crash (panic, signal) leaves only its log.
+    let recorded = std::fs::read_to_string(root.join(format!(".failed-{id}.json")))
+        .ok()
+        .and_then(|t| serde_json::from_str::<FailureRecord>(&t).ok())
+        .map(|r| r.error);
+    let error = recorded.unwrap_or_else(|| {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail = log
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        let e = format!("the cell's process ended with {status}: {tail}");
+        record_failure(root, id, &e);
+        e
+    });
+    Err(error)
 }
 
 /// Summaries of the finished deep cells of `experiment`, in grid order.
@@ -282,6 +657,7 @@ fn run_deep_cell(
     cell: &DeepCell,
     root: &Path,
     backend: BackendKind,
+    device: usize,
     data_dir: &scl_data::DataDir,
     progress: impl FnMut(usize),
 ) -> Result<DeepSummary, RunError> {
@@ -294,7 +670,7 @@ fn run_deep_cell(
         backend: backend.name().to_string(),
         stop_after_epochs: None,
     };
-    let outcome = backend.train_deep(&cell.config, &opts, progress)?;
+    let outcome = backend.train_deep(device, &cell.config, &opts, progress)?;
     let summary = DeepSummary {
         cell_id: cell.id.clone(),
         config: cell.config.clone(),
@@ -318,16 +694,17 @@ pub fn read_summaries(experiment: &Experiment, root: &Path) -> Vec<RunSummary> {
     read_finished(experiment.cells.iter().map(|c| c.id.as_str()), root)
 }
 
-fn run_cell(
+fn run_ufm_cell(
     cell: &Cell,
     experiment: &Experiment,
     root: &Path,
     backend: BackendKind,
+    device: usize,
     git: &str,
     progress: impl FnMut(usize),
 ) -> Result<RunSummary, RunError> {
     let start = Instant::now();
-    let outcome: UfmOutcome = backend.run_ufm(&cell.config, progress)?;
+    let outcome: UfmOutcome = backend.run_ufm(device, &cell.config, progress)?;
     let seconds = start.elapsed().as_secs_f64();
 
     let tmp = root.join(format!(".tmp-{}-{}", cell.id, std::process::id()));
@@ -357,6 +734,7 @@ fn run_cell(
         seconds,
         backend: backend.name().to_string(),
         verdict: outcome.verdict.clone(),
+        class_mean_gram: outcome.final_gram.clone(),
     };
     write_json(&tmp.join("summary.json"), &summary)?;
     let dest = root.join(&cell.id);

@@ -102,6 +102,9 @@ pub struct UfmOutcome {
     pub orthogonal_frame_loss: f64,
     /// For a mini-batch run, the validator's verdict on every batch the run used.
     pub verdict: Option<Verdict>,
+    /// Gram matrix `M^T M` of the class means at the last logged point (`K` rows of `K`).
+    #[serde(default)]
+    pub final_gram: Vec<Vec<f64>>,
 }
 
 /// The name of a schedule as written in experiment files.
@@ -247,7 +250,7 @@ fn run_ufm_with<B: AutodiffBackend + SupConBackend>(
         loss_fn,
         minority,
     };
-    let (points, used) = match cfg.optimizer {
+    let (points, used, final_gram) = match cfg.optimizer {
         OptimizerKind::Adam => problem.optimise(model, AdamConfig::new().init(), &mut progress)?,
         OptimizerKind::Sgd => problem.optimise(
             model,
@@ -261,10 +264,15 @@ fn run_ufm_with<B: AutodiffBackend + SupConBackend>(
     Ok(UfmOutcome {
         points,
         verdict,
+        final_gram,
         orthogonal_frame_loss: orthogonal_frame_loss(&class_sizes, cfg.temperature),
         class_sizes,
     })
 }
+
+/// What an optimisation returns: the logged points, the mini-batches it used and the Gram
+/// matrix of the class means at the last logged point.
+type Optimised = (Vec<UfmPoint>, Vec<Vec<usize>>, Vec<Vec<f64>>);
 
 struct Problem<'a, B: AutodiffBackend + SupConBackend> {
     source: Batches<'a>,
@@ -281,9 +289,10 @@ impl<B: AutodiffBackend + SupConBackend> Problem<'_, B> {
         mut model: FreeFeatures<B>,
         mut optimizer: O,
         progress: &mut impl FnMut(usize),
-    ) -> Result<(Vec<UfmPoint>, Vec<Vec<usize>>), crate::RunError> {
+    ) -> Result<Optimised, crate::RunError> {
         let cfg = self.cfg;
         let mut points = Vec::new();
+        let mut final_gram = Vec::new();
         // Mini-batch position: the batches of the current epoch, and the next one to use.
         let mut used: Vec<Vec<usize>> = Vec::new();
         let mut epoch = 0u64;
@@ -314,6 +323,11 @@ impl<B: AutodiffBackend + SupConBackend> Problem<'_, B> {
                         geometry_summary(&embeddings, self.labels, cfg.num_classes, self.minority)
                             .map_err(|e| {
                                 crate::RunError::Other(format!("geometry at step {step}: {e}"))
+                            })?;
+                    final_gram =
+                        scl_geometry::class_mean_gram(&embeddings, self.labels, cfg.num_classes)
+                            .map_err(|e| {
+                                crate::RunError::Other(format!("gram at step {step}: {e}"))
                             })?;
                     points.push(UfmPoint {
                         step,
@@ -356,6 +370,6 @@ impl<B: AutodiffBackend + SupConBackend> Problem<'_, B> {
             model = optimizer.step(cfg.lr, model, grads);
             progress(step + 1);
         }
-        Ok((points, used))
+        Ok((points, used, final_gram))
     }
 }

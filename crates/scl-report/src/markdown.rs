@@ -1,22 +1,24 @@
-//! The markdown report of a sweep.
+//! The markdown text of a sweep report.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
-use crate::experiment::Experiment;
-use crate::sweep::{DeepSummary, RunSummary};
+use scl_train::experiment::Experiment;
+use scl_train::sweep::{DeepSummary, RunSummary};
+
+use crate::figures::Figure;
 
 /// Threshold used in the report's "reached" columns: the paper-level tolerance the issue
 /// asks about (OF or centred-ETF distance below 0.05). It only labels; it decides nothing.
 pub const REACHED: f64 = 0.05;
 
-/// Renders the report text.
+/// Renders the report text; `figures` are embedded (paths relative to the report).
 pub fn render_report(
     experiment: &Experiment,
     summaries: &[RunSummary],
     deep: &[DeepSummary],
     failed: &[(String, String)],
+    figures: &[Figure],
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Sweep report: {}\n", experiment.folder_name());
@@ -34,8 +36,11 @@ pub fn render_report(
         summaries.len() + deep.len(),
         experiment.len(),
         backends.into_iter().collect::<Vec<_>>().join(", "),
-        crate::sweep::git_revision()
+        scl_train::sweep::git_revision()
     );
+    if !figures.is_empty() {
+        render_figures(&mut s, figures);
+    }
     if !experiment.cells.is_empty() {
         let _ = writeln!(
             s,
@@ -177,7 +182,7 @@ pub fn render_report(
 /// "full" or "<schedule> B=<batch size>".
 fn batching(r: &RunSummary) -> String {
     match (r.config.schedule, r.config.batch_size) {
-        (Some(kind), Some(b)) => format!("{} B={b}", crate::ufm::schedule_name(kind)),
+        (Some(kind), Some(b)) => format!("{} B={b}", scl_train::ufm::schedule_name(kind)),
         _ => "full".to_string(),
     }
 }
@@ -204,22 +209,6 @@ fn verdict_text(v: Option<&scl_batching::Verdict>) -> String {
             format!("rejected: {}", failed.join("; "))
         }
     }
-}
-
-/// Writes the report to `path` (through a temporary file and a rename).
-///
-/// # Errors
-/// The I/O error of writing or renaming.
-pub fn write_report(
-    experiment: &Experiment,
-    summaries: &[RunSummary],
-    deep: &[DeepSummary],
-    failed: &[(String, String)],
-    path: &Path,
-) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("md.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, render_report(experiment, summaries, deep, failed))?;
-    std::fs::rename(&tmp, path)
 }
 
 /// The deep-network section: mean over seeds per setting, then every cell.
@@ -251,18 +240,18 @@ fn render_deep(s: &mut String, deep: &[DeepSummary]) {
         groups
             .entry((
                 r.outcome.dataset_title.clone(),
-                crate::experiment::serde_plain(&c.model),
+                scl_train::experiment::serde_plain(&c.model),
                 c.imbalance.label(),
-                crate::experiment::serde_plain(&c.final_activation),
-                crate::ufm::schedule_name(c.schedule).to_string(),
-                crate::experiment::serde_plain(&c.loss),
+                scl_train::experiment::serde_plain(&c.final_activation),
+                scl_train::ufm::schedule_name(c.schedule).to_string(),
+                scl_train::experiment::serde_plain(&c.loss),
             ))
             .or_default()
             .push(r);
     }
     for (key, runs) in &groups {
         let n = runs.len() as f64;
-        let mean = |f: &dyn Fn(&crate::deep::EpochMetrics) -> f64| {
+        let mean = |f: &dyn Fn(&scl_train::deep::EpochMetrics) -> f64| {
             runs.iter()
                 .filter_map(|r| r.outcome.metrics.last().map(f))
                 .sum::<f64>()
@@ -293,6 +282,7 @@ fn render_deep(s: &mut String, deep: &[DeepSummary]) {
             mean(&|m| m.balanced_accuracy),
         );
     }
+    render_balanced_accuracy(s, deep);
     let _ = writeln!(
         s,
         "\n### Every deep cell (OF distance at each evaluated epoch)\n"
@@ -320,6 +310,74 @@ fn render_deep(s: &mut String, deep: &[DeepSummary]) {
                 .last()
                 .map_or(f64::NAN, |m| m.balanced_accuracy),
             r.seconds
+        );
+    }
+}
+
+/// The figures, grouped by setting, each as a markdown image.
+fn render_figures(s: &mut String, figures: &[Figure]) {
+    let _ = writeln!(s, "## Figures\n");
+    let _ = writeln!(
+        s,
+        "One row of figures per setting (all axes but R, the final activation and the seed); \
+         curves are means over seeds, one per imbalance ratio R; left panel with the final \
+         ReLU, right without. The Gram heatmaps show `M^T M / max|M^T M|` of the final class \
+         means at the largest R (first seed): an orthogonal frame is a scaled identity.\n"
+    );
+    let mut last_group = None;
+    for f in figures {
+        if last_group != Some(&f.group) {
+            let _ = writeln!(s, "### {}\n", f.group);
+            last_group = Some(&f.group);
+        }
+        let _ = writeln!(s, "![{}]({})\n", f.title, f.relative_path);
+    }
+}
+
+/// Balanced test accuracy with and without the final ReLU, per setting and imbalance
+/// (means over seeds, last evaluated epoch): the paper's claim that ReLU costs no accuracy.
+fn render_balanced_accuracy(s: &mut String, deep: &[DeepSummary]) {
+    type Key = (String, String, String, String, String);
+    let mut rows: BTreeMap<Key, [Vec<f64>; 2]> = BTreeMap::new();
+    for r in deep {
+        let c = &r.config;
+        let Some(last) = r.outcome.metrics.last() else {
+            continue;
+        };
+        let key = (
+            r.outcome.dataset_title.clone(),
+            scl_train::experiment::serde_plain(&c.model),
+            scl_train::ufm::schedule_name(c.schedule).to_string(),
+            scl_train::experiment::serde_plain(&c.loss),
+            c.imbalance.label(),
+        );
+        let relu = scl_train::experiment::serde_plain(&c.final_activation) == "relu";
+        rows.entry(key).or_default()[usize::from(!relu)].push(last.balanced_accuracy);
+    }
+    let _ = writeln!(
+        s,
+        "\n### Balanced test accuracy, final ReLU vs none\n\n\
+         | dataset | model | schedule | loss | imbalance | ReLU | no ReLU | ReLU - no ReLU |\n\
+         |---|---|---|---|---|---|---|---|"
+    );
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    for (k, [with, without]) in &rows {
+        let (a, b) = (mean(with), mean(without));
+        let diff = match (a, b) {
+            (Some(a), Some(b)) => format!("{:+.2} points", 100.0 * (a - b)),
+            _ => "-".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {diff} |",
+            k.0,
+            k.1,
+            k.2,
+            k.3,
+            k.4,
+            show(a),
+            show(b)
         );
     }
 }
