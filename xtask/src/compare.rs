@@ -15,7 +15,7 @@ use scl_train::sweep::{
     stderr_is_terminal,
 };
 
-use crate::sweep::{config_error, prepare};
+use crate::sweep::{child_args, config_error, prepare};
 
 /// Arguments of `cargo xtask compare-backends`.
 #[derive(clap::Args, Debug)]
@@ -162,21 +162,13 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
             args.jobs,
             experiment_root(experiment, out).display()
         );
-        let mut child = vec![
-            "sweep".into(),
-            "--experiment".into(),
-            args.experiment.clone().into(),
-            "--backend".into(),
-            backend.name().into(),
-            "--out".into(),
-            out.clone().into(),
-        ];
-        if let Some(p) = &args.profile {
-            child.extend(["--profile".into(), p.into()]);
-        }
-        if let Some(d) = &args.data_dir {
-            child.extend(["--data-dir".into(), d.clone().into()]);
-        }
+        let child = child_args(
+            &args.experiment,
+            args.profile.as_deref(),
+            *backend,
+            out,
+            args.data_dir.as_deref(),
+        );
         let outcome = run_sweep(
             experiment,
             &SweepOptions {

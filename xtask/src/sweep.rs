@@ -127,21 +127,27 @@ fn check_datasets(experiment: &Experiment, data_dir: Option<&Path>) -> Result<()
 }
 
 /// The arguments a child cell process gets before `--cell I --device D --supervised`.
-fn child_args(args: &SweepArgs, backend: BackendKind) -> Vec<std::ffi::OsString> {
+pub fn child_args(
+    experiment: &Path,
+    profile: Option<&str>,
+    backend: BackendKind,
+    out: &Path,
+    data_dir: Option<&Path>,
+) -> Vec<std::ffi::OsString> {
     let mut v: Vec<std::ffi::OsString> = vec![
         "sweep".into(),
         "--experiment".into(),
-        args.experiment.clone().into(),
+        experiment.into(),
         "--backend".into(),
         backend.name().into(),
         "--out".into(),
-        args.out.clone().into(),
+        out.into(),
     ];
-    if let Some(p) = &args.profile {
+    if let Some(p) = profile {
         v.extend(["--profile".into(), p.into()]);
     }
-    if let Some(d) = &args.data_dir {
-        v.extend(["--data-dir".into(), d.clone().into()]);
+    if let Some(d) = data_dir {
+        v.extend(["--data-dir".into(), d.into()]);
     }
     v
 }
@@ -217,7 +223,13 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         jobs,
         launcher: Some(Launcher {
             program: std::env::current_exe()?,
-            args: child_args(&args, backend),
+            args: child_args(
+                &args.experiment,
+                args.profile.as_deref(),
+                backend,
+                &args.out,
+                args.data_dir.as_deref(),
+            ),
         }),
         ..opts
     };

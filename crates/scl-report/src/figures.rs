@@ -418,6 +418,27 @@ fn draw_heatmap(
     Ok(())
 }
 
+/// Draws a white PNG of `size` split into a left and a right panel, through a temporary file
+/// and a rename, so a reader never sees half a PNG.
+fn two_panel_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&[DrawingArea<BitMapBackend<'_>, Shift>]) -> Result<(), String>,
+) -> Result<(), String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}.png", std::process::id()));
+    {
+        let area = BitMapBackend::new(&tmp, size).into_drawing_area();
+        area.fill(&WHITE).map_err(draw_error(&tmp))?;
+        draw(&area.split_evenly((1, 2)))?;
+        area.present().map_err(draw_error(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(draw_error(path))
+}
+
 /// Draws every figure of a sweep into `<root>/figures/` and returns them, grouped by setting.
 ///
 /// Per setting: `<setting>-of_distance.png`, `-nc1.png`, `-mean_cosine.png` (two panels,
@@ -447,21 +468,15 @@ pub fn draw_figures(
         for (stem, title, y_label, log) in METRICS {
             let name = format!("{}-{stem}.png", slug(group));
             let path = dir.join(&name);
-            // Written to a temporary name, then renamed: a reader never sees half a PNG.
-            let tmp = dir.join(format!(".{name}.tmp-{}.png", std::process::id()));
-            {
-                let area = BitMapBackend::new(&tmp, (1400, 520)).into_drawing_area();
-                area.fill(&WHITE).map_err(draw_error(&tmp))?;
-                let panels = area.split_evenly((1, 2));
+            two_panel_png(&path, (1400, 520), |panels| {
                 for (panel, relu) in panels.iter().zip([true, false]) {
                     let curves = panel_curves(&traces, relu, stem);
                     let heading =
                         format!("{title}, {}", if relu { "final ReLU" } else { "no ReLU" });
                     draw_panel(panel, &heading, x_label, y_label, &curves, log)?;
                 }
-                area.present().map_err(draw_error(&tmp))?;
-            }
-            std::fs::rename(&tmp, &path).map_err(draw_error(&path))?;
+                Ok(())
+            })?;
             figures.push(Figure {
                 group: group.to_string(),
                 title: format!("{title}: {group}"),
@@ -484,11 +499,7 @@ pub fn draw_figures(
         if let (Some(with), Some(without)) = (pick(true), pick(false)) {
             let name = format!("{}-gram.png", slug(group));
             let path = dir.join(&name);
-            let tmp = dir.join(format!(".{name}.tmp-{}.png", std::process::id()));
-            {
-                let area = BitMapBackend::new(&tmp, (1100, 560)).into_drawing_area();
-                area.fill(&WHITE).map_err(draw_error(&tmp))?;
-                let panels = area.split_evenly((1, 2));
+            two_panel_png(&path, (1100, 560), |panels| {
                 draw_heatmap(
                     &panels[0],
                     &format!("final ReLU, {} (seed {})", with.curve, with.seed),
@@ -498,10 +509,8 @@ pub fn draw_figures(
                     &panels[1],
                     &format!("no ReLU, {} (seed {})", without.curve, without.seed),
                     &without.gram,
-                )?;
-                area.present().map_err(draw_error(&tmp))?;
-            }
-            std::fs::rename(&tmp, &path).map_err(draw_error(&path))?;
+                )
+            })?;
             figures.push(Figure {
                 group: group.to_string(),
                 title: format!("Gram matrix of the class means at {}: {group}", with.curve),
