@@ -121,34 +121,21 @@ fn check(
     );
 }
 
-fn imbalanced(n: usize) -> Vec<i64> {
-    (0..n)
-        .map(|i| if i % 7 < 5 { 0 } else { 1 + (i % 3) as i64 })
-        .collect()
-}
-
 #[test]
 fn wgpu_kernel_matches_the_reference_on_awkward_sizes() {
     if !wgpu_available() {
         return;
     }
-    let mut seed = 100;
-    for n in [1usize, 2, 31, 257, 1031] {
-        for d in [3usize, 8, 128] {
-            for tau in [0.005, 0.1, 1.0] {
-                seed += 1;
-                let y = imbalanced(n);
-                check(
-                    [n, 1, d],
-                    Some(&y),
-                    tau,
-                    ContrastMode::All,
-                    NoPositivePolicy::CountAsZero,
-                    seed,
-                );
-            }
-        }
-    }
+    parity::awkward_sizes(&[1, 2, 31, 257, 1031], 100, |shape, y, tau, seed| {
+        check(
+            shape,
+            Some(y),
+            tau,
+            ContrastMode::All,
+            NoPositivePolicy::CountAsZero,
+            seed,
+        )
+    });
 }
 
 #[test]
@@ -156,19 +143,13 @@ fn wgpu_kernel_matches_the_reference_on_every_option() {
     if !wgpu_available() {
         return;
     }
-    let one_member: Vec<i64> = vec![0, 0, 1, 2, 2, 2, 3, 0, 2, 2, 0];
-    let distinct: Vec<i64> = (0..11).collect();
-    let mut seed = 500;
-    for mode in [ContrastMode::All, ContrastMode::One] {
-        for policy in [NoPositivePolicy::CountAsZero, NoPositivePolicy::Exclude] {
-            for y in [Some(&one_member[..]), Some(&distinct[..]), None] {
-                seed += 1;
-                check([11, 3, 8], y, 0.1, mode, policy, seed);
-                check([11, 1, 8], y, 0.1, mode, policy, seed);
-            }
-        }
-    }
-    let y = imbalanced(300);
+    parity::every_option(
+        [ContrastMode::All, ContrastMode::One],
+        [NoPositivePolicy::CountAsZero, NoPositivePolicy::Exclude],
+        500,
+        |shape, y, mode, policy, seed| check(shape, y, 0.1, mode, policy, seed),
+    );
+    let y = parity::imbalanced(300);
     check(
         [300, 2, 16],
         Some(&y),

@@ -11,11 +11,11 @@ use scl_train::ConfigError;
 use scl_train::backend::BackendKind;
 use scl_train::experiment::Experiment;
 use scl_train::sweep::{
-    Launcher, SweepOptions, experiment_root, read_deep_summaries, read_summaries, run_sweep,
-    stderr_is_terminal,
+    Launcher, SweepOptions, experiment_root, read_deep_summaries, read_metrics_csv, read_summaries,
+    run_sweep, stderr_is_terminal,
 };
 
-use crate::sweep::{child_args, config_error, prepare};
+use crate::sweep::{check_datasets, child_args, config_error, prepare};
 
 /// Arguments of `cargo xtask compare-backends`.
 #[derive(clap::Args, Debug)]
@@ -53,17 +53,6 @@ struct Measured {
     examples_per_step: usize,
 }
 
-fn ufm_losses(root: &Path, id: &str) -> Vec<(usize, f64)> {
-    let text = std::fs::read_to_string(root.join(id).join("metrics.csv")).unwrap_or_default();
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut v = l.split(',');
-            Some((v.next()?.parse().ok()?, v.next()?.parse().ok()?))
-        })
-        .collect()
-}
-
 fn measure(experiment: &Experiment, root: &Path) -> BTreeMap<String, Measured> {
     let mut out = BTreeMap::new();
     for s in read_summaries(experiment, root) {
@@ -72,7 +61,10 @@ fn measure(experiment: &Experiment, root: &Path) -> BTreeMap<String, Measured> {
         out.insert(
             s.cell_id.clone(),
             Measured {
-                losses: ufm_losses(root, &s.cell_id),
+                losses: read_metrics_csv(root, &s.cell_id)
+                    .iter()
+                    .map(|r| (r.step, r.loss))
+                    .collect(),
                 of_distance: g.of_distance,
                 nc1: g.nc1,
                 mean_cosine: g.mean_cosine,
@@ -142,17 +134,13 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     let mut plans = Vec::new();
     for name in &args.backends {
         let out = base.join(name);
-        match prepare(
-            &args.experiment,
-            args.profile.as_deref(),
-            name,
-            &[0],
-            &out,
-            args.data_dir.as_deref(),
-        ) {
+        match prepare(&args.experiment, args.profile.as_deref(), name, &[0], &out) {
             Ok((experiment, backend)) => plans.push((experiment, backend, out)),
             Err(code) => return Ok(code),
         }
+    }
+    if let Err(code) = check_datasets(&plans[0].0, args.data_dir.as_deref()) {
+        return Ok(code);
     }
     let mut failed = 0;
     for (experiment, backend, out) in &plans {

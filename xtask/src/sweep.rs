@@ -79,9 +79,9 @@ pub fn config_error(e: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// The checks shared by `sweep`, `slurm` and `compare-backends`: the backend and its devices
-/// exist, the experiment parses, the results folder holds no other configuration under a
-/// cell id, the deep cells' datasets are present. Nothing is written.
+/// The checks shared by `sweep` and `compare-backends`: the backend and its devices exist, the
+/// experiment parses, the results folder holds no other configuration under a cell id.
+/// Nothing is written.
 ///
 /// # Errors
 /// The exit code 2 after printing one sentence.
@@ -91,7 +91,6 @@ pub fn prepare(
     backend: &str,
     devices: &[usize],
     out: &Path,
-    data_dir: Option<&Path>,
 ) -> Result<(Experiment, BackendKind), ExitCode> {
     let backend: BackendKind = backend.parse().map_err(|e| config_error(&e))?;
     backend.check_available().map_err(|e| config_error(&e))?;
@@ -101,12 +100,15 @@ pub fn prepare(
     let experiment = Experiment::load(experiment, profile).map_err(|e| config_error(&e))?;
     check_results_dir(&experiment, &experiment_root(&experiment, out))
         .map_err(|e| config_error(&e))?;
-    check_datasets(&experiment, data_dir)?;
     Ok((experiment, backend))
 }
 
-/// The datasets of deep cells must be present and verified before anything runs.
-fn check_datasets(experiment: &Experiment, data_dir: Option<&Path>) -> Result<(), ExitCode> {
+/// The datasets of deep cells must be present and verified before anything runs (a dry run
+/// needs none).
+///
+/// # Errors
+/// The exit code 2 after printing what is missing and how to get it.
+pub fn check_datasets(experiment: &Experiment, data_dir: Option<&Path>) -> Result<(), ExitCode> {
     let data_dir = scl_data::DataDir::resolve(data_dir);
     let mut datasets: Vec<&str> = experiment
         .deep_cells
@@ -175,7 +177,6 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         &args.backend,
         &devices,
         &args.out,
-        args.data_dir.as_deref(),
     ) {
         Ok(v) => v,
         Err(code) => return Ok(code),
@@ -195,6 +196,9 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
             println!("{index:>4}  {state}  {id}");
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Err(code) = check_datasets(&experiment, args.data_dir.as_deref()) {
+        return Ok(code);
     }
     let opts = SweepOptions {
         results_root: args.out.clone(),

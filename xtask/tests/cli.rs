@@ -228,37 +228,79 @@ fn runner_bad_inputs_exit_2_and_write_nothing() {
         assert!(!wrote, "{expected}: nothing may be written");
     }
 
-    // A results folder holding another configuration under a cell's id.
+    // A results folder holding another configuration under a cell's id: a finished run whose
+    // stored configuration differs in one value (as after editing a file by hand).
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("exp.toml"), GOOD).unwrap();
-    let listed = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .current_dir(dir.path())
-        .args(["sweep", "--experiment", "exp.toml", "--dry-run"])
-        .output()
-        .unwrap();
-    let first = String::from_utf8_lossy(&listed.stdout)
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().last().map(str::to_string))
-        .unwrap();
-    let cell = dir.path().join("runs/cli").join(&first);
-    std::fs::create_dir_all(&cell).unwrap();
-    let other = GOOD.replace("steps = 2", "steps = 3");
-    let stored = serde_json::json!({
-        "cell_id": first,
-        "config": toml::from_str::<toml::Value>(&other).unwrap()["base"].clone(),
-    });
-    std::fs::write(cell.join("config.json"), stored.to_string()).unwrap();
+    let (code, err) = xtask(dir.path(), &["sweep", "--experiment", "exp.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let root = dir.path().join("runs/cli");
+    let (first, _) = finished(&root).into_iter().next().unwrap();
+    let config = root.join(&first).join("config.json");
+    let mut stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    // Rewritten unchanged, the run is accepted (and skipped).
+    std::fs::write(&config, stored.to_string()).unwrap();
+    let (code, err) = xtask(dir.path(), &["sweep", "--experiment", "exp.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("0 cells ran, 2 were already finished"),
+        "{err}"
+    );
+    stored["config"]["steps"] = serde_json::json!(3);
+    std::fs::write(&config, stored.to_string()).unwrap();
+    let before = std::fs::read_to_string(root.join("report.md")).unwrap();
     let (code, err) = xtask(dir.path(), &["sweep", "--experiment", "exp.toml"]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("holds a run of a different configuration under the same cell id"),
+        err.contains(&format!(
+            "{first} holds a run of a different configuration under the same cell id"
+        )),
         "{err}"
     );
-    let entries = std::fs::read_dir(dir.path().join("runs/cli"))
-        .unwrap()
-        .count();
-    assert_eq!(entries, 1, "nothing but the planted folder");
+    assert_eq!(
+        std::fs::read_to_string(root.join("report.md")).unwrap(),
+        before,
+        "nothing written"
+    );
+}
+
+#[test]
+fn a_dry_run_lists_cells_whose_dataset_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = KILLABLE.replace("sklearn-digits", "mnist");
+    std::fs::write(dir.path().join("exp.toml"), text).unwrap();
+    let empty = dir.path().join("no-data");
+    std::fs::create_dir(&empty).unwrap();
+    let data = empty.to_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(dir.path())
+        .args([
+            "sweep",
+            "--experiment",
+            "exp.toml",
+            "--dry-run",
+            "--data-dir",
+            data,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listed.lines().count(), 4, "{listed}");
+    assert!(listed.lines().all(|l| l.contains("pending")), "{listed}");
+    // Running it stops before anything is written, naming the download command.
+    let (code, err) = xtask(
+        dir.path(),
+        &["sweep", "--experiment", "exp.toml", "--data-dir", data],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cargo xtask data fetch mnist"), "{err}");
+    assert!(!dir.path().join("runs").exists());
 }
 
 /// An experiment of two UFM cells and two deep cells with checkpoints every 2 epochs.
@@ -386,6 +428,17 @@ fn a_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_results() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before = finished(&root);
+    // The first checkpoint of the interrupted cell, which a resumed run keeps as it is.
+    let (partial, first_checkpoint) = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.strip_prefix(".partial-")?.to_string();
+            let state = e.path().join("checkpoints/epoch-0002/state.json");
+            Some((id, std::fs::metadata(state).ok()?.modified().ok()?))
+        })
+        .expect("the interrupted cell has its epoch-2 checkpoint");
     assert_eq!(
         before.len(),
         2,
@@ -406,6 +459,14 @@ fn a_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_results() {
         let again = after.iter().find(|(i, _)| i == id).unwrap();
         assert_eq!(&again.1, t, "{id} ran again after it had finished");
     }
+    let kept = root
+        .join(&partial)
+        .join("checkpoints/epoch-0002/state.json");
+    assert_eq!(
+        std::fs::metadata(kept).unwrap().modified().unwrap(),
+        first_checkpoint,
+        "the interrupted cell resumed from its checkpoint instead of starting again"
+    );
     assert_eq!(results(&root), expected);
 }
 

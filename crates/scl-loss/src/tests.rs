@@ -175,41 +175,26 @@ fn check_fused_against_reference(
 
 #[test]
 fn fused_cpu_matches_the_reference_on_awkward_sizes_and_every_option() {
-    let imbalanced = |n: usize| -> Vec<i64> {
-        (0..n)
-            .map(|i| if i % 7 < 5 { 0 } else { 1 + (i % 3) as i64 })
-            .collect()
-    };
-    let mut seed = 0;
-    for n in [1usize, 2, 31, 257] {
-        for d in [3usize, 8, 128] {
-            for tau in [0.005, 0.1, 1.0] {
-                seed += 1;
-                let y = imbalanced(n);
-                check_fused_against_reference(
-                    [n, 1, d],
-                    Some(&y),
-                    tau,
-                    ContrastMode::All,
-                    NoPositivePolicy::CountAsZero,
-                    seed,
-                );
-            }
-        }
-    }
+    parity::awkward_sizes(&[1, 2, 31, 257], 0, |shape, y, tau, seed| {
+        check_fused_against_reference(
+            shape,
+            Some(y),
+            tau,
+            ContrastMode::All,
+            NoPositivePolicy::CountAsZero,
+            seed,
+        )
+    });
     // Multi-view, both contrast modes and policies, a class with one member, all distinct.
-    let one_member: Vec<i64> = vec![0, 0, 1, 2, 2, 2, 3, 0, 2, 2, 0];
-    let distinct: Vec<i64> = (0..11).collect();
-    for mode in [ContrastMode::All, ContrastMode::One] {
-        for policy in [NoPositivePolicy::CountAsZero, NoPositivePolicy::Exclude] {
-            for y in [Some(&one_member[..]), Some(&distinct[..]), None] {
-                seed += 1;
-                check_fused_against_reference([11, 3, 8], y, 0.1, mode, policy, seed);
-                check_fused_against_reference([11, 1, 8], y, 0.1, mode, policy, seed);
-            }
-        }
-    }
-    let y = imbalanced(1031);
+    parity::every_option(
+        [ContrastMode::All, ContrastMode::One],
+        [NoPositivePolicy::CountAsZero, NoPositivePolicy::Exclude],
+        100,
+        |shape, y, mode, policy, seed| {
+            check_fused_against_reference(shape, y, 0.1, mode, policy, seed)
+        },
+    );
+    let y = parity::imbalanced(1031);
     check_fused_against_reference(
         [1031, 2, 16],
         Some(&y),

@@ -119,36 +119,6 @@ fn group_of(kind: &str, axes: &[(String, String)]) -> String {
     }
 }
 
-/// Reads `metrics.csv` of a UFM cell: step and the overall geometry.
-fn read_ufm_points(root: &Path, id: &str) -> Vec<Point> {
-    let Ok(text) = std::fs::read_to_string(root.join(id).join("metrics.csv")) else {
-        return Vec::new();
-    };
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name);
-    let (Some(s), Some(o), Some(n), Some(c)) = (
-        col("step"),
-        col("of_distance"),
-        col("nc1"),
-        col("mean_cosine"),
-    ) else {
-        return Vec::new();
-    };
-    lines
-        .filter_map(|line| {
-            let v: Vec<&str> = line.split(',').collect();
-            let num = |i: usize| v.get(i)?.parse::<f64>().ok();
-            Some(Point {
-                x: num(s)?,
-                of_distance: num(o)?,
-                nc1: num(n)?,
-                mean_cosine: num(c)?,
-            })
-        })
-        .collect()
-}
-
 fn traces(
     experiment: &Experiment,
     root: &Path,
@@ -166,7 +136,15 @@ fn traces(
             curve: format!("R={}", s.config.ratio),
             order: s.config.ratio,
             seed: s.config.seed,
-            points: read_ufm_points(root, &s.cell_id),
+            points: scl_train::sweep::read_metrics_csv(root, &s.cell_id)
+                .iter()
+                .map(|r| Point {
+                    x: r.step as f64,
+                    of_distance: r.of_distance,
+                    nc1: r.nc1,
+                    mean_cosine: r.mean_cosine,
+                })
+                .collect(),
             gram: s.class_mean_gram.clone(),
             x_label: "step",
         });

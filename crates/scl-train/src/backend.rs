@@ -160,29 +160,33 @@ impl BackendKind {
     }
 }
 
-/// The wgpu adapters in wgpu's enumeration order, as Burn devices.
+/// The wgpu adapters in wgpu's enumeration order, as Burn devices (enumerated once per
+/// process: it creates a wgpu instance).
 #[cfg(feature = "wgpu")]
-fn wgpu_devices() -> Vec<burn::backend::wgpu::WgpuDevice> {
+fn wgpu_devices() -> &'static [burn::backend::wgpu::WgpuDevice] {
     use burn::backend::wgpu::graphics::{AutoGraphicsApi, GraphicsApi};
     use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
     use burn_cubecl::cubecl::Runtime;
-    let mut seen = [0usize; 3];
-    <WgpuRuntime as Runtime>::enumerate_all_devices(&AutoGraphicsApi::backend())
-        .into_iter()
-        .map(|id| {
-            let mut next = |t: usize| {
-                seen[t] += 1;
-                seen[t] - 1
-            };
-            match id.type_id {
-                0 => WgpuDevice::DiscreteGpu(next(0)),
-                1 => WgpuDevice::IntegratedGpu(next(1)),
-                2 => WgpuDevice::VirtualGpu(next(2)),
-                3 => WgpuDevice::Cpu,
-                _ => WgpuDevice::DefaultDevice,
-            }
-        })
-        .collect()
+    static DEVICES: std::sync::OnceLock<Vec<WgpuDevice>> = std::sync::OnceLock::new();
+    DEVICES.get_or_init(|| {
+        let mut seen = [0usize; 3];
+        <WgpuRuntime as Runtime>::enumerate_all_devices(&AutoGraphicsApi::backend())
+            .into_iter()
+            .map(|id| {
+                let mut next = |t: usize| {
+                    seen[t] += 1;
+                    seen[t] - 1
+                };
+                match id.type_id {
+                    0 => WgpuDevice::DiscreteGpu(next(0)),
+                    1 => WgpuDevice::IntegratedGpu(next(1)),
+                    2 => WgpuDevice::VirtualGpu(next(2)),
+                    3 => WgpuDevice::Cpu,
+                    _ => WgpuDevice::DefaultDevice,
+                }
+            })
+            .collect()
+    })
 }
 
 /// Runs `$body` with `$B` the autodiff backend of `$kind` and `$dev` its device `$index`
@@ -200,7 +204,7 @@ macro_rules! with_backend {
             #[cfg(feature = "wgpu")]
             BackendKind::Wgpu => {
                 type $B = burn::backend::Autodiff<burn::backend::Wgpu>;
-                let $dev = wgpu_devices().swap_remove($index);
+                let $dev = wgpu_devices()[$index].clone();
                 $body
             }
             #[cfg(feature = "cuda")]

@@ -190,33 +190,20 @@ pub fn check_results_dir(experiment: &Experiment, root: &Path) -> Result<(), Con
     let ufm = experiment
         .cells
         .iter()
-        .map(|c| (c.id.as_str(), serde_json::to_value(&c.config)));
+        .map(|c| (c.id.as_str(), same_config(&c.config)));
     let deep = experiment
         .deep_cells
         .iter()
-        .map(|c| (c.id.as_str(), serde_json::to_value(&c.config)));
-    for (id, expected) in ufm.chain(deep) {
-        let expected = expected.expect("configurations serialise to JSON");
+        .map(|c| (c.id.as_str(), same_config(&c.config)));
+    for (id, same) in ufm.chain(deep) {
         for dir in [root.join(id), root.join(format!(".partial-{id}"))] {
-            let file = dir.join("config.json");
-            let Ok(text) = std::fs::read_to_string(&file) else {
+            let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else {
                 continue;
             };
             let stored = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
                 .and_then(|v| v.get("config").cloned());
-            let same = match (&stored, experiment.cells.iter().find(|c| c.id == id)) {
-                (Some(v), Some(_)) => serde_json::from_value::<UfmConfig>(v.clone())
-                    .ok()
-                    .and_then(|c| serde_json::to_value(c).ok())
-                    .is_some_and(|v| v == expected),
-                (Some(v), None) => serde_json::from_value::<crate::deep::DeepConfig>(v.clone())
-                    .ok()
-                    .and_then(|c| serde_json::to_value(c).ok())
-                    .is_some_and(|v| v == expected),
-                (None, _) => false,
-            };
-            if !same {
+            if !stored.is_some_and(&same) {
                 return Err(ConfigError::new(format!(
                     "{} holds a run of a different configuration under the same cell id: \
                      move it away or choose another --out",
@@ -226,6 +213,20 @@ pub fn check_results_dir(experiment: &Experiment, root: &Path) -> Result<(), Con
         }
     }
     Ok(())
+}
+
+/// A test of a stored `config` value against `config`: read back as `T` (so fields added
+/// later with defaults compare equal) and compared as JSON.
+fn same_config<T: Serialize + serde::de::DeserializeOwned + 'static>(
+    config: &T,
+) -> Box<dyn Fn(serde_json::Value) -> bool> {
+    let expected = serde_json::to_value(config).expect("configurations serialise to JSON");
+    Box::new(move |stored| {
+        serde_json::from_value::<T>(stored)
+            .ok()
+            .and_then(|c| serde_json::to_value(c).ok())
+            .is_some_and(|v| v == expected)
+    })
 }
 
 /// The cell at `index` of `experiment` (UFM cells first, as in [`Experiment::ids`]).
@@ -750,6 +751,54 @@ fn run_ufm_cell(
 pub const METRICS_HEADER: &str = "step,loss,of_distance,etf_distance,nc1,mean_cosine,norm_ratio,\
 majority_of_distance,majority_mean_cosine,majority_nc1,\
 minority_of_distance,minority_mean_cosine,minority_nc1";
+
+/// The overall columns of one row of a UFM cell's `metrics.csv`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricsRow {
+    /// Optimisation step.
+    pub step: usize,
+    /// Full-batch loss.
+    pub loss: f64,
+    /// OF distance of the class means.
+    pub of_distance: f64,
+    /// NC1.
+    pub nc1: f64,
+    /// Mean off-diagonal cosine of the class means.
+    pub mean_cosine: f64,
+}
+
+/// Reads `<root>/<id>/metrics.csv` of a UFM cell (columns found by name in its header);
+/// empty when the file is missing or has no such columns.
+pub fn read_metrics_csv(root: &Path, id: &str) -> Vec<MetricsRow> {
+    let Ok(text) = std::fs::read_to_string(root.join(id).join("metrics.csv")) else {
+        return Vec::new();
+    };
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(s), Some(l), Some(o), Some(n), Some(c)) = (
+        col("step"),
+        col("loss"),
+        col("of_distance"),
+        col("nc1"),
+        col("mean_cosine"),
+    ) else {
+        return Vec::new();
+    };
+    lines
+        .filter_map(|line| {
+            let v: Vec<&str> = line.split(',').collect();
+            let num = |i: usize| v.get(i)?.parse::<f64>().ok();
+            Some(MetricsRow {
+                step: v.get(s)?.parse().ok()?,
+                loss: num(l)?,
+                of_distance: num(o)?,
+                nc1: num(n)?,
+                mean_cosine: num(c)?,
+            })
+        })
+        .collect()
+}
 
 fn write_metrics_csv(path: &Path, outcome: &UfmOutcome) -> Result<(), RunError> {
     let mut out = String::from(METRICS_HEADER);

@@ -37,3 +37,51 @@ pub fn assert_matches_reference(
         );
     }
 }
+
+/// Labels over 4 classes, 5:1:1:1 (class 0 the majority).
+pub fn imbalanced(n: usize) -> Vec<i64> {
+    (0..n)
+        .map(|i| if i % 7 < 5 { 0 } else { 1 + (i % 3) as i64 })
+        .collect()
+}
+
+/// The sizes every kernel is checked on: `n` in `ns` (not multiples of any tile or cube
+/// size), `d` in {3, 8, 128}, temperatures {0.005, 0.1, 1}, imbalanced labels, one view.
+/// Calls `check(shape, labels, temperature, seed)` with seeds `seed + 1, seed + 2, ..`.
+pub fn awkward_sizes(
+    ns: &[usize],
+    mut seed: u64,
+    mut check: impl FnMut([usize; 3], &[i64], f64, u64),
+) {
+    for &n in ns {
+        for d in [3usize, 8, 128] {
+            for tau in [0.005, 0.1, 1.0] {
+                seed += 1;
+                check([n, 1, d], &imbalanced(n), tau, seed);
+            }
+        }
+    }
+}
+
+/// The options every kernel is checked on, at 11 samples with 1 and 3 views: each contrast
+/// mode and no-positive policy given, with labels that leave a class with one member, with all
+/// labels distinct, and without labels (SimCLR). Calls `check(shape, labels, mode, policy,
+/// seed)` with seeds `seed + 1, ..` (each shape twice per seed: 3 views, then 1).
+pub fn every_option<M: Copy, P: Copy>(
+    modes: [M; 2],
+    policies: [P; 2],
+    mut seed: u64,
+    mut check: impl FnMut([usize; 3], Option<&[i64]>, M, P, u64),
+) {
+    let one_member: Vec<i64> = vec![0, 0, 1, 2, 2, 2, 3, 0, 2, 2, 0];
+    let distinct: Vec<i64> = (0..11).collect();
+    for mode in modes {
+        for policy in policies {
+            for y in [Some(&one_member[..]), Some(&distinct[..]), None] {
+                seed += 1;
+                check([11, 3, 8], y, mode, policy, seed);
+                check([11, 1, 8], y, mode, policy, seed);
+            }
+        }
+    }
+}
