@@ -5,14 +5,10 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
-use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Distribution, Int, Tensor};
-use scl_loss::{Implementation, SupConBackend, SupConLossConfig};
 use scl_train::backend::BackendKind;
 
-use crate::alloc_counter;
+use crate::loss_timing::{Cell, FUSED_PASSES, REFERENCE_PASSES, flops, measure_on};
 
 /// Arguments of `cargo xtask bench loss`.
 #[derive(clap::Args, Debug)]
@@ -43,16 +39,6 @@ pub struct BenchArgs {
     out: PathBuf,
 }
 
-/// One measurement: median seconds and memory in MiB.
-type Cell = (f64, f64);
-
-struct Row {
-    backend: BackendKind,
-    n: usize,
-    reference: Option<Cell>,
-    fused: Cell,
-}
-
 /// How memory is measured on a backend.
 fn memory_note(backend: BackendKind) -> &'static str {
     match backend {
@@ -65,107 +51,11 @@ fn memory_note(backend: BackendKind) -> &'static str {
     }
 }
 
-/// Releases the unused pages of the device memory pool (nothing on the CPU backend).
-fn device_cleanup(backend: BackendKind) {
-    match backend {
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => scl_loss::fused::cube::device_memory_cleanup::<
-            burn::backend::wgpu::WgpuRuntime,
-        >(&Default::default()),
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => scl_loss::fused::cube::device_memory_cleanup::<
-            cubecl::cuda::CudaRuntime,
-        >(&Default::default()),
-        _ => {}
-    }
-}
-
-/// Device memory reserved by the CubeCL memory pool, in bytes (0 on the CPU backend).
-fn device_reserved(backend: BackendKind) -> u64 {
-    match backend {
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => scl_loss::fused::cube::device_memory_reserved::<
-            burn::backend::wgpu::WgpuRuntime,
-        >(&Default::default()),
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => scl_loss::fused::cube::device_memory_reserved::<
-            cubecl::cuda::CudaRuntime,
-        >(&Default::default()),
-        _ => 0,
-    }
-}
-
-/// Median seconds and memory (MiB beyond the inputs) of forward + backward.
-fn measure<B: AutodiffBackend + SupConBackend>(
+struct Row {
     backend: BackendKind,
     n: usize,
-    d: usize,
-    repeats: usize,
-    fused: bool,
-) -> Cell {
-    let device = Default::default();
-    let features =
-        Tensor::<B, 3>::random([n, 1, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
-    let labels = Tensor::<B, 1, Int>::from_ints(
-        (0..n as i64).map(|i| i % 10).collect::<Vec<_>>().as_slice(),
-        &device,
-    );
-    // tau = 0.1 as in the paper; unscaled loss; features normalised inside the loss.
-    let loss = SupConLossConfig::new()
-        .with_temperature(0.1)
-        .with_base_temperature(0.1)
-        .with_normalize(true)
-        .with_implementation(if fused {
-            Implementation::Fused
-        } else {
-            Implementation::Reference
-        })
-        .init();
-    // Reading the gradient back waits for the device, so GPU times are complete.
-    let run = || {
-        let value = loss.forward(features.clone(), Some(labels.clone()));
-        let grads = value.backward();
-        let g = features.grad(&grads).expect("a gradient");
-        let _ = g.into_data();
-    };
-    run(); // warm-up: kernel compilation, autotuning, thread pools
-    device_cleanup(backend);
-    let reserved_before = device_reserved(backend);
-    let mut times = Vec::new();
-    let mut peak = 0usize;
-    for _ in 0..repeats.max(1) {
-        let base = alloc_counter::reset_peak();
-        let start = Instant::now();
-        run();
-        times.push(start.elapsed().as_secs_f64());
-        peak = peak.max(alloc_counter::peak().saturating_sub(base));
-    }
-    times.sort_by(f64::total_cmp);
-    let memory = match backend {
-        BackendKind::Ndarray => peak as f64,
-        _ => device_reserved(backend).saturating_sub(reserved_before) as f64,
-    };
-    (times[times.len() / 2], memory / (1024.0 * 1024.0))
-}
-
-/// Runs [`measure`] on the named backend with autodiff.
-fn measure_on(backend: BackendKind, n: usize, d: usize, repeats: usize, fused: bool) -> Cell {
-    match backend {
-        #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => measure::<burn::backend::Autodiff<burn::backend::NdArray>>(
-            backend, n, d, repeats, fused,
-        ),
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => {
-            measure::<burn::backend::Autodiff<burn::backend::Wgpu>>(backend, n, d, repeats, fused)
-        }
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => {
-            measure::<burn::backend::Autodiff<burn::backend::Cuda>>(backend, n, d, repeats, fused)
-        }
-        #[allow(unreachable_patterns)]
-        _ => unreachable!("the backend list holds compiled backends only"),
-    }
+    reference: Option<Cell>,
+    fused: Cell,
 }
 
 /// The assumed floating-point peak of this machine in GFLOP/s, and how it was derived.
@@ -277,17 +167,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }))?,
     )?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Similarity passes of `2 N^2 d` flops: the reference does one matmul forward and two in
-/// the backward; the fused path one forward and two backward (the similarities again and the
-/// weighted sum; the CPU kernel gets both gradient terms from one tile by symmetry, the
-/// CubeCL path computes `W Z` and `W^T Z` separately, i.e. one pass more).
-const REFERENCE_PASSES: f64 = 3.0;
-const FUSED_PASSES: f64 = 3.0;
-
-fn flops(n: usize, d: usize, passes: f64) -> f64 {
-    passes * 2.0 * (n * n * d) as f64
 }
 
 fn render(args: &BenchArgs, rows: &[Row], peak: f64, peak_text: &str) -> String {

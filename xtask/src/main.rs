@@ -16,13 +16,20 @@
 //! - `cargo xtask data check [--data-dir D]`: every dataset, present / verified, per-class
 //!   counts; `cargo xtask data fetch NAME|all` downloads missing files (md5-verified).
 //!
+//! - `cargo xtask gpu-bundle [--out dist/gpu-bundle]`: a folder a GPU machine without a Rust
+//!   toolchain runs (`bash run.sh OUT`): the release binary with cuda and wgpu, PyTorch's
+//!   reference script, CIFAR-10 images; the binary `scl-gpu-check` (`src/gpu_check.rs`) is
+//!   what it runs.
+//!
 //! Exit codes: 0 success, 1 a run failed, 2 a wrong option or configuration (nothing written).
 
 #[path = "../../crates/scl-loss/tests/support/alloc_counter.rs"]
 mod alloc_counter;
 mod bench;
+mod bundle;
 mod compare;
 mod data;
+mod loss_timing;
 mod report;
 mod slurm;
 mod sweep;
@@ -55,6 +62,9 @@ enum Command {
     Data(data::DataArgs),
     /// One deep-network run from a config file; `--resume` continues from its last checkpoint.
     Train(train::TrainArgs),
+    /// Build the self-contained GPU check: the stripped release binary scl-gpu-check (cuda +
+    /// wgpu), run.sh, PyTorch's reference script and CIFAR-10 images, in dist/gpu-bundle.
+    GpuBundle(bundle::BundleArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +87,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Data(args)) => data::run(args),
         Some(Command::Train(args)) => train::run(args),
+        Some(Command::GpuBundle(args)) => bundle::run(args),
         None => sweep::run(sweep::SweepArgs::default()),
     };
     match result {

@@ -1,6 +1,6 @@
-//! Dataset manifests: the TOML files under `datasets/` (file names, official URLs, md5s,
-//! classes, image shape, the paper's normalisation). They are embedded in the crate, so a
-//! program built from it knows every dataset without the repository at hand.
+//! Dataset manifests: the TOML files under this crate's `manifests/` (file names, official
+//! URLs, md5s, classes, image shape, the paper's normalisation). They are embedded in the
+//! crate, so a program built from it knows every dataset without the repository at hand.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +39,7 @@ pub struct FileEntry {
     pub urls: Vec<String>,
 }
 
-/// A dataset manifest (one `datasets/<name>.toml`).
+/// A dataset manifest (one `manifests/<name>.toml` of this crate).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -75,26 +75,20 @@ pub struct Manifest {
 }
 
 const BUILTIN: &[(&str, &str)] = &[
-    ("mnist.toml", include_str!("../../../datasets/mnist.toml")),
+    ("mnist.toml", include_str!("../manifests/mnist.toml")),
     (
         "fashion-mnist.toml",
-        include_str!("../../../datasets/fashion-mnist.toml"),
+        include_str!("../manifests/fashion-mnist.toml"),
     ),
-    (
-        "cifar10.toml",
-        include_str!("../../../datasets/cifar10.toml"),
-    ),
-    (
-        "cifar100.toml",
-        include_str!("../../../datasets/cifar100.toml"),
-    ),
+    ("cifar10.toml", include_str!("../manifests/cifar10.toml")),
+    ("cifar100.toml", include_str!("../manifests/cifar100.toml")),
     (
         "cifar10-jpeg-lossy.toml",
-        include_str!("../../../datasets/cifar10-jpeg-lossy.toml"),
+        include_str!("../manifests/cifar10-jpeg-lossy.toml"),
     ),
     (
         "sklearn-digits.toml",
-        include_str!("../../../datasets/sklearn-digits.toml"),
+        include_str!("../manifests/sklearn-digits.toml"),
     ),
 ];
 
@@ -152,7 +146,7 @@ impl Manifest {
         Ok(())
     }
 
-    /// Every manifest shipped with the crate (one per file in `datasets/`), in a fixed order.
+    /// Every manifest shipped with the crate (one per file in `manifests/`), in a fixed order.
     pub fn builtin() -> Vec<Manifest> {
         Self::parsed_builtin().to_vec()
     }
@@ -231,8 +225,8 @@ mod tests {
 
     #[test]
     fn inconsistent_manifest_is_rejected_with_its_name() {
-        let text = include_str!("../../../datasets/mnist.toml")
-            .replace("num_classes = 10", "num_classes = 9");
+        let text =
+            include_str!("../manifests/mnist.toml").replace("num_classes = 10", "num_classes = 9");
         let err = Manifest::parse("broken.toml", &text)
             .unwrap_err()
             .to_string();

@@ -282,7 +282,7 @@ fn missing_message(
     for entry in missing {
         let from = if entry.urls.is_empty() {
             format!(
-                "no public download; see datasets/{}.toml for how to make it",
+                "no public download; see crates/scl-data/manifests/{}.toml for how to make it",
                 manifest.name
             )
         } else {

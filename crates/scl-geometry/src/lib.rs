@@ -44,6 +44,8 @@
 //! a global rescaling of the embeddings.
 #![warn(missing_docs)]
 
+pub mod io;
+
 use burn::tensor::{Tensor, backend::Backend};
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
@@ -92,6 +94,14 @@ pub enum GeometryError {
         row: usize,
         /// Column of the value.
         col: usize,
+    },
+    /// A file of embeddings or labels could not be read (see [`io`]).
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong, in one sentence.
+        reason: String,
     },
 }
 

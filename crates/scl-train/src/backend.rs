@@ -69,22 +69,69 @@ impl BackendKind {
 
     /// Number of devices this backend sees: 1 for `ndarray` (the CPU), the adapters wgpu
     /// enumerates (lavapipe counts as one), the CUDA devices the driver reports (0 without a
-    /// driver). 0 when the backend is not compiled in.
+    /// driver). 0 when the backend is not compiled in. [`Self::probe`] says why there are none.
     pub fn device_count(self) -> usize {
-        if !self.compiled() {
-            return 0;
-        }
+        self.probe().unwrap_or(0)
+    }
+
+    /// The number of devices, at least 1; or one sentence saying why there is none: the
+    /// backend is not compiled in, `no CUDA device: ...` (no driver library, or the driver
+    /// reports none) or `no Vulkan adapter: ...`. Never panics: a driver library that fails
+    /// to load is reported, not raised. Enumerated once per process.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] sentence as above.
+    pub fn probe(self) -> Result<usize, ConfigError> {
+        self.check_available()?;
         match self {
-            Self::Ndarray => 1,
+            Self::Ndarray => Ok(1),
             #[cfg(feature = "wgpu")]
-            Self::Wgpu => wgpu_devices().len(),
+            Self::Wgpu => match wgpu_devices().len() {
+                0 => Err(ConfigError::new(
+                    "no Vulkan adapter: wgpu found none (a machine without a GPU needs Mesa's \
+                     lavapipe driver: apt-get install mesa-vulkan-drivers; a GPU machine needs \
+                     the Vulkan loader libvulkan1 and the vendor's ICD file)",
+                )),
+                n => Ok(n),
+            },
             #[cfg(feature = "cuda")]
             Self::Cuda => {
-                use burn_cubecl::cubecl::Runtime;
-                <burn_cubecl::cubecl::cuda::CudaRuntime as Runtime>::enumerate_devices(0, &()).len()
+                static COUNT: std::sync::OnceLock<Result<usize, String>> =
+                    std::sync::OnceLock::new();
+                let count = COUNT.get_or_init(|| {
+                    quietly(|| {
+                        use burn_cubecl::cubecl::Runtime;
+                        <burn_cubecl::cubecl::cuda::CudaRuntime as Runtime>::enumerate_devices(
+                            0,
+                            &(),
+                        )
+                        .len()
+                    })
+                });
+                match count {
+                    Ok(0) => Err(ConfigError::new(
+                        "no CUDA device: the CUDA driver is loaded but reports no device",
+                    )),
+                    Ok(n) => Ok(*n),
+                    Err(why) => Err(ConfigError::new(format!("no CUDA device: {why}"))),
+                }
             }
             #[allow(unreachable_patterns)]
-            _ => 0,
+            _ => unreachable!("check_available passed"),
+        }
+    }
+
+    /// Names of the devices [`Self::probe`] finds: `cpu`; wgpu's adapters by kind and index
+    /// (`DiscreteGpu(0)`, or `Cpu` for a software driver such as lavapipe); `cuda:0`, ...
+    /// Empty when there are none.
+    pub fn device_names(self) -> Vec<String> {
+        let count = self.device_count();
+        match self {
+            _ if count == 0 => Vec::new(),
+            Self::Ndarray => vec!["cpu".to_string()],
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => wgpu_devices().iter().map(|d| format!("{d:?}")).collect(),
+            _ => (0..count).map(|i| format!("{}:{i}", self.name())).collect(),
         }
     }
 
@@ -94,15 +141,20 @@ impl BackendKind {
     /// A [`ConfigError`] naming the index and the devices there are.
     pub fn check_device(self, index: usize) -> Result<(), ConfigError> {
         self.check_available()?;
-        let count = self.device_count();
+        let count = match self.probe() {
+            Ok(count) => count,
+            Err(why) => {
+                return Err(ConfigError::new(format!(
+                    "device {index} does not exist: backend {} finds no device on this \
+                     machine ({why})",
+                    self.name()
+                )));
+            }
+        };
         if index < count {
             return Ok(());
         }
         Err(ConfigError::new(match (self, count) {
-            (_, 0) => format!(
-                "device {index} does not exist: backend {} finds no device on this machine",
-                self.name()
-            ),
             (Self::Ndarray, _) => format!(
                 "device {index} does not exist: backend ndarray runs on the CPU, device 0 only"
             ),
@@ -158,6 +210,33 @@ impl BackendKind {
             cfg, opts, &dev, progress
         ))
     }
+}
+
+/// Runs `f`, turning a panic into its message, without printing it (the CUDA runtime panics
+/// when the driver library cannot be loaded). The panic hook is process-wide: it is swapped
+/// out only for the duration of `f`.
+#[cfg(feature = "cuda")]
+fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
+    static HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = HOOK.lock().unwrap_or_else(|e| e.into_inner());
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(f);
+    std::panic::set_hook(previous);
+    result.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("the CUDA runtime failed to start");
+        if message.contains("dynamically load") || message.contains("libcuda") {
+            "the CUDA driver library (libcuda.so) could not be loaded: no NVIDIA driver on \
+             this machine"
+                .to_string()
+        } else {
+            message.lines().next().unwrap_or(message).to_string()
+        }
+    })
 }
 
 /// The wgpu adapters in wgpu's enumeration order, as Burn devices (enumerated once per

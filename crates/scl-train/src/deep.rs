@@ -67,7 +67,7 @@ pub enum ModelKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeepConfig {
-    /// Dataset name (a manifest in `datasets/`).
+    /// Dataset name (a manifest of `scl-data`, `crates/scl-data/manifests/`).
     pub dataset: String,
     /// Imbalance of the training split; `none` keeps it as published.
     #[serde(default = "default_imbalance")]

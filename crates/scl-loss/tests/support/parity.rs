@@ -1,41 +1,70 @@
 //! Fused vs reference: one comparison of a loss value and its feature gradient, shared by the
 //! CPU kernel's unit tests and the wgpu tests of the workspace.
 
-/// Panics naming `what` unless `value` and `grad` equal the reference's within 1e-4, relative
-/// to the reference value and to the largest reference gradient entry.
+/// Panics naming `what` unless `value` and `grad` equal the reference's within 1e-4 (see
+/// [`compare`]).
+pub fn assert_matches_reference(
+    what: &str,
+    ours: (f64, &[f64]),
+    reference: (f64, &[f64]),
+    base_temperature: f64,
+    n_anchor: usize,
+) {
+    if let Err(e) = compare(what, ours, reference, base_temperature, n_anchor) {
+        panic!("{e}");
+    }
+}
+
+/// The tolerance of [`compare`]: relative to the reference value and to the largest reference
+/// gradient entry.
+pub const TOLERANCE: f64 = 1e-4;
+
+/// `(value deviation, gradient deviation)`, each relative (to the reference value and to the
+/// largest reference gradient entry), when both are within [`TOLERANCE`]; else a sentence
+/// naming `what` and the first entry outside it.
 ///
 /// Floors, for results that are 0 by cancellation (two samples of one class): what is left
 /// is f32 round-off of the cancelling terms. In the value those are per-anchor terms of size
 /// `(tau / base_tau) / tau = 1 / base_tau` (unit features); in the gradient the mean over
 /// `n_anchor` anchors divides them by `n_anchor`. Each floor is 1% of that size.
-pub fn assert_matches_reference(
+pub fn compare(
     what: &str,
     (value, grad): (f64, &[f64]),
     (v_ref, g_ref): (f64, &[f64]),
     base_temperature: f64,
     n_anchor: usize,
-) {
-    assert!(
-        value.is_finite() && v_ref.is_finite(),
-        "{what}: {value} vs {v_ref}"
-    );
+) -> Result<(f64, f64), String> {
+    if !(value.is_finite() && v_ref.is_finite()) {
+        return Err(format!("{what}: value {value} vs {v_ref}"));
+    }
     let floor = 1e-2 / base_temperature;
-    assert!(
-        (value - v_ref).abs() <= 1e-4 * v_ref.abs().max(floor),
-        "{what}: value {value} vs {v_ref}"
-    );
+    let value_dev = (value - v_ref).abs() / v_ref.abs().max(floor);
+    if value_dev > TOLERANCE {
+        return Err(format!("{what}: value {value} vs {v_ref}"));
+    }
     let g_floor = floor / n_anchor.max(1) as f64;
     let g_scale = g_ref
         .iter()
         .fold(0.0f64, |m, v| m.max(v.abs()))
         .max(g_floor);
-    assert_eq!(grad.len(), g_ref.len(), "{what}: gradient sizes");
-    for (k, (a, b)) in grad.iter().zip(g_ref).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-4 * g_scale,
-            "{what}: gradient {k}: {a} vs {b} (scale {g_scale})"
-        );
+    if grad.len() != g_ref.len() {
+        return Err(format!(
+            "{what}: gradient sizes {} vs {}",
+            grad.len(),
+            g_ref.len()
+        ));
     }
+    let mut grad_dev = 0.0f64;
+    for (k, (a, b)) in grad.iter().zip(g_ref).enumerate() {
+        let dev = (a - b).abs() / g_scale;
+        if dev.is_nan() || dev > TOLERANCE {
+            return Err(format!(
+                "{what}: gradient {k}: {a} vs {b} (scale {g_scale})"
+            ));
+        }
+        grad_dev = grad_dev.max(dev);
+    }
+    Ok((value_dev, grad_dev))
 }
 
 /// Labels over 4 classes, 5:1:1:1 (class 0 the majority).

@@ -1,0 +1,270 @@
+//! `cargo xtask gpu-bundle`: one folder that a GPU machine without a Rust toolchain can run.
+//!
+//! It holds `scl-gpu-check` (the check binary of this package, `src/gpu_check.rs`, built with
+//! the `cuda` and `wgpu` features in the `bundle` profile: optimised, symbols stripped, under
+//! 60 MiB), `run.sh`, PyTorch's reference
+//! `supcon_torch.py`, `REVISION`, real CIFAR-10 training images when the project can read
+//! CIFAR-10 here (`data/cifar10-train-subset.bin`, CIFAR binary records), and the Vulkan
+//! loader package `gl/libvulkan1*.deb` when apt can download it. `run.sh OUT` runs PyTorch's
+//! benchmark, then `scl-gpu-check`, and leaves JSON and markdown in `OUT`.
+
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{Context, bail};
+use scl_data::store::DataDir;
+use scl_data::{LoadOptions, Manifest, Split};
+
+/// Bytes of one CIFAR binary record: a label byte and 3 x 32 x 32 pixel bytes.
+const RECORD: usize = 1 + 3072;
+
+/// The largest binary the bundle accepts: the device machine takes 64 MiB in all.
+const MAX_BINARY: u64 = 60 * 1024 * 1024;
+/// The largest bundle: the 64 MiB the device machine takes, less room for the repository's
+/// own files, which travel with it.
+const MAX_BUNDLE_MIB: f64 = 62.0;
+
+/// Arguments of `cargo xtask gpu-bundle`.
+#[derive(clap::Args, Debug)]
+pub struct BundleArgs {
+    /// The bundle's folder (created; `dist/` is git-ignored).
+    #[arg(long, default_value = "dist/gpu-bundle")]
+    out: PathBuf,
+    /// Real CIFAR-10 training images to carry (3073 bytes each; the training steps cycle
+    /// through them); 0 for synthetic images.
+    #[arg(long, default_value_t = 1024)]
+    images: usize,
+    /// Where the CIFAR-10 files are (default: $SCL_DATA_DIR, else datasets/cache).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Put this already built binary in the bundle instead of building one.
+    #[arg(long)]
+    binary: Option<PathBuf>,
+}
+
+/// The workspace root (this crate's parent folder).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Builds the release binary with both GPU backends; returns its path.
+fn build() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!(
+        "== cargo build --profile bundle -p xtask --bin scl-gpu-check --features cuda,wgpu \
+         (about 25 minutes the first time on 2 cores)"
+    );
+    let mut child = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--profile",
+            "bundle",
+            "-p",
+            "xtask",
+            "--bin",
+            "scl-gpu-check",
+            "--features",
+            "cuda,wgpu",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo")?;
+    let mut executable = None;
+    let stdout = child.stdout.take().expect("piped");
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && msg["target"]["name"] == "scl-gpu-check"
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            executable = Some(PathBuf::from(exe));
+        }
+    }
+    if !child.wait()?.success() {
+        bail!("cargo build of the bundle binary failed (its errors are above)");
+    }
+    executable.context("cargo built no scl-gpu-check executable")
+}
+
+/// Copies `from` to `to` through a temporary name, so `to` is whole or absent.
+fn copy_atomic(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let tmp = to.with_extension("partial");
+    std::fs::copy(from, &tmp).with_context(|| format!("copying {}", from.display()))?;
+    std::fs::rename(&tmp, to)?;
+    Ok(())
+}
+
+fn write_atomic(to: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = to.with_extension("partial");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, to)?;
+    Ok(())
+}
+
+/// The first `n` CIFAR-10 training images as CIFAR binary records, from the official files
+/// or else the lossy-JPEG copy; `None` (with the reason) when neither can be read here.
+fn cifar_records(n: usize, data_dir: &DataDir) -> Result<(Vec<u8>, String), String> {
+    let mut why = Vec::new();
+    for name in ["cifar10", "cifar10-jpeg-lossy"] {
+        let manifest = Manifest::named(name).map_err(|e| e.to_string())?;
+        match scl_data::load(
+            &manifest,
+            Split::Train,
+            &LoadOptions::offline(data_dir.clone()),
+        ) {
+            Ok(set) => {
+                let n = n.min(set.len());
+                let mut out = Vec::with_capacity(n * RECORD);
+                for i in 0..n {
+                    out.push(set.labels()[i] as u8);
+                    out.extend_from_slice(set.image(i));
+                }
+                return Ok((
+                    out,
+                    format!("the first {n} training images of {}", manifest.title),
+                ));
+            }
+            Err(e) => why.push(format!(
+                "{name}: {}",
+                e.to_string().lines().next().unwrap_or("")
+            )),
+        }
+    }
+    Err(why.join("; "))
+}
+
+/// Downloads the Vulkan loader package into `dir` (wgpu needs libvulkan.so.1, which the GPU
+/// machines lack). A note, not an error, when apt cannot.
+fn vulkan_loader(dir: &Path) -> String {
+    let _ = std::fs::create_dir_all(dir);
+    let ok = Command::new("apt-get")
+        .current_dir(dir)
+        .args(["download", "libvulkan1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        "gl/: the Vulkan loader libvulkan1 (run.sh unpacks it where none is installed)".into()
+    } else {
+        let _ = std::fs::remove_dir(dir);
+        "no Vulkan loader package (apt-get download libvulkan1 failed): wgpu will report \
+         \"no Vulkan adapter\" where the machine has no loader"
+            .into()
+    }
+}
+
+fn size_mib(path: &Path) -> f64 {
+    std::fs::metadata(path).map_or(0.0, |m| m.len() as f64 / (1024.0 * 1024.0))
+}
+
+/// Builds the bundle.
+pub fn run(args: BundleArgs) -> anyhow::Result<ExitCode> {
+    let binary = match &args.binary {
+        Some(b) if b.is_file() => b.clone(),
+        Some(b) => {
+            eprintln!("error: --binary {} is not a file", b.display());
+            return Ok(ExitCode::from(2));
+        }
+        None => build()?,
+    };
+    let out = &args.out;
+    std::fs::create_dir_all(out.join("data"))
+        .with_context(|| format!("creating {}", out.display()))?;
+    let target = out.join("scl-gpu-check");
+    copy_atomic(&binary, &target)?;
+    // Cargo leaves the symbols in a binary whose package has a profile override (the
+    // `bundle` profile has one for xtask): strip the copy (binutils' strip; a no-op for a
+    // binary that is stripped already).
+    let _ = Command::new("strip")
+        .arg(&target)
+        .stderr(Stdio::null())
+        .status();
+    let size = std::fs::metadata(&target)?.len();
+    if size > MAX_BINARY {
+        let _ = std::fs::remove_file(&target);
+        bail!(
+            "{} is {:.1} MiB after stripping, over the bundle's 60 MiB limit",
+            binary.display(),
+            size as f64 / (1024.0 * 1024.0)
+        );
+    }
+    let root = workspace_root();
+    copy_atomic(
+        &root.join("benches/reference/supcon_torch.py"),
+        &out.join("supcon_torch.py"),
+    )?;
+    write_atomic(&out.join("run.sh"), include_str!("gpu/run.sh").as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for f in ["scl-gpu-check", "run.sh"] {
+            std::fs::set_permissions(out.join(f), std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    write_atomic(
+        &out.join("REVISION"),
+        format!("{}\n", scl_train::sweep::git_revision()).as_bytes(),
+    )?;
+    let data_file = out.join("data/cifar10-train-subset.bin");
+    let data_note = if args.images == 0 {
+        let _ = std::fs::remove_file(&data_file);
+        "no images (--images 0): the training runs on synthetic images".to_string()
+    } else {
+        match cifar_records(args.images, &DataDir::resolve(args.data_dir.as_deref())) {
+            Ok((bytes, what)) => {
+                write_atomic(&data_file, &bytes)?;
+                format!("data/cifar10-train-subset.bin: {what}")
+            }
+            Err(why) => {
+                let _ = std::fs::remove_file(&data_file);
+                format!("no CIFAR-10 files found ({why}): the training runs on synthetic images")
+            }
+        }
+    };
+    let gl_note = vulkan_loader(&out.join("gl"));
+    let total: f64 = walk(out).iter().map(|p| size_mib(p)).sum();
+    if total > MAX_BUNDLE_MIB {
+        bail!(
+            "the bundle in {} is {total:.1} MiB, over {MAX_BUNDLE_MIB} MiB (the device machine \
+             takes 64 MiB with the repository): give fewer --images",
+            out.display()
+        );
+    }
+    println!(
+        "bundle in {} ({total:.1} MiB):\n  scl-gpu-check: {:.1} MiB\n  {data_note}\n  {gl_note}\n\
+         Run it on a GPU machine: bash {}/run.sh OUT_DIR\n\
+         (device tool: run(command=\"bash {}/run.sh $OUT\", carry=[\"{}\"], timeout_s=600))",
+        out.display(),
+        size_mib(&out.join("scl-gpu-check")),
+        out.display(),
+        out.display(),
+        out.display(),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
