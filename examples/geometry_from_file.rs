@@ -79,7 +79,8 @@ fn run(args: &[String]) -> Result<(), String> {
     );
     println!("|---|---|---|---|---|---|---|");
     row("all", &g.overall);
-    if let Some(m) = &g.majority {
+    // Without --minority every class is "majority": that row would repeat the first.
+    if let Some(m) = g.majority.as_ref().filter(|_| !minority.is_empty()) {
         row("majority", m);
     }
     if let Some(m) = &g.minority {

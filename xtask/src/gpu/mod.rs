@@ -69,11 +69,12 @@ pub struct CheckArgs {
     /// lavapipe its first step, which autotunes the convolutions, takes many minutes).
     #[arg(long)]
     pub no_gpu_training: bool,
-    /// ResNet-18 training on the CPU backend (ndarray): images per batch.
-    #[arg(long, default_value_t = 128)]
+    /// ResNet-18 training on the CPU backend (ndarray): images per batch. Small: in the bundle
+    /// build one step at batch 4 took 45 s on 2 cores.
+    #[arg(long, default_value_t = 16)]
     pub cpu_batch: usize,
     /// ResNet-18 training on the CPU backend: steps, the first untimed; 0 skips it.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     pub cpu_steps: usize,
     /// CIFAR-10 images in the binary record format (1 label byte, 3072 pixel bytes); without
     /// it the training runs on seeded synthetic 32x32 images.

@@ -42,15 +42,10 @@ pub fn markdown(r: &CheckReport, args: &CheckArgs, torch: Option<&Value>) -> Str
     );
     if let Some(t) = torch {
         let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
-        let _ = writeln!(
-            md,
-            "PyTorch {} on {}{}.\n",
-            s("torch"),
-            s("device"),
-            t.get("unavailable")
-                .and_then(Value::as_str)
-                .map_or(String::new(), |u| format!(" ({u})"))
-        );
+        let _ = match t.get("unavailable").and_then(Value::as_str) {
+            Some(why) => writeln!(md, "PyTorch: not measured ({why}).\n"),
+            None => writeln!(md, "PyTorch {} on {}.\n", s("torch"), s("device")),
+        };
     }
     let _ = writeln!(
         md,
@@ -81,11 +76,15 @@ pub fn markdown(r: &CheckReport, args: &CheckArgs, torch: Option<&Value>) -> Str
         md,
         "\n## Fused vs reference parity\n\nThe workspace's parity grid (N in 1, 2, 31, 257, \
          1031 x d in 3, 8, 128 x tau in 0.005, 0.1, 1; every contrast mode and no-positive \
-         policy with 1 and 3 views) and one case at N = {}, d = 128; both losses on the same \
-         backend. Deviations are relative to the reference value and to its largest gradient \
-         entry.\n\n| backend | cases | passed | skipped (time limit) | largest value deviation | \
-         largest gradient deviation | tolerance | seconds |\n|---|---|---|---|---|---|---|---|",
-        args.parity_large
+         policy with 1 and 3 views){}; both losses on the same backend. Deviations are \
+         relative to the reference value and to its largest gradient entry.\n\n| backend | \
+         cases | passed | skipped (time limit) | largest value deviation | largest gradient \
+         deviation | tolerance | seconds |\n|---|---|---|---|---|---|---|---|",
+        if args.parity_large > 0 {
+            format!(" and one case at N = {}, d = 128", args.parity_large)
+        } else {
+            String::new()
+        }
     );
     for p in &r.parity {
         let _ = writeln!(

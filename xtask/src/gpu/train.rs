@@ -163,8 +163,9 @@ fn run_on<B: AutodiffBackend + SupConBackend>(
     };
     let n = spec.batch;
     for step in 0..spec.steps {
-        // Stop at the limit, but only once at least one timed step exists.
-        if step > spec.warmup && budget.left() <= 0.0 {
+        // Stop at the limit; the first step always runs (a slow backend may then have no
+        // timed step, and the rate is taken from the untimed ones, which the note says).
+        if step > 0 && budget.left() <= 0.0 {
             result.note = Some(format!(
                 "stopped at the time limit after {step} of {} steps",
                 spec.steps
@@ -192,7 +193,17 @@ fn run_on<B: AutodiffBackend + SupConBackend>(
         }
     }
     result.steps = result.loss.len();
-    let timed = &result.step_seconds[result.warmup.min(result.step_seconds.len())..];
+    if result.steps <= result.warmup {
+        // No timed step: the rate of the untimed ones (compilation and autotuning included).
+        result.warmup = 0;
+        let note = "no timed step within the limit: the rate includes the first step's \
+                    compilation and autotuning";
+        result.note = Some(match result.note.take() {
+            Some(n) => format!("{n}; {note}"),
+            None => note.to_string(),
+        });
+    }
+    let timed = &result.step_seconds[result.warmup..];
     result.timed_seconds = timed.iter().sum();
     if result.timed_seconds > 0.0 {
         result.images_per_second = (timed.len() * n) as f64 / result.timed_seconds;
