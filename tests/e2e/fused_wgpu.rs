@@ -14,19 +14,21 @@
 
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
 use burn::backend::{Autodiff, NdArray, Wgpu};
-use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use scl_loss::fused::cube::{lse_backward_chunked, lse_chunked};
 use scl_loss::fused::{reference_lse, reference_lse_backward};
-use scl_loss::{
-    ContrastMode, Implementation, NoPositivePolicy, SupConBackend, SupConLoss, SupConLossConfig,
-};
+use scl_loss::{ContrastMode, Implementation, NoPositivePolicy};
 
 type Reference = Autodiff<NdArray<f32>>;
 
+// The panicking wrapper is for the CPU unit tests; these use `fused_check`.
+#[allow(dead_code)]
 #[path = "../../crates/scl-loss/tests/support/parity.rs"]
 mod parity;
+
+#[path = "../../crates/scl-loss/tests/support/fused_check.rs"]
+mod fused_check;
 
 /// Whether a wgpu adapter exists; panics when `SCL_REQUIRE_WGPU` is set and none does.
 fn wgpu_available() -> bool {
@@ -48,42 +50,8 @@ fn wgpu_available() -> bool {
     })
 }
 
-fn loss(
-    temperature: f64,
-    mode: ContrastMode,
-    policy: NoPositivePolicy,
-    imp: Implementation,
-) -> SupConLoss {
-    SupConLossConfig::new()
-        .with_temperature(temperature)
-        .with_contrast_mode(mode)
-        .with_no_positive(policy)
-        .with_normalize(true)
-        .with_implementation(imp)
-        .init()
-}
-
-/// Loss value and feature gradient on backend `B`.
-fn run<B: AutodiffBackend + SupConBackend>(
-    values: &[f32],
-    shape: [usize; 3],
-    labels: Option<&[i64]>,
-    loss: &SupConLoss,
-) -> (f64, Vec<f64>) {
-    let device = Default::default();
-    let f =
-        Tensor::<B, 3>::from_data(TensorData::new(values.to_vec(), shape), &device).require_grad();
-    let l = labels
-        .map(|l| Tensor::<B, 1, Int>::from_data(TensorData::new(l.to_vec(), [l.len()]), &device));
-    let out = loss.forward(f.clone(), l);
-    let grads = out.backward();
-    let grad = f.grad(&grads).map_or(vec![0.0; values.len()], |g| {
-        g.into_data().convert::<f64>().into_vec::<f64>().unwrap()
-    });
-    let value = out.into_data().convert::<f64>().into_vec::<f64>().unwrap()[0];
-    (value, grad)
-}
-
+/// Fused (picked by `auto`) against the reference on wgpu; panics with the comparison's
+/// sentence.
 fn check(
     shape: [usize; 3],
     labels: Option<&[i64]>,
@@ -92,33 +60,21 @@ fn check(
     policy: NoPositivePolicy,
     seed: u64,
 ) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let values: Vec<f32> = (0..shape.iter().product())
-        .map(|_| rng.random_range(-1.0f32..1.0))
-        .collect();
-    let want_loss = loss(temperature, mode, policy, Implementation::Reference);
-    let (v_ref, g_ref) = run::<Autodiff<Wgpu>>(&values, shape, labels, &want_loss);
-    let got_loss = loss(temperature, mode, policy, Implementation::Auto);
     assert!(
-        got_loss.uses_fused::<Autodiff<Wgpu>>(),
+        fused_check::loss(temperature, mode, policy, Implementation::Auto)
+            .uses_fused::<Autodiff<Wgpu>>(),
         "auto picks the kernel on wgpu"
     );
-    let (v, g) = run::<Autodiff<Wgpu>>(&values, shape, labels, &got_loss);
-    let what = format!(
-        "{shape:?} tau={temperature} {mode:?} {policy:?} labels={}",
-        labels.is_some()
-    );
-    let n_anchor = match mode {
-        ContrastMode::All => shape[0] * shape[1],
-        ContrastMode::One => shape[0],
-    };
-    parity::assert_matches_reference(
-        &what,
-        (v, &g),
-        (v_ref, &g_ref),
-        want_loss.base_temperature,
-        n_anchor,
-    );
+    if let Err(e) = fused_check::fused_vs_reference::<Autodiff<Wgpu>>(
+        shape,
+        labels,
+        temperature,
+        mode,
+        policy,
+        seed,
+    ) {
+        panic!("{e}");
+    }
 }
 
 #[test]
@@ -232,17 +188,17 @@ fn wgpu_kernel_keeps_extreme_logits_finite() {
     }
     let y = [0i64, 0, 1, 1, 2, 0];
     let mk = |imp| {
-        let mut l = loss(0.005, ContrastMode::All, NoPositivePolicy::CountAsZero, imp);
+        let mut l = fused_check::loss(0.005, ContrastMode::All, NoPositivePolicy::CountAsZero, imp);
         l.normalize = false;
         l
     };
-    let (v_ref, _) = run::<Reference>(
+    let (v_ref, _) = fused_check::value_and_grad::<Reference>(
         &values,
         [batch, views, dim],
         Some(&y),
         &mk(Implementation::Reference),
     );
-    let (v, g) = run::<Autodiff<Wgpu>>(
+    let (v, g) = fused_check::value_and_grad::<Autodiff<Wgpu>>(
         &values,
         [batch, views, dim],
         Some(&y),

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use scl_train::backend::BackendKind;
 
-use crate::loss_timing::{Cell, FUSED_PASSES, REFERENCE_PASSES, flops, measure_on};
+use crate::loss_timing::{
+    Cell, FUSED_PASSES, REFERENCE_PASSES, cores, cpuinfo_field, flops, host, measure_on,
+};
 
 /// Arguments of `cargo xtask bench loss`.
 #[derive(clap::Args, Debug)]
@@ -60,26 +62,19 @@ struct Row {
 
 /// The assumed floating-point peak of this machine in GFLOP/s, and how it was derived.
 fn machine_peak() -> (f64, String) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cores();
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let mhz = info
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))
-        .and_then(|l| l.split(':').nth(1))
-        .and_then(|v| v.trim().parse::<f64>().ok())
+    let mhz = cpuinfo_field(&info, "cpu MHz")
+        .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(2000.0);
     let avx512 = info.contains("avx512f");
     let flops_per_cycle = if avx512 { 64.0 } else { 32.0 };
-    let model = info
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map_or("unknown CPU".to_string(), |m| m.trim().to_string());
+    let model = host();
     let peak = cores as f64 * mhz / 1000.0 * flops_per_cycle;
     (
         peak,
         format!(
-            "{model}, {cores} cores at {mhz:.0} MHz x {flops_per_cycle} f32 FLOP/cycle \
+            "{model} at {mhz:.0} MHz x {flops_per_cycle} f32 FLOP/cycle \
              ({} FMA: two {}-lane FMA units assumed) = {peak:.0} GFLOP/s",
             if avx512 { "AVX-512" } else { "AVX2" },
             if avx512 { 16 } else { 8 }

@@ -133,3 +133,23 @@ pub(crate) const FUSED_PASSES: f64 = 3.0;
 pub(crate) fn flops(n: usize, d: usize, passes: f64) -> f64 {
     passes * 2.0 * (n * n * d) as f64
 }
+
+/// A field of `/proc/cpuinfo` (`cpu MHz`, `model name`), of its first processor.
+pub(crate) fn cpuinfo_field(info: &str, key: &str) -> Option<String> {
+    info.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|v| v.trim().to_string())
+}
+
+/// The CPU's model name and core count, e.g. `Intel(R) Xeon(R) Processor, 2 cores`.
+pub(crate) fn host() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo_field(&info, "model name").unwrap_or_else(|| "unknown CPU".into());
+    format!("{model}, {} cores", cores())
+}
+
+/// Cores this process may use.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

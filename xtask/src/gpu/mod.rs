@@ -14,7 +14,7 @@
 //! Exit codes: 0 when everything that ran passed (backends without a device included), 1 when
 //! a parity case failed or a section broke, 2 for a wrong option.
 
-mod parity;
+mod fused;
 mod render;
 mod train;
 
@@ -233,33 +233,14 @@ fn probe(names: &[String]) -> Result<Vec<(BackendKind, BackendStatus)>, String> 
     let mut out = Vec::new();
     for name in names {
         let kind: BackendKind = name.parse().map_err(|e| format!("--backends: {e}"))?;
-        let status = match kind.probe() {
-            Ok(_) => BackendStatus {
-                name: kind.name().into(),
-                devices: kind.device_names(),
-                unavailable: None,
-            },
-            Err(e) => BackendStatus {
-                name: kind.name().into(),
-                devices: Vec::new(),
-                unavailable: Some(e.to_string()),
-            },
+        let status = BackendStatus {
+            name: kind.name().into(),
+            devices: kind.device_names(),
+            unavailable: kind.probe().err().map(|e| e.to_string()),
         };
         out.push((kind, status));
     }
     Ok(out)
-}
-
-fn host() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map_or("unknown CPU", str::trim)
-        .to_string();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!("{model}, {cores} cores")
 }
 
 /// Writes gpu-check.json and gpu-check.md (each to a temporary name, then renamed).
@@ -351,7 +332,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         // The bundle has no git checkout: run.sh passes the revision it was built from.
         revision: std::env::var("SCL_REVISION")
             .unwrap_or_else(|_| scl_train::sweep::git_revision()),
-        host: host(),
+        host: bench::host(),
         data: images.description.clone(),
         backends: backends.iter().map(|(_, s)| s.clone()).collect(),
         ..Default::default()
@@ -372,7 +353,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
     for &kind in &usable {
         eprintln!("== {kind}: fused vs reference parity ({parity_s} s at most)");
-        match guarded(|| parity::run(kind, args.parity_large, Budget::seconds(parity_s))) {
+        match guarded(|| fused::run(kind, args.parity_large, Budget::seconds(parity_s))) {
             Ok(p) => {
                 eprintln!(
                     "{kind}: {} of {} cases within {:.0e} (largest deviation: value {:.2e}, \

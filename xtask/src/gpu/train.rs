@@ -16,6 +16,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use rand::{Rng, SeedableRng, rngs::StdRng};
 use scl_loss::{SupConBackend, SupConLossConfig};
 use scl_models::{Architecture, ResNet18Config, SclModel, SclModelConfig};
 use scl_train::backend::BackendKind;
@@ -73,15 +74,8 @@ impl Images {
     /// `n` seeded pseudo-random 32x32 RGB images, labels `i mod 10` (throughput does not
     /// depend on pixel values).
     pub fn synthetic(n: usize, seed: u64) -> Self {
-        let mut state = seed ^ 0x2545_F491_4F6C_DD1D;
-        let pixels = (0..n * 3072)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 56) as u8
-            })
-            .collect();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let pixels = (0..n * 3072).map(|_| rng.random::<u8>()).collect();
         Self {
             labels: (0..n).map(|i| (i % 10) as u8).collect(),
             pixels,
