@@ -1,5 +1,6 @@
 //! The default sweep (`experiments/quick.toml`) on its reduced `smoke` grid, asserting the
-//! geometry Theorem 1 of Kini et al. predicts for the unconstrained-features model.
+//! geometry Theorem 1 of Kini et al. predicts for the unconstrained-features model, and the
+//! linear probe of its digits MLP cells.
 
 #[test]
 fn the_quick_sweep_reproduces_the_unconstrained_features_geometry() {
@@ -56,4 +57,19 @@ fn the_quick_sweep_reproduces_the_unconstrained_features_geometry() {
         assert_eq!(config["backend"], "ndarray");
         assert!(config["git_revision"].is_string());
     }
+
+    // The digits MLP cells run a linear probe at every evaluated epoch (chance is 0.1).
+    assert!(!outcome.deep_summaries.is_empty());
+    for s in &outcome.deep_summaries {
+        for m in &s.outcome.metrics {
+            let probe = m.probe.as_ref().expect("linear_probe = true in quick.toml");
+            assert!(
+                probe.balanced_accuracy > 0.5 && probe.train_accuracy > 0.5,
+                "{} epoch {}: {probe:?}",
+                s.cell_id,
+                m.epoch
+            );
+        }
+    }
+    assert!(report.contains("probe bal acc"));
 }

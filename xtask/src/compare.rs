@@ -176,6 +176,13 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
             eprintln!("  {backend}: failed {id}: {e}");
         }
         failed += outcome.failed.len();
+        if scl_train::interrupt::requested() {
+            eprintln!(
+                "interrupted on {backend}: {} cells saved a checkpoint; run the same command again to continue",
+                outcome.interrupted.len()
+            );
+            return Ok(ExitCode::from(scl_train::interrupt::EXIT_CODE));
+        }
     }
     let measured: Vec<(BackendKind, BTreeMap<String, Measured>)> = plans
         .iter()

@@ -79,6 +79,14 @@ fn main() -> ExitCode {
             };
         }
     };
+    // Commands that train stop cleanly on Ctrl-C: deep cells checkpoint, then exit 130.
+    if matches!(
+        cli.command,
+        None | Some(Command::Sweep(_) | Command::CompareBackends(_) | Command::Train(_))
+    ) && let Err(e) = scl_train::interrupt::install_handler()
+    {
+        eprintln!("warning: {e}; Ctrl-C will end the process without a checkpoint");
+    }
     let result = match cli.command {
         Some(Command::Sweep(args)) => sweep::run(args),
         Some(Command::Report(args)) => report::run(args),

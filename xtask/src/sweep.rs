@@ -243,6 +243,19 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let report = scl_report::write_report(&experiment, &args.out)?;
+    if scl_train::interrupt::requested() {
+        eprintln!(
+            "interrupted: {} cells ran to the end, {} saved a checkpoint and stopped, the rest did \
+             not start; report of the finished cells: {}. Run the same command again to continue.",
+            outcome.ran,
+            outcome.interrupted.len(),
+            report.markdown.display()
+        );
+        for (id, what) in &outcome.interrupted {
+            eprintln!("  {id}: {what}");
+        }
+        return Ok(ExitCode::from(scl_train::interrupt::EXIT_CODE));
+    }
     eprintln!(
         "{} cells ran, {} were already finished, {} failed{}; report: {} ({} figures)",
         outcome.ran,
@@ -293,13 +306,18 @@ fn run_one(
                 CellStatus::Finished(line) => format!("finished {line}"),
                 CellStatus::AlreadyFinished => "already-finished".to_string(),
                 CellStatus::Busy => "busy".to_string(),
+                CellStatus::Interrupted(what) => what.clone(),
             };
             if args.supervised {
                 println!("status {line}");
             } else {
                 eprintln!("cell {index} {id}: {line}");
             }
-            ExitCode::SUCCESS
+            if matches!(status, CellStatus::Interrupted(_)) && !args.supervised {
+                ExitCode::from(scl_train::interrupt::EXIT_CODE)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(RunError::Config(e)) => config_error(&e),
         Err(e) => {

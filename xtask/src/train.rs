@@ -1,5 +1,6 @@
 //! `cargo xtask train --config FILE --out DIR [--resume]`: one deep-network run outside a
 //! sweep, with a progress bar; `--resume` continues from the newest checkpoint in `DIR`.
+//! Ctrl-C saves a checkpoint at the current step and exits with code 130.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,6 +97,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         match backend.train_deep(args.device, &config, &opts, |e| bar.set_position(e as u64)) {
             Ok(o) => o,
             Err(RunError::Config(e)) => return Ok(usage(&e)),
+            Err(e @ RunError::Interrupted { .. }) => {
+                bar.abandon();
+                eprintln!(
+                    "{e}\ncontinue with: cargo xtask train --config {} --out {} --resume",
+                    args.config.display(),
+                    args.out.display()
+                );
+                return Ok(ExitCode::from(scl_train::interrupt::EXIT_CODE));
+            }
             Err(e) => {
                 bar.abandon();
                 eprintln!("error: {e}");

@@ -185,6 +185,116 @@ fn train_runs_refuses_to_overwrite_and_resumes() {
     assert!(!dir.path().join("o2").exists());
 }
 
+#[test]
+fn train_stopped_mid_epoch_resumes_to_the_uninterrupted_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "dataset = \"sklearn-digits\"\nmodel = \"mlp\"\nmlp_widths = [32, 16]\n\
+                  imbalance = { kind = \"step\", ratio = 10, n_majority = 60 }\n\
+                  batch_size = 50\nepochs = 6\neval_every = 2\nseed = 1\nlinear_probe = true\n";
+    std::fs::write(dir.path().join("run.toml"), config).unwrap();
+    // The test hook asks for a stop after step 10 exactly as Ctrl-C would, in the second
+    // epoch (330 examples make 6 or 7 batches of 50).
+    std::fs::write(
+        dir.path().join("cut.toml"),
+        format!("{config}interrupt_at_step = 10\n"),
+    )
+    .unwrap();
+    let (code, err) = xtask(
+        dir.path(),
+        &["train", "--config", "run.toml", "--out", "whole"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let cut = ["train", "--config", "cut.toml", "--out", "cut"];
+    let (code, err) = xtask(dir.path(), &cut);
+    assert_eq!(code, 130, "{err}");
+    assert!(
+        err.contains("interrupted at step 10; checkpoint saved in"),
+        "{err}"
+    );
+    assert!(err.contains("--out cut --resume"), "{err}");
+    let latest = std::fs::read_to_string(dir.path().join("cut/checkpoints/latest")).unwrap();
+    assert!(latest.starts_with("epoch-0001-batch-"), "{latest}");
+    assert!(!dir.path().join("cut/summary.json").exists());
+    let mut resume = cut.to_vec();
+    resume.push("--resume");
+    let (code, err) = xtask(dir.path(), &resume);
+    assert_eq!(code, 0, "{err}");
+    let metrics =
+        |run: &str| std::fs::read_to_string(dir.path().join(run).join("metrics.csv")).unwrap();
+    let whole = metrics("whole");
+    assert_eq!(whole.lines().count(), 4, "{whole}");
+    // The linear probe ran at every evaluated epoch: its two columns are filled.
+    assert!(
+        whole
+            .lines()
+            .skip(1)
+            .all(|l| l.split(',').rev().take(2).all(|v| v.parse::<f64>().is_ok())),
+        "{whole}"
+    );
+    assert_eq!(
+        metrics("cut"),
+        whole,
+        "a run stopped mid-epoch must resume exactly"
+    );
+}
+
+#[test]
+fn a_sweep_interrupted_with_sigint_checkpoints_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), KILLABLE).unwrap();
+    let args = |out: &'static str| {
+        vec![
+            "sweep",
+            "--experiment",
+            "exp.toml",
+            "--jobs",
+            "1",
+            "--out",
+            out,
+        ]
+    };
+    let (code, err) = xtask(dir.path(), &args("whole"));
+    assert_eq!(code, 0, "{err}");
+    let expected = results(&dir.path().join("whole/kill"));
+
+    let root = dir.path().join("cut/kill");
+    let log = std::fs::File::create(dir.path().join("cut.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(dir.path())
+        .args(args("cut"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let id = wait_for_partial_checkpoint(&root, &mut child);
+    // SIGINT to the sweep alone, not to its cell's process: the sweep passes the stop on.
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(dir.path().join("cut.log")).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("saved a checkpoint and stopped"), "{err}");
+    assert!(err.contains("Run the same command again"), "{err}");
+    assert!(err.contains(&format!("{id}: interrupted at step")), "{err}");
+    assert!(!root.join(format!(".failed-{id}.json")).exists());
+    assert!(finished(&root).len() < 4, "nothing was left to interrupt");
+    let latest = root.join(format!(".partial-{id}/checkpoints/latest"));
+    let saved = std::fs::read_to_string(&latest).unwrap();
+    assert!(
+        root.join(format!(".partial-{id}/checkpoints"))
+            .join(saved.trim())
+            .join("state.json")
+            .exists()
+    );
+
+    let (code, err) = xtask(dir.path(), &args("cut"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(results(&root), expected);
+}
+
 /// The bad inputs of the runner: each one sentence, exit code 2, nothing written.
 #[test]
 fn runner_bad_inputs_exit_2_and_write_nothing() {
@@ -366,6 +476,33 @@ fn results(root: &Path) -> std::collections::BTreeMap<String, serde_json::Value>
         .collect()
 }
 
+/// Waits until a deep cell of the running sweep `child` has a checkpoint in its
+/// `.partial-<id>` folder under `root`, and returns that id.
+fn wait_for_partial_checkpoint(root: &Path, child: &mut std::process::Child) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let partial = std::fs::read_dir(root).ok().and_then(|d| {
+            d.filter_map(|e| e.ok()).find_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let id = name.strip_prefix(".partial-")?.to_string();
+                e.path().join("checkpoints/latest").exists().then_some(id)
+            })
+        });
+        if let Some(id) = partial {
+            return id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sweep ended too early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_results() {
     let dir = tempfile::tempdir().unwrap();
@@ -405,26 +542,7 @@ fn a_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_results() {
     // Kill the sweep once the first deep cell has a checkpoint but has not finished.
     let root = dir.path().join("cut/kill");
     let mut child = sweep("cut").spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    let partial_checkpoint = || {
-        std::fs::read_dir(&root).ok().is_some_and(|d| {
-            d.filter_map(|e| e.ok()).any(|e| {
-                e.file_name().to_string_lossy().starts_with(".partial-")
-                    && e.path().join("checkpoints/latest").exists()
-            })
-        })
-    };
-    while !partial_checkpoint() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the sweep ended too early"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for_partial_checkpoint(&root, &mut child);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before = finished(&root);

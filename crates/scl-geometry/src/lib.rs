@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 
 pub mod io;
+pub mod probe;
 
 use burn::tensor::{Tensor, backend::Backend};
 use nalgebra::DMatrix;
@@ -95,6 +96,14 @@ pub enum GeometryError {
         /// Column of the value.
         col: usize,
     },
+    /// Two embedding sets that must share a dimension do not (see [`probe`]).
+    #[error("the training embeddings have dimension {train} but the test embeddings {test}")]
+    DimensionMismatch {
+        /// Dimension of the training embeddings.
+        train: usize,
+        /// Dimension of the test embeddings.
+        test: usize,
+    },
     /// A file of embeddings or labels could not be read (see [`io`]).
     #[error("{path}: {reason}")]
     File {
@@ -103,6 +112,42 @@ pub enum GeometryError {
         /// What is wrong, in one sentence.
         reason: String,
     },
+}
+
+/// Accuracy of `predicted` classes against `labels`: `(overall, balanced, per_class)`, where
+/// `balanced` is the mean of the per-class accuracies over the classes present in `labels`
+/// and a class without examples has a NaN per-class accuracy. Labels not below
+/// `num_classes` are ignored.
+///
+/// ```
+/// let (overall, balanced, per) = scl_geometry::accuracies(&[0, 0, 0, 1], [0, 0, 0, 0], 2);
+/// assert_eq!((overall, balanced, per), (0.75, 0.5, vec![1.0, 0.0]));
+/// ```
+pub fn accuracies(
+    labels: &[usize],
+    predicted: impl IntoIterator<Item = usize>,
+    num_classes: usize,
+) -> (f64, f64, Vec<f64>) {
+    let (mut hit, mut seen) = (vec![0usize; num_classes], vec![0usize; num_classes]);
+    for (&y, pred) in labels.iter().zip(predicted) {
+        if y < num_classes {
+            seen[y] += 1;
+            hit[y] += usize::from(pred == y);
+        }
+    }
+    let per: Vec<f64> = (0..num_classes)
+        .map(|c| {
+            if seen[c] == 0 {
+                f64::NAN
+            } else {
+                hit[c] as f64 / seen[c] as f64
+            }
+        })
+        .collect();
+    let present: Vec<f64> = per.iter().copied().filter(|p| p.is_finite()).collect();
+    let balanced = present.iter().sum::<f64>() / present.len().max(1) as f64;
+    let overall = hit.iter().sum::<usize>() as f64 / seen.iter().sum::<usize>().max(1) as f64;
+    (overall, balanced, per)
 }
 
 /// A host copy of an embedding matrix `[n, d]`, row-major, in `f64`.

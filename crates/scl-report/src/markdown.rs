@@ -221,17 +221,20 @@ fn render_deep(s: &mut String, deep: &[DeepSummary]) {
          (L2-normalised, as the loss sees them): *OF dist* of the class-mean Gram matrix, \
          *ETF dist* of the centred means, NC1, the mean off-diagonal cosine of the class \
          means. *NCC acc* classifies the balanced test split by the nearest TRAINING class \
-         mean; *bal acc* is the mean of the per-class accuracies. The paper predicts, with \
+         mean; *bal acc* is the mean of the per-class accuracies; *probe bal acc* (where the \
+         cells ran with `linear_probe = true`) is that of a linear classifier trained on the \
+         frozen training embeddings. The paper predicts, with \
          the final ReLU, an OF distance falling towards 0 at every R, clearly below the no-ReLU \
          run at R = 10 and 100, and balanced accuracy within about a point of no-ReLU.\n"
     );
+    let probed = deep
+        .iter()
+        .any(|r| r.outcome.metrics.last().is_some_and(|m| m.probe.is_some()));
     let _ = writeln!(
         s,
-        "| dataset | model | imbalance | ReLU | schedule | loss | seeds | epochs | OF dist (first -> last) | ETF dist | NC1 | mean cos | NCC acc | bal acc |"
-    );
-    let _ = writeln!(
-        s,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| dataset | model | imbalance | ReLU | schedule | loss | seeds | epochs | OF dist (first -> last) | ETF dist | NC1 | mean cos | NCC acc | bal acc |{}\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|{}",
+        if probed { " probe bal acc |" } else { "" },
+        if probed { "---|" } else { "" }
     );
     type Key = (String, String, String, String, String, String);
     let mut groups: BTreeMap<Key, Vec<&DeepSummary>> = BTreeMap::new();
@@ -264,9 +267,17 @@ fn render_deep(s: &mut String, deep: &[DeepSummary]) {
             .sum::<f64>()
             / n;
         let epochs = runs.first().map_or(0, |r| r.config.epochs);
+        let probe = if probed {
+            format!(
+                " {:.4} |",
+                mean(&|m| m.probe.as_ref().map_or(f64::NAN, |p| p.balanced_accuracy))
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {epochs} | {first_of:.4} -> {:.4} | {:.4} | {:.3e} | {:.4} | {:.4} | {:.4} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {epochs} | {first_of:.4} -> {:.4} | {:.4} | {:.3e} | {:.4} | {:.4} | {:.4} |{probe}",
             key.0,
             key.1,
             key.2,

@@ -8,6 +8,10 @@
 //! and `checkpoints/epoch-NNNN/` (model, optimiser, state) with `checkpoints/latest` naming
 //! the newest. Every file is written to a temporary name and renamed.
 //!
+//! On Ctrl-C or SIGTERM ([`crate::interrupt`]) the run finishes its current step, saves
+//! `checkpoints/epoch-NNNN-batch-BBBBB/` (the position inside the epoch and the epoch's loss so
+//! far included) and returns [`RunError::Interrupted`]; resuming continues from that batch.
+//!
 //! Determinism: the model is initialised after seeding the backend with `seed`; batches are a
 //! function of (labels, schedule, seed, epoch) and augmentations of (seed, epoch, example,
 //! view), so a run resumed from a checkpoint gives the same metrics as one that never stopped
@@ -28,6 +32,7 @@ use scl_batching::{BatchingConfig, Loader, Position, Schedule, ScheduleKind};
 use scl_data::{
     DataDir, ImageItem, ImageSet, Imbalance, LoadOptions, Manifest, SclBatcher, Split, ViewPreset,
 };
+use scl_geometry::probe::{ProbeConfig, ProbeReport, linear_probe};
 use scl_geometry::{Embeddings, GeometrySummary, geometry_summary};
 use scl_loss::{SupConBackend, SupConLoss, SupConLossConfig};
 use scl_models::{
@@ -136,9 +141,18 @@ pub struct DeepConfig {
     /// Seed of initialisation, batches and augmentations.
     #[serde(default)]
     pub seed: u64,
+    /// Also train a linear probe ([`scl_geometry::probe`], defaults) on the training
+    /// embeddings at every evaluated epoch and report its test accuracy. Not written when
+    /// false, so cell ids of configurations from before this key existed do not change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub linear_probe: bool,
     /// Test hook: make the loss of this step non-finite (checks the run stops cleanly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inject_nan_at_step: Option<usize>,
+    /// Test hook: once this many steps are done, ask for a stop as Ctrl-C would
+    /// ([`crate::interrupt::request`], which stops every run of the process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupt_at_step: Option<usize>,
 }
 
 /// Every key of [`DeepConfig`], for experiment files.
@@ -167,7 +181,9 @@ pub const DEEP_KEYS: &[&str] = &[
     "lr_gamma",
     "eval_every",
     "seed",
+    "linear_probe",
     "inject_nan_at_step",
+    "interrupt_at_step",
 ];
 
 /// The keys of [`DeepConfig`] without a default.
@@ -334,6 +350,9 @@ pub struct EpochMetrics {
     /// embeddings, eval mode).
     #[serde(default)]
     pub gram: Vec<Vec<f64>>,
+    /// The linear probe's test accuracies, when `linear_probe` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeReport>,
 }
 
 /// What a finished run returns.
@@ -368,6 +387,13 @@ pub struct DeepRunOptions {
 struct State {
     epochs_done: usize,
     step: usize,
+    /// Batches of epoch `epochs_done` already trained on: 0 except in a checkpoint saved on
+    /// interrupt, in the middle of an epoch.
+    #[serde(default)]
+    batch_in_epoch: usize,
+    /// The sum of those batches' losses (the epoch's mean training loss goes on from it).
+    #[serde(default)]
+    loss_sum: f64,
     metrics: Vec<EpochMetrics>,
     config: DeepConfig,
 }
@@ -431,8 +457,7 @@ fn ncc_accuracy(
     means: &scl_geometry::ClassMeans,
 ) -> (f64, f64, Vec<f64>) {
     let k = means.classes.len();
-    let (mut hit, mut seen) = (vec![0usize; k], vec![0usize; k]);
-    for (i, &y) in labels.iter().enumerate() {
+    let predicted = (0..labels.len()).map(|i| {
         let row = test.row(i);
         let distance = |c: usize| -> f64 {
             row.iter()
@@ -440,28 +465,12 @@ fn ncc_accuracy(
                 .map(|(x, m)| (x - m).powi(2))
                 .sum()
         };
-        let pred = (0..k)
+        (0..k)
             .map(|c| (c, distance(c)))
             .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map_or(0, |(c, _)| c);
-        seen[y] += 1;
-        if pred == y {
-            hit[y] += 1;
-        }
-    }
-    let per: Vec<f64> = (0..k)
-        .map(|c| {
-            if seen[c] == 0 {
-                f64::NAN
-            } else {
-                hit[c] as f64 / seen[c] as f64
-            }
-        })
-        .collect();
-    let present: Vec<f64> = per.iter().copied().filter(|p| p.is_finite()).collect();
-    let balanced = present.iter().sum::<f64>() / present.len().max(1) as f64;
-    let overall = hit.iter().sum::<usize>() as f64 / labels.len().max(1) as f64;
-    (overall, balanced, per)
+            .map_or(0, |(c, _)| c)
+    });
+    scl_geometry::accuracies(labels, predicted, k)
 }
 
 /// Trains one deep-network run into `opts.run_dir`.
@@ -469,7 +478,8 @@ fn ncc_accuracy(
 /// # Errors
 /// [`RunError::Config`] for a wrong configuration or a dataset that cannot be read;
 /// [`RunError::NonFinite`] when the loss stops being finite (the last checkpoint stays
-/// loadable); [`RunError::Io`] when a file cannot be written.
+/// loadable); [`RunError::Interrupted`] after a stop was asked for ([`crate::interrupt`]) and
+/// a checkpoint saved; [`RunError::Io`] when a file cannot be written.
 pub fn train_deep<B: AutodiffBackend + SupConBackend>(
     cfg: &DeepConfig,
     opts: &DeepRunOptions,
@@ -624,6 +634,8 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
         let mut state = State {
             epochs_done: 0,
             step: 0,
+            batch_in_epoch: 0,
+            loss_sum: 0.0,
             metrics: Vec::new(),
             config: cfg.clone(),
         };
@@ -643,19 +655,29 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
             {
                 break;
             }
+            // A checkpoint saved on interrupt continues its epoch where it stopped.
+            let (mut loss_sum, mut batches) = (
+                std::mem::take(&mut state.loss_sum),
+                std::mem::take(&mut state.batch_in_epoch),
+            );
+            if crate::interrupt::requested() {
+                return Err(self.interrupted(&ckpt_root, state, batches, loss_sum, &model, &optim));
+            }
             let lr = cfg.lr_at(epoch);
             let batcher = self.train_batcher.clone();
             let train = self.train.clone();
             let e = epoch as u64;
             let loader = Loader::new(
                 self.schedule.clone(),
-                Position { epoch: e, batch: 0 },
+                Position {
+                    epoch: e,
+                    batch: batches,
+                },
                 e + 1,
                 2,
                 4,
                 move |indices: &[usize]| batcher.assemble(&items_of(&train, indices), e),
             );
-            let (mut loss_sum, mut batches) = (0.0, 0usize);
             for loaded in loader {
                 let batch = loaded.item.to_device::<B>(self.device);
                 let n = batch.indices.len();
@@ -690,6 +712,14 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 model = optim.step(lr, model, grads);
                 state.step += 1;
+                if cfg.interrupt_at_step == Some(state.step) {
+                    crate::interrupt::request();
+                }
+                if crate::interrupt::requested() {
+                    return Err(
+                        self.interrupted(&ckpt_root, state, batches, loss_sum, &model, &optim)
+                    );
+                }
             }
             state.epochs_done = epoch + 1;
             progress(state.epochs_done, cfg.epochs);
@@ -729,6 +759,21 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
             .map_err(|e| RunError::Other(format!("class means at epoch {epoch}: {e}")))?;
         let test_z = embed_set(&valid, self.test, &self.eval_batcher, self.device)?;
         let (ncc, balanced, per_class) = ncc_accuracy(&test_z, self.test.labels(), &means);
+        let probe = if self.cfg.linear_probe {
+            Some(
+                linear_probe(
+                    &train_z,
+                    self.train.labels(),
+                    &test_z,
+                    self.test.labels(),
+                    k,
+                    &ProbeConfig::default(),
+                )
+                .map_err(|e| RunError::Other(format!("linear probe at epoch {epoch}: {e}")))?,
+            )
+        } else {
+            None
+        };
         Ok(EpochMetrics {
             epoch,
             step,
@@ -740,13 +785,15 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
             per_class_accuracy: per_class,
             gram: scl_geometry::class_mean_gram(&train_z, self.train.labels(), k)
                 .map_err(|e| RunError::Other(format!("gram at epoch {epoch}: {e}")))?,
+            probe,
         })
     }
 
     fn write_metrics(&self, metrics: &[EpochMetrics]) -> Result<(), RunError> {
         let mut csv = String::from(
             "epoch,step,lr,train_loss,of_distance,etf_distance,nc1,mean_cosine,norm_ratio,\
-             of_distance_majority,of_distance_minority,ncc_accuracy,balanced_accuracy\n",
+             of_distance_majority,of_distance_minority,ncc_accuracy,balanced_accuracy,\
+             probe_accuracy,probe_balanced_accuracy\n",
         );
         let opt = |g: Option<scl_geometry::GeometryReport>| {
             g.map(|r| r.of_distance.to_string()).unwrap_or_default()
@@ -755,7 +802,7 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
             let g = &m.geometry.overall;
             let _ = writeln!(
                 csv,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 m.epoch,
                 m.step,
                 m.lr,
@@ -768,20 +815,60 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
                 opt(m.geometry.majority),
                 opt(m.geometry.minority),
                 m.ncc_accuracy,
-                m.balanced_accuracy
+                m.balanced_accuracy,
+                m.probe
+                    .as_ref()
+                    .map(|p| p.accuracy.to_string())
+                    .unwrap_or_default(),
+                m.probe
+                    .as_ref()
+                    .map(|p| p.balanced_accuracy.to_string())
+                    .unwrap_or_default()
             );
         }
         write_atomic(&self.opts.run_dir.join("metrics.csv"), &csv)
     }
 
+    /// Saves a checkpoint at the current position (`batches` of epoch `state.epochs_done`
+    /// done) and returns the error that says where it is; an error saving it is returned
+    /// instead.
+    fn interrupted<O: Optimizer<SclModel<B>, B>>(
+        &self,
+        root: &Path,
+        mut state: State,
+        batches: usize,
+        loss_sum: f64,
+        model: &SclModel<B>,
+        optim: &O,
+    ) -> RunError {
+        state.batch_in_epoch = batches;
+        state.loss_sum = loss_sum;
+        match self.save_checkpoint(root, &state, model, optim) {
+            Ok(dir) => RunError::Interrupted {
+                step: state.step,
+                checkpoint: Some(dir.display().to_string()),
+            },
+            Err(e) => e,
+        }
+    }
+
+    /// Writes `root/epoch-NNNN` (or `epoch-NNNN-batch-BBBBB` in the middle of an epoch),
+    /// points `root/latest` at it and returns its path.
     fn save_checkpoint<O: Optimizer<SclModel<B>, B>>(
         &self,
         root: &Path,
         state: &State,
         model: &SclModel<B>,
         optim: &O,
-    ) -> Result<(), RunError> {
-        let name = format!("epoch-{:04}", state.epochs_done);
+    ) -> Result<PathBuf, RunError> {
+        let name = if state.batch_in_epoch == 0 {
+            format!("epoch-{:04}", state.epochs_done)
+        } else {
+            format!(
+                "epoch-{:04}-batch-{:05}",
+                state.epochs_done, state.batch_in_epoch
+            )
+        };
         let tmp = root.join(format!(".{name}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
@@ -799,7 +886,8 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
         let dest = root.join(&name);
         let _ = std::fs::remove_dir_all(&dest);
         std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
-        write_atomic(&root.join("latest"), &name)
+        write_atomic(&root.join("latest"), &name)?;
+        Ok(dest)
     }
 
     #[allow(clippy::type_complexity)]
@@ -845,6 +933,8 @@ mod tests {
             toml::from_str("dataset = \"mnist\"\nmodel = \"mlp\"\nepochs = 1").unwrap();
         cfg.projection = Some(8);
         cfg.inject_nan_at_step = Some(1);
+        cfg.interrupt_at_step = Some(1);
+        cfg.linear_probe = true;
         let value = serde_json::to_value(&cfg).unwrap();
         let mut fields: Vec<&str> = value
             .as_object()

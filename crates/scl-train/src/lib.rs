@@ -37,6 +37,7 @@ pub mod backend;
 pub mod config;
 pub mod deep;
 pub mod experiment;
+pub mod interrupt;
 pub mod sweep;
 pub mod ufm;
 
@@ -53,6 +54,18 @@ pub enum RunError {
     NonFinite {
         /// The step at which it happened.
         step: usize,
+    },
+    /// A stop was asked for ([`interrupt`]). A deep-network run saved a checkpoint at its
+    /// current step and resumes from it; a UFM run has none and starts again.
+    #[error("interrupted at step {step}; {}", match .checkpoint {
+        Some(dir) => format!("checkpoint saved in {dir}: resume to continue from it"),
+        None => "no checkpoint (a UFM run starts again from step 0)".to_string(),
+    })]
+    Interrupted {
+        /// Optimiser steps taken.
+        step: usize,
+        /// The checkpoint directory, where one was saved.
+        checkpoint: Option<String>,
     },
     /// Reading or writing a file failed.
     #[error("I/O error: {0}")]

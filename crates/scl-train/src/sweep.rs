@@ -65,6 +65,9 @@ pub struct Launcher {
 /// - It prints `progress <done> <total>` lines on stdout as its cell advances.
 /// - It exits when its stdin reaches end-of-file, which happens when the parent dies (also
 ///   by `kill -9`), so no orphan keeps working on a cell that a restarted sweep will run.
+/// - A line `stop` on its stdin asks it to checkpoint and stop, as Ctrl-C would
+///   ([`crate::interrupt::request`]); it then prints `status interrupted at step ...` (the
+///   [`crate::RunError::Interrupted`] message) and exits with code 0.
 /// - Exit code 0: the cell finished; anything else: it failed, and its error is in
 ///   `<root>/.failed-<id>.json` (written by [`run_cell`]) or else in its log
 ///   `<root>/.logs/<id>.log` (its stderr).
@@ -82,12 +85,21 @@ impl ChildProtocol {
         Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
     }
 
-    /// Exits the process with code 3 as soon as stdin is closed (call once, in the child).
+    /// The line that asks a child to checkpoint and stop.
+    pub const STOP: &'static str = "stop";
+
+    /// Exits the process with code 3 as soon as stdin is closed, and turns a [`Self::STOP`]
+    /// line into [`crate::interrupt::request`] (call once, in the child).
     pub fn exit_when_parent_dies() {
         std::thread::spawn(|| {
-            let mut sink = [0u8; 64];
-            let mut stdin = std::io::stdin();
-            while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
+            use std::io::BufRead;
+            for line in std::io::stdin().lock().lines() {
+                match line {
+                    Ok(l) if l.trim() == Self::STOP => crate::interrupt::request(),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
             std::process::exit(3);
         });
     }
@@ -168,6 +180,9 @@ pub struct SweepOutcome {
     pub busy: Vec<String>,
     /// Cells that failed, with their error.
     pub failed: Vec<(String, String)>,
+    /// Cells stopped by an interrupt ([`crate::interrupt`]), with what they saved. After an
+    /// interrupt no further cell starts.
+    pub interrupted: Vec<(String, String)>,
 }
 
 /// The results folder of `experiment` under a results root.
@@ -319,6 +334,9 @@ pub enum CellStatus {
     AlreadyFinished,
     /// Another live process holds the cell's lock; nothing ran.
     Busy,
+    /// A stop was asked for ([`crate::interrupt`]) while the cell ran: the
+    /// [`RunError::Interrupted`] message ("interrupted at step ..."), which says what was saved.
+    Interrupted(String),
 }
 
 /// Runs cell `index` of `experiment` in this process on `device` (resuming a deep cell from
@@ -394,6 +412,7 @@ pub fn run_cell(
             let _ = std::fs::remove_file(&failure);
             Ok(CellStatus::Finished(line))
         }
+        Err(e @ RunError::Interrupted { .. }) => Ok(CellStatus::Interrupted(e.to_string())),
         Err(e) => {
             record_failure(&root, &id, &e.to_string());
             Err(e)
@@ -484,6 +503,8 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
     let running = AtomicUsize::new(0);
     let failed = Mutex::new(Vec::new());
     let busy = Mutex::new(Vec::new());
+    let interrupted = Mutex::new(Vec::new());
+    let ran = AtomicUsize::new(0);
     let jobs = opts.jobs.max(1).min(pending.len().max(1));
     std::thread::scope(|scope| {
         for slot in 0..jobs {
@@ -491,8 +512,12 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
             let (multi, overall, next, running, failed, busy, pending, root) = (
                 &multi, &overall, &next, &running, &failed, &busy, &pending, &root,
             );
+            let (interrupted, ran) = (&interrupted, &ran);
             scope.spawn(move || {
                 loop {
+                    if crate::interrupt::requested() {
+                        break;
+                    }
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(&index) = pending.get(i) else { break };
                     let job = Job::at(experiment, index).expect("pending cells exist");
@@ -525,11 +550,21 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
                     overall.inc(1);
                     match result {
                         Ok(CellStatus::Finished(line)) => {
+                            ran.fetch_add(1, Ordering::SeqCst);
                             if !opts.progress {
                                 eprintln!("finished {id}: {line}");
                             }
                         }
-                        Ok(CellStatus::AlreadyFinished) => {}
+                        Ok(CellStatus::AlreadyFinished) => {
+                            ran.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(CellStatus::Interrupted(what)) => {
+                            let _ = multi.println(format!("cell {id} {what}"));
+                            interrupted
+                                .lock()
+                                .expect("no panics under the lock")
+                                .push((id, what));
+                        }
                         Ok(CellStatus::Busy) => {
                             let _ = multi.println(format!(
                                 "cell {id} skipped: another process is running it"
@@ -553,10 +588,11 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
     let failed = failed.into_inner().expect("workers have finished");
     let busy = busy.into_inner().expect("workers have finished");
     Ok(SweepOutcome {
-        ran: pending.len() - failed.len() - busy.len(),
+        ran: ran.into_inner(),
         skipped,
         busy,
         failed,
+        interrupted: interrupted.into_inner().expect("workers have finished"),
         summaries: read_summaries(experiment, &root),
         deep_summaries: read_deep_summaries(experiment, &root),
     })
@@ -593,25 +629,50 @@ fn run_child(
         .stderr(Stdio::from(log))
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", launcher.program.display()))?;
-    // Keep the child's stdin open while it runs: it exits when this process dies.
-    let _stdin = child.stdin.take();
+    // The child's stdin stays open while it runs (it exits when this process dies) and
+    // carries the stop request when this process is interrupted.
+    let stdin = child.stdin.take();
+    let ended = std::sync::atomic::AtomicBool::new(false);
     let mut status_line = None;
-    if let Some(out) = child.stdout.take() {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some((done, _)) = ChildProtocol::parse_progress(&line) {
-                progress(done);
-            } else if let Some(rest) = line.strip_prefix("status ") {
-                status_line = Some(rest.to_string());
+    let status = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut stdin = stdin;
+            while !ended.load(Ordering::SeqCst) {
+                if crate::interrupt::requested()
+                    && let Some(mut pipe) = stdin.take()
+                {
+                    let _ = writeln!(pipe, "{}", ChildProtocol::STOP);
+                    let _ = pipe.flush();
+                    // Keep the pipe open: closing it would make the child exit at once.
+                    stdin = Some(pipe);
+                    while !ended.load(Ordering::SeqCst) {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        if let Some(out) = child.stdout.take() {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some((done, _)) = ChildProtocol::parse_progress(&line) {
+                    progress(done);
+                } else if let Some(rest) = line.strip_prefix("status ") {
+                    status_line = Some(rest.to_string());
+                }
             }
         }
-    }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for the cell's process: {e}"))?;
+        let status = child.wait();
+        ended.store(true, Ordering::SeqCst);
+        status
+    })
+    .map_err(|e| format!("waiting for the cell's process: {e}"))?;
     if status.success() {
         return Ok(match status_line.as_deref() {
             Some("busy") => CellStatus::Busy,
             Some("already-finished") => CellStatus::AlreadyFinished,
+            Some(line) if line.starts_with("interrupted ") => {
+                CellStatus::Interrupted(line.to_string())
+            }
             Some(line) => CellStatus::Finished(line.trim_start_matches("finished ").to_string()),
             None => CellStatus::Finished(String::new()),
         });

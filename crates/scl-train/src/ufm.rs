@@ -299,6 +299,12 @@ impl<B: AutodiffBackend + SupConBackend> Problem<'_, B> {
         let mut batches: Vec<Vec<usize>> = Vec::new();
         let mut next = 0usize;
         for step in 0..=cfg.steps {
+            if crate::interrupt::requested() {
+                return Err(crate::RunError::Interrupted {
+                    step,
+                    checkpoint: None,
+                });
+            }
             let features = model.features(cfg.relu);
             let logging = step % cfg.log_every == 0 || step == cfg.steps;
             // `implementation: auto`: the fused kernel where the backend has one (no N x N matrix).
