@@ -302,15 +302,15 @@ fn run_one(
         .unwrap_or_default();
     match result {
         Ok(status) => {
-            let line = match &status {
-                CellStatus::Finished(line) => format!("finished {line}"),
-                CellStatus::AlreadyFinished => "already-finished".to_string(),
-                CellStatus::Busy => "busy".to_string(),
-                CellStatus::Interrupted(what) => what.clone(),
-            };
             if args.supervised {
-                println!("status {line}");
+                println!("{}", ChildProtocol::status_line(&status));
             } else {
+                let line = match &status {
+                    CellStatus::Finished(line) => format!("finished {line}"),
+                    CellStatus::AlreadyFinished => "already finished".to_string(),
+                    CellStatus::Busy => "busy: another process is running it".to_string(),
+                    CellStatus::Interrupted(what) => what.clone(),
+                };
                 eprintln!("cell {index} {id}: {line}");
             }
             if matches!(status, CellStatus::Interrupted(_)) && !args.supervised {

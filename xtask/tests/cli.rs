@@ -242,27 +242,17 @@ fn train_stopped_mid_epoch_resumes_to_the_uninterrupted_metrics() {
 fn a_sweep_interrupted_with_sigint_checkpoints_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("exp.toml"), KILLABLE).unwrap();
-    let args = |out: &'static str| {
-        vec![
-            "sweep",
-            "--experiment",
-            "exp.toml",
-            "--jobs",
-            "1",
-            "--out",
-            out,
-        ]
-    };
-    let (code, err) = xtask(dir.path(), &args("whole"));
-    assert_eq!(code, 0, "{err}");
+    assert!(
+        killable_sweep(dir.path(), "whole")
+            .status()
+            .unwrap()
+            .success()
+    );
     let expected = results(&dir.path().join("whole/kill"));
 
     let root = dir.path().join("cut/kill");
     let log = std::fs::File::create(dir.path().join("cut.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .current_dir(dir.path())
-        .args(args("cut"))
-        .stdout(std::process::Stdio::null())
+    let mut child = killable_sweep(dir.path(), "cut")
         .stderr(log)
         .spawn()
         .unwrap();
@@ -290,8 +280,12 @@ fn a_sweep_interrupted_with_sigint_checkpoints_and_resumes() {
             .exists()
     );
 
-    let (code, err) = xtask(dir.path(), &args("cut"));
-    assert_eq!(code, 0, "{err}");
+    assert!(
+        killable_sweep(dir.path(), "cut")
+            .status()
+            .unwrap()
+            .success()
+    );
     assert_eq!(results(&root), expected);
 }
 
@@ -476,6 +470,25 @@ fn results(root: &Path) -> std::collections::BTreeMap<String, serde_json::Value>
         .collect()
 }
 
+/// `xtask sweep` of `KILLABLE` (written to `dir/exp.toml`) into `dir/<out>`, one cell at a
+/// time, output discarded.
+fn killable_sweep(dir: &Path, out: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.current_dir(dir)
+        .args([
+            "sweep",
+            "--experiment",
+            "exp.toml",
+            "--jobs",
+            "1",
+            "--out",
+            out,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c
+}
+
 /// Waits until a deep cell of the running sweep `child` has a checkpoint in its
 /// `.partial-<id>` folder under `root`, and returns that id.
 fn wait_for_partial_checkpoint(root: &Path, child: &mut std::process::Child) -> String {
@@ -507,22 +520,6 @@ fn wait_for_partial_checkpoint(root: &Path, child: &mut std::process::Child) -> 
 fn a_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_results() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("exp.toml"), KILLABLE).unwrap();
-    let sweep = |out: &str| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        c.current_dir(dir.path())
-            .args([
-                "sweep",
-                "--experiment",
-                "exp.toml",
-                "--jobs",
-                "1",
-                "--out",
-                out,
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        c
-    };
     let (code, err) = xtask(
         dir.path(),
         &[
@@ -541,7 +538,7 @@ fn a_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_results() {
 
     // Kill the sweep once the first deep cell has a checkpoint but has not finished.
     let root = dir.path().join("cut/kill");
-    let mut child = sweep("cut").spawn().unwrap();
+    let mut child = killable_sweep(dir.path(), "cut").spawn().unwrap();
     wait_for_partial_checkpoint(&root, &mut child);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -570,7 +567,7 @@ fn a_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_results() {
         "an orphaned cell process kept running"
     );
 
-    let status = sweep("cut").status().unwrap();
+    let status = killable_sweep(dir.path(), "cut").status().unwrap();
     assert!(status.success());
     let after = finished(&root);
     for (id, t) in &before {

@@ -66,8 +66,8 @@ pub struct Launcher {
 /// - It exits when its stdin reaches end-of-file, which happens when the parent dies (also
 ///   by `kill -9`), so no orphan keeps working on a cell that a restarted sweep will run.
 /// - A line `stop` on its stdin asks it to checkpoint and stop, as Ctrl-C would
-///   ([`crate::interrupt::request`]); it then prints `status interrupted at step ...` (the
-///   [`crate::RunError::Interrupted`] message) and exits with code 0.
+///   ([`crate::interrupt::request`]); it then prints its status line (`status interrupted
+///   ...`, [`ChildProtocol::status_line`]) and exits with code 0.
 /// - Exit code 0: the cell finished; anything else: it failed, and its error is in
 ///   `<root>/.failed-<id>.json` (written by [`run_cell`]) or else in its log
 ///   `<root>/.logs/<id>.log` (its stderr).
@@ -83,6 +83,29 @@ impl ChildProtocol {
     pub fn parse_progress(line: &str) -> Option<(u64, u64)> {
         let mut words = line.strip_prefix("progress ")?.split(' ');
         Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+    }
+
+    /// The line that reports how the cell ended (`status <kind> [text]`).
+    pub fn status_line(status: &CellStatus) -> String {
+        match status {
+            CellStatus::Finished(line) => format!("status finished {line}"),
+            CellStatus::AlreadyFinished => "status already-finished".to_string(),
+            CellStatus::Busy => "status busy".to_string(),
+            CellStatus::Interrupted(what) => format!("status interrupted {what}"),
+        }
+    }
+
+    /// Parses a line of [`Self::status_line`].
+    pub fn parse_status(line: &str) -> Option<CellStatus> {
+        let rest = line.strip_prefix("status ")?;
+        let (kind, text) = rest.split_once(' ').unwrap_or((rest, ""));
+        Some(match kind {
+            "finished" => CellStatus::Finished(text.to_string()),
+            "already-finished" => CellStatus::AlreadyFinished,
+            "busy" => CellStatus::Busy,
+            "interrupted" => CellStatus::Interrupted(text.to_string()),
+            _ => return None,
+        })
     }
 
     /// The line that asks a child to checkpoint and stop.
@@ -631,23 +654,20 @@ fn run_child(
         .map_err(|e| format!("cannot start {}: {e}", launcher.program.display()))?;
     // The child's stdin stays open while it runs (it exits when this process dies) and
     // carries the stop request when this process is interrupted.
-    let stdin = child.stdin.take();
+    let mut stdin = child.stdin.take();
     let ended = std::sync::atomic::AtomicBool::new(false);
-    let mut status_line = None;
+    let mut reported = None;
     let status = std::thread::scope(|scope| {
         scope.spawn(|| {
-            let mut stdin = stdin;
+            let mut sent = false;
             while !ended.load(Ordering::SeqCst) {
-                if crate::interrupt::requested()
-                    && let Some(mut pipe) = stdin.take()
+                if !sent
+                    && crate::interrupt::requested()
+                    && let Some(pipe) = stdin.as_mut()
                 {
                     let _ = writeln!(pipe, "{}", ChildProtocol::STOP);
                     let _ = pipe.flush();
-                    // Keep the pipe open: closing it would make the child exit at once.
-                    stdin = Some(pipe);
-                    while !ended.load(Ordering::SeqCst) {
-                        std::thread::sleep(std::time::Duration::from_millis(50));
-                    }
+                    sent = true;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
@@ -656,8 +676,8 @@ fn run_child(
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
                 if let Some((done, _)) = ChildProtocol::parse_progress(&line) {
                     progress(done);
-                } else if let Some(rest) = line.strip_prefix("status ") {
-                    status_line = Some(rest.to_string());
+                } else if let Some(status) = ChildProtocol::parse_status(&line) {
+                    reported = Some(status);
                 }
             }
         }
@@ -667,15 +687,7 @@ fn run_child(
     })
     .map_err(|e| format!("waiting for the cell's process: {e}"))?;
     if status.success() {
-        return Ok(match status_line.as_deref() {
-            Some("busy") => CellStatus::Busy,
-            Some("already-finished") => CellStatus::AlreadyFinished,
-            Some(line) if line.starts_with("interrupted ") => {
-                CellStatus::Interrupted(line.to_string())
-            }
-            Some(line) => CellStatus::Finished(line.trim_start_matches("finished ").to_string()),
-            None => CellStatus::Finished(String::new()),
-        });
+        return Ok(reported.unwrap_or(CellStatus::Finished(String::new())));
     }
     // The child records its own error; a crash (panic, signal) leaves only its log.
     let recorded = std::fs::read_to_string(root.join(format!(".failed-{id}.json")))
@@ -924,4 +936,26 @@ pub fn git_revision() -> String {
 /// Whether progress bars make sense: stderr is a terminal.
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_status_lines_round_trip() {
+        for status in [
+            CellStatus::Finished("OF distance 0.1, 2.0s".into()),
+            CellStatus::Finished(String::new()),
+            CellStatus::AlreadyFinished,
+            CellStatus::Busy,
+            CellStatus::Interrupted("interrupted at step 3; checkpoint saved in x y".into()),
+        ] {
+            let line = ChildProtocol::status_line(&status);
+            assert_eq!(ChildProtocol::parse_status(&line), Some(status), "{line}");
+        }
+        assert_eq!(ChildProtocol::parse_status("progress 1 2"), None);
+        assert_eq!(ChildProtocol::parse_status("status exploded"), None);
+        assert_eq!(ChildProtocol::parse_progress("progress 3 7"), Some((3, 7)));
+    }
 }
