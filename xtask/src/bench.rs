@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use scl_loss::fused::cpu::Isa;
 use scl_train::backend::BackendKind;
 
 use crate::loss_timing::{
@@ -60,26 +61,86 @@ struct Row {
     fused: Cell,
 }
 
-/// The assumed floating-point peak of this machine in GFLOP/s, and how it was derived.
+/// The floating-point peak of this machine in GFLOP/s, and how it was derived: the larger
+/// of the nominal peak (cores x `cpu MHz` x FMA width, two FMA units assumed) and the FMA
+/// throughput measured on every core, so that a clock above the one `/proc/cpuinfo` reports
+/// (turbo) cannot flatter the kernel's share.
 fn machine_peak() -> (f64, String) {
     let cores = cores();
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let mhz = cpuinfo_field(&info, "cpu MHz")
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(2000.0);
-    let avx512 = info.contains("avx512f");
+    let isa = Isa::detect();
+    let avx512 = isa == Isa::Avx512;
     let flops_per_cycle = if avx512 { 64.0 } else { 32.0 };
     let model = host();
-    let peak = cores as f64 * mhz / 1000.0 * flops_per_cycle;
+    let nominal = cores as f64 * mhz / 1000.0 * flops_per_cycle;
+    let measured = scl_loss::fused::cpu::measure_fma_peak(isa);
+    let peak = nominal.max(measured);
     (
         peak,
         format!(
-            "{model} at {mhz:.0} MHz x {flops_per_cycle} f32 FLOP/cycle \
-             ({} FMA: two {}-lane FMA units assumed) = {peak:.0} GFLOP/s",
+            "{model}; nominal peak {cores} x {mhz:.0} MHz x {flops_per_cycle} f32 \
+             FLOP/cycle ({} FMA: two {}-lane FMA units assumed) = {nominal:.0} GFLOP/s; \
+             measured FMA throughput ({isa} FMA chains on {} threads) {measured:.0} GFLOP/s; \
+             the larger, {peak:.0} GFLOP/s, is the peak used",
             if avx512 { "AVX-512" } else { "AVX2" },
-            if avx512 { 16 } else { 8 }
+            if avx512 { 16 } else { 8 },
+            cores,
         ),
     )
+}
+
+/// One row of the kernel table: an instruction set and its median seconds.
+struct KernelRow {
+    isa: Isa,
+    seconds: f64,
+}
+
+/// The CPU kernel alone (`scl_loss::fused::cpu`, forward and backward on host slices, no
+/// Burn) on every instruction set this processor has, at `n` unit features of dimension `d`.
+fn kernel_rows(n: usize, d: usize, repeats: usize) -> Vec<KernelRow> {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    use scl_loss::fused::cpu::{Problem, lse_backward_with, lse_with};
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut z: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+    for row in z.chunks_mut(d.max(1)) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    let g = vec![1.0 / n as f32; n];
+    let p = Problem {
+        z: &z,
+        n_contrast: n,
+        n_anchor: n,
+        dim: d,
+        temperature: 0.1,
+    };
+    Isa::ALL
+        .into_iter()
+        .filter(|isa| isa.is_available())
+        .map(|isa| {
+            let run = || {
+                let lse = lse_with(&p, isa);
+                std::hint::black_box(lse_backward_with(&p, &lse, &g, isa));
+            };
+            run();
+            let mut times: Vec<f64> = (0..repeats.max(1))
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    run();
+                    start.elapsed().as_secs_f64()
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            eprintln!("kernel {isa} N = {n}: {:.4} s", times[times.len() / 2]);
+            KernelRow {
+                isa,
+                seconds: times[times.len() / 2],
+            }
+        })
+        .collect()
 }
 
 /// The backends to measure: `--backends`, else every compiled one.
@@ -134,7 +195,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             });
         }
     }
-    let md = render(&args, &rows, peak, &peak_text);
+    // The kernel table at the largest measured size up to 8192 (the CPU target's size).
+    let kernel_n = args.sizes.iter().copied().filter(|&n| n <= 8192).max();
+    let kernels = match kernel_n {
+        Some(n) if backends.contains(&BackendKind::Ndarray) => (n, kernel_rows(n, d, args.repeats)),
+        _ => (0, Vec::new()),
+    };
+    let mut md = render(&args, &rows, peak, &peak_text);
+    md.push_str(&render_kernels(kernels.0, d, &kernels.1, peak));
     print!("{md}");
     let json: Vec<_> = rows
         .iter()
@@ -158,7 +226,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.out.join("benchmarks.json"),
         serde_json::to_string_pretty(&serde_json::json!({
             "machine_peak_gflops": peak, "machine": peak_text,
-            "fused_passes": FUSED_PASSES, "reference_passes": REFERENCE_PASSES, "rows": json
+            "fused_passes": FUSED_PASSES, "reference_passes": REFERENCE_PASSES, "rows": json,
+            "cpu_kernel": {
+                "n": kernels.0, "dim": d,
+                "rows": kernels.1.iter().map(|k| serde_json::json!({
+                    "isa": k.isa.name(), "seconds": k.seconds,
+                    "gflops": flops(kernels.0, d, FUSED_PASSES) / k.seconds / 1e9,
+                })).collect::<Vec<_>>(),
+            }
         }))?,
     )?;
     Ok(ExitCode::SUCCESS)
@@ -237,6 +312,42 @@ fn render(args: &BenchArgs, rows: &[Row], peak: f64, peak_text: &str) -> String 
             "- fused adds under 64 MiB at N = 16384: {:.1} MiB, {}",
             r.fused.1,
             if r.fused.1 < 64.0 { "met" } else { "not met" }
+        );
+    }
+    md
+}
+
+/// The kernel table: one row per instruction set, with its speed-up over the portable code.
+fn render_kernels(n: usize, d: usize, rows: &[KernelRow], peak: f64) -> String {
+    let mut md = String::new();
+    if rows.is_empty() {
+        return md;
+    }
+    let _ = writeln!(
+        md,
+        "\n### The CPU kernel alone, per instruction set\n\n\
+         `scl_loss::fused::cpu::lse_with` + `lse_backward_with` on host slices (no Burn, no \
+         autodiff, no normalisation), N = {n}, d = {d}, tau = 0.1, every row an anchor; median \
+         of the same runs. The table above goes through Burn and uses the first row.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| instruction set | s | GFLOP/s | % of CPU peak | speed-up over portable |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    let portable = rows
+        .iter()
+        .find(|r| r.isa == Isa::Portable)
+        .map(|r| r.seconds);
+    for r in rows {
+        let gflops = flops(n, d, FUSED_PASSES) / r.seconds / 1e9;
+        let _ = writeln!(
+            md,
+            "| {} | {:.4} | {gflops:.1} | {:.1}% | {} |",
+            r.isa,
+            r.seconds,
+            100.0 * gflops / peak,
+            portable.map_or("-".into(), |p| format!("{:.2}x", p / r.seconds)),
         );
     }
     md

@@ -17,7 +17,8 @@
 //!
 //! - the trait's default methods, the reference: the `[Na, Nc]` logits in plain tensor ops,
 //!   so every Burn backend works;
-//! - the CPU kernel of [`cpu`] for the ndarray backend (f32): tiled, multi-threaded,
+//! - the CPU kernel of [`cpu`] for the ndarray backend (f32): register-blocked SIMD
+//!   micro-kernels (AVX-512, AVX2 + FMA or portable, detected at run time), multi-threaded,
 //!   memory `O(N d + N)`;
 //! - with the cargo feature `cubecl`, CubeCL kernels for Burn's GPU backends (wgpu, CUDA;
 //!   the fusion wrapper included), see `cube`.
