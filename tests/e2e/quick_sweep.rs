@@ -72,4 +72,21 @@ fn the_quick_sweep_reproduces_the_unconstrained_features_geometry() {
         }
     }
     assert!(report.contains("probe bal acc"));
+
+    // Every row of every table has as many columns as its header (the "Every cell" table
+    // once had two values more than header columns).
+    let columns = |line: &str| line.trim().trim_matches('|').split('|').count();
+    let mut header: Option<(usize, &str)> = None;
+    for line in report.lines() {
+        if !line.starts_with('|') {
+            header = None;
+            continue;
+        }
+        match header {
+            None => header = Some((columns(line), line)),
+            Some((n, head)) => {
+                assert_eq!(columns(line), n, "report row\n{line}\nunder header\n{head}")
+            }
+        }
+    }
 }

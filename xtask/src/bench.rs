@@ -10,7 +10,7 @@ use scl_loss::fused::cpu::Isa;
 use scl_train::backend::BackendKind;
 
 use crate::loss_timing::{
-    Cell, FUSED_PASSES, REFERENCE_PASSES, cores, cpuinfo_field, flops, host, measure_on,
+    Cell, FUSED_PASSES, REFERENCE_PASSES, cores, cpuinfo_field, flops, host, measure_on, median,
 };
 
 /// Arguments of `cargo xtask bench loss`.
@@ -126,19 +126,17 @@ fn kernel_rows(n: usize, d: usize, repeats: usize) -> Vec<KernelRow> {
                 std::hint::black_box(lse_backward_with(&p, &lse, &g, isa));
             };
             run();
-            let mut times: Vec<f64> = (0..repeats.max(1))
-                .map(|_| {
-                    let start = std::time::Instant::now();
-                    run();
-                    start.elapsed().as_secs_f64()
-                })
-                .collect();
-            times.sort_by(f64::total_cmp);
-            eprintln!("kernel {isa} N = {n}: {:.4} s", times[times.len() / 2]);
-            KernelRow {
-                isa,
-                seconds: times[times.len() / 2],
-            }
+            let seconds = median(
+                (0..repeats.max(1))
+                    .map(|_| {
+                        let start = std::time::Instant::now();
+                        run();
+                        start.elapsed().as_secs_f64()
+                    })
+                    .collect(),
+            );
+            eprintln!("kernel {isa} N = {n}: {seconds:.4} s");
+            KernelRow { isa, seconds }
         })
         .collect()
 }

@@ -88,12 +88,20 @@ fn measure<B: AutodiffBackend + SupConBackend>(
         times.push(start.elapsed().as_secs_f64());
         peak = peak.max(alloc_counter::peak().saturating_sub(base));
     }
-    times.sort_by(f64::total_cmp);
     let memory = match backend {
         BackendKind::Ndarray => peak as f64,
         _ => device_reserved(backend).saturating_sub(reserved_before) as f64,
     };
-    (times[times.len() / 2], memory / (1024.0 * 1024.0))
+    (median(times), memory / (1024.0 * 1024.0))
+}
+
+/// The median of timed runs (the upper one of an even count).
+///
+/// # Panics
+/// When `times` is empty.
+pub(crate) fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 /// Runs [`measure`] on the named backend with autodiff.

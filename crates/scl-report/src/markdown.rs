@@ -130,11 +130,11 @@ pub fn render_report(
         let _ = writeln!(s, "\n## Every cell\n");
         let _ = writeln!(
             s,
-            "| cell | K | R | ReLU | seed | steps | OF dist | ETF dist | NC1 | mean cos | norm ratio | loss | OF loss | gap | s |"
+            "| cell | K | R | ReLU | batches | seed | steps | OF dist | ETF dist | NC1 | mean cos | norm ratio | loss | OF loss | gap | validator | s |"
         );
         let _ = writeln!(
             s,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in summaries {
             let g = &r.last.geometry.overall;

@@ -186,6 +186,7 @@ fn forward_block<S: Simd, const MR: usize, const NV: usize>(
     for (r, o) in out.iter_mut().enumerate() {
         let (m, sm) = (&maxes[r * l..(r + 1) * l], &sums[r * l..(r + 1) * l]);
         let top = m.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        // Every entry -inf (dot products that overflowed to -inf): the sum is 0.
         if top == f32::NEG_INFINITY {
             *o = f32::NEG_INFINITY;
             continue;
@@ -221,19 +222,20 @@ fn backward_block<S: Simd, const MR: usize, const NV: usize>(
     let inv_tau = s.splat(ctx.inv_tau);
     // Rows that are not anchors only have column terms, from anchor columns.
     let col_end = if k0 >= ctx.na { ctx.na } else { ctx.n };
-    let row_terms = |k: usize| {
-        if k < ctx.na {
-            (b.g[k], b.l[k])
-        } else {
-            (0.0, f32::INFINITY)
-        }
-    };
     for c0 in (0..col_end).step_by(CHUNK) {
         let cols = (c0 + CHUNK).min(col_end) - c0;
         for p in 0..panels {
             let a = &a_all[p * d * MR..(p + 1) * d * MR];
             let r0 = k0 + p * MR;
-            let terms: [(f32, f32); MR] = std::array::from_fn(|r| row_terms(r0 + r));
+            // The padded `g` and `l` make non-anchor rows' terms 0; rows past their padding
+            // (the last panel of the last block) get the same (0, +inf).
+            let terms: [(f32, f32); MR] = std::array::from_fn(|r| {
+                let k = r0 + r;
+                (
+                    b.g.get(k).copied().unwrap_or(0.0),
+                    b.l.get(k).copied().unwrap_or(f32::INFINITY),
+                )
+            });
             for j0 in (c0..c0 + cols).step_by(nr) {
                 let bp = &ctx.packed[(j0 / nr) * d * nr..(j0 / nr + 1) * d * nr];
                 let mut acc = similarities::<S, MR, NV>(s, d, a, bp, inv_tau);

@@ -246,7 +246,6 @@ mod tests {
     fn every_instruction_set_matches_plain_f64_on_awkward_sizes() {
         let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.is_available()).collect();
         eprintln!("instruction sets checked: {isas:?}");
-        assert!(isas.contains(&Isa::Portable));
         let mut rng = StdRng::seed_from_u64(11);
         let mut cases = 0;
         for n in [1usize, 2, 31, 257, 613] {
@@ -281,7 +280,7 @@ mod tests {
                             let lse = lse_with(&p, isa);
                             for (a, b) in lse.iter().zip(&want_lse) {
                                 let ok = if n < 2 {
-                                    a.is_infinite()
+                                    *a == f32::NEG_INFINITY
                                 } else {
                                     (f64::from(*a) - b).abs() <= 1e-4 * b.abs().max(1.0)
                                 };
@@ -311,7 +310,8 @@ mod tests {
                 }
             }
         }
-        assert!(cases >= 72 * isas.len(), "{cases} cases");
+        // 4 sizes with pairs x 3 dimensions x 3 temperatures x 2 anchor counts.
+        assert_eq!(cases, 72 * isas.len());
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! an `#[inline(always)]` generic function over [`Simd`], instantiated inside a function with
 //! the matching `#[target_feature]` (see `kernel.rs`): the intrinsics are then inlined into it.
 //!
-//! Unsafe code lives here only: the intrinsics (sound because the token proves the feature)
-//! and the raw loads of [`tile_gemm`]'s inner loop (sound because of the length assertions at
-//! its top).
+//! The kernel's unsafe code lives here, apart from the calls of the `#[target_feature]` entry
+//! points in `kernel.rs` (each right after making the token): the intrinsics (sound because
+//! the token proves the feature) and the raw loads of [`tile_gemm`]'s inner loop (sound
+//! because of the length assertions at its top).
 #![allow(unsafe_code)]
 
 /// One instruction set's vector type and the operations the kernel needs.
