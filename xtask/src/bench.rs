@@ -71,7 +71,7 @@ fn machine_peak() -> (f64, String) {
     let mhz = cpuinfo_field(&info, "cpu MHz")
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(2000.0);
-    let isa = Isa::detect();
+    let isa = Isa::fastest();
     let avx512 = isa == Isa::Avx512;
     let flops_per_cycle = if avx512 { 64.0 } else { 32.0 };
     let model = host();

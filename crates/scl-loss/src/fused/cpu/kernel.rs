@@ -11,6 +11,8 @@
 #[cfg(target_arch = "x86_64")]
 use super::simd::{Avx2, Avx512};
 use super::simd::{Portable, Simd, tile_gemm};
+use std::cell::Cell;
+use std::sync::OnceLock;
 
 /// Row panels per block: 8 x 12 rows with AVX-512. A block's packed rows (`8 MR d` floats)
 /// stay in L1/L2 while a chunk of columns is visited.
@@ -289,12 +291,53 @@ impl Isa {
     /// Every variant, fastest first.
     pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
 
-    /// The fastest instruction set this processor has.
+    /// The instruction set the kernel runs on: the one forced on this thread by
+    /// [`with_isa`], else the one named by the environment variable [`ISA_VARIABLE`]
+    /// (`avx512`, `avx2` or `portable`), else the fastest this processor has.
+    ///
+    /// # Panics
+    /// When [`ISA_VARIABLE`] names no instruction set, or one this processor does not have.
     pub fn detect() -> Isa {
+        if let Some(isa) = FORCED.with(Cell::get) {
+            return isa;
+        }
+        static FROM_ENV: OnceLock<Result<Option<Isa>, String>> = OnceLock::new();
+        match FROM_ENV.get_or_init(|| match std::env::var(ISA_VARIABLE) {
+            Ok(name) => name.parse::<Isa>().and_then(|isa| {
+                if isa.is_available() {
+                    Ok(Some(isa))
+                } else {
+                    Err(format!(
+                        "{ISA_VARIABLE} = {name} is not allowed: this processor does not have \
+                         {isa}; allowed here: {}",
+                        Self::available_names()
+                    ))
+                }
+            }),
+            Err(_) => Ok(None),
+        }) {
+            Ok(Some(isa)) => *isa,
+            Ok(None) => Self::fastest(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The fastest instruction set this processor has.
+    pub fn fastest() -> Isa {
         Self::ALL
             .into_iter()
             .find(|isa| isa.is_available())
             .unwrap_or(Isa::Portable)
+    }
+
+    /// The names of the instruction sets this processor has, fastest first, comma separated.
+    fn available_names() -> String {
+        Self::ALL
+            .into_iter()
+            .filter(|isa| isa.is_available())
+            .map(Isa::name)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Whether this processor has the instructions.
@@ -344,6 +387,54 @@ impl Isa {
             Isa::Avx2 | Isa::Portable => 8,
         }
     }
+}
+
+impl std::str::FromStr for Isa {
+    type Err = String;
+
+    /// `avx512`, `avx2` or `portable`; any other name is refused with a sentence naming it.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|isa| isa.name() == name.trim())
+            .ok_or_else(|| {
+                format!(
+                    "{ISA_VARIABLE} = {name} is not allowed: use avx512, avx2 or portable \
+                     (this processor has {})",
+                    Self::available_names()
+                )
+            })
+    }
+}
+
+/// The environment variable that forces the CPU kernel's instruction set for a whole process
+/// (`avx512`, `avx2` or `portable`), e.g. to test or time the slower paths on a processor
+/// that has the faster ones.
+pub const ISA_VARIABLE: &str = "SCL_CPU_ISA";
+
+thread_local! {
+    static FORCED: Cell<Option<Isa>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with the CPU kernel forced onto `isa` on this thread: every [`Isa::detect`] made
+/// by `f` on this thread (the loss's forward and backward through Burn included) returns
+/// `isa`. The previous choice is restored afterwards, also when `f` panics.
+///
+/// # Panics
+/// When the processor does not have `isa`.
+pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    assert!(
+        isa.is_available(),
+        "the CPU kernel for {isa} needs a processor that has it"
+    );
+    struct Restore(Option<Isa>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCED.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(FORCED.with(|c| c.replace(Some(isa))));
+    f()
 }
 
 impl std::fmt::Display for Isa {

@@ -43,7 +43,7 @@
 mod kernel;
 mod simd;
 
-pub use kernel::Isa;
+pub use kernel::{ISA_VARIABLE, Isa, with_isa};
 pub use simd::exp_f32;
 
 use kernel::{BackCtx, Ctx, PANELS};
@@ -341,6 +341,33 @@ mod tests {
                 .collect();
             assert_eq!(grad, want, "{isa}");
         }
+    }
+
+    #[test]
+    fn instruction_sets_are_forced_by_name_or_per_thread() {
+        assert_eq!("avx2".parse::<Isa>(), Ok(Isa::Avx2));
+        assert_eq!(" portable\n".parse::<Isa>(), Ok(Isa::Portable));
+        let e = "sse".parse::<Isa>().unwrap_err();
+        assert!(
+            e.starts_with("SCL_CPU_ISA = sse is not allowed: use avx512, avx2 or portable"),
+            "{e}"
+        );
+        let before = Isa::detect();
+        let inside = super::with_isa(Isa::Portable, || {
+            std::thread::spawn(Isa::detect)
+                .join()
+                .map(|other| (Isa::detect(), other))
+        });
+        // Forced on this thread only (another thread sees the process-wide choice);
+        // restored afterwards.
+        let (here, other) = inside.unwrap();
+        assert_eq!((here, other), (Isa::Portable, before));
+        assert_eq!(Isa::detect(), before);
+        let caught = std::panic::catch_unwind(|| {
+            super::with_isa(Isa::Portable, || panic!("inside"));
+        });
+        assert!(caught.is_err());
+        assert_eq!(Isa::detect(), before, "restored after a panic");
     }
 
     #[test]
