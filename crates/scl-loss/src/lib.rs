@@ -218,8 +218,9 @@ impl SupConLoss {
         match self.no_positive {
             NoPositivePolicy::CountAsZero => terms.loss.mean(),
             NoPositivePolicy::Exclude => {
+                // The count carries no gradient; its reciprocal is exact (see `exact_recip`).
                 let count = terms.has_positive.sum().clamp_min(1.0);
-                terms.loss.sum() / count
+                terms.loss.sum() * exact_recip(count)
             }
         }
     }
@@ -270,6 +271,13 @@ impl SupConLoss {
 
 /// L2-normalises along the last dimension; rows of norm below `1e-12` are divided by
 /// `1e-12` instead (as `torch.nn.functional.normalize` does), so zero rows stay zero.
+///
+/// Written as `x * (1 / norm)` with the reciprocal taken by a division of constants, not as
+/// `x / norm`: Burn's autodiff differentiates `a / b` with respect to `a` through
+/// `Backend::float_recip(b)`, which Burn's ndarray backend computes with the processor's
+/// approximate reciprocal (`vrcpps`: 12 correct bits with AVX2, 14 with AVX-512). That put
+/// errors of up to 5e-4 of the largest entry into the gradient of every loss that normalises.
+/// Here every backward step is a product, a sum, a square root or an exact division.
 pub fn l2_normalize<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let norm = x
         .clone()
@@ -277,8 +285,18 @@ pub fn l2_normalize<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
         .sum_dim(D - 1)
         .sqrt()
         .clamp_min(1e-12);
-    x / norm
+    x * exact_recip(norm)
 }
 
+/// `1 / x` elementwise, as a division whose gradient (with respect to `x`) is the exact
+/// `-1 / x^2` on every backend: `ones / x` differentiates the divisor with a true division.
+/// See [`l2_normalize`] for why `Tensor::recip` and `a / x` are avoided.
+pub(crate) fn exact_recip<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x.ones_like().div(x)
+}
+
+// The test support files shared with other crates' tests name this crate `scl_loss`.
+#[cfg(test)]
+extern crate self as scl_loss;
 #[cfg(test)]
 mod tests;
