@@ -13,6 +13,8 @@ use std::sync::Once;
 #[path = "support/naive.rs"]
 mod naive;
 use naive::supcontrast_naive;
+#[path = "support/exact.rs"]
+mod exact;
 
 fn init() {
     static ONCE: Once = Once::new();
@@ -211,6 +213,90 @@ fn gradient_matches_central_finite_differences() {
                     "{mode:?} {policy:?} coordinate {k}: {numeric} vs {}",
                     analytic[k]
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_f64_yardstick_matches_the_transcription_and_finite_differences() {
+    // `support/exact.rs`, against which the f32 accuracy suite measures every implementation:
+    // its value against the SupContrast transcription (on features normalised here when the
+    // spec normalises), its gradient against central differences of its own value.
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let mut rng = StdRng::seed_from_u64(23);
+    for (batch, views, dim) in [(6, 1, 3), (5, 2, 4), (4, 3, 2)] {
+        for all_views_anchor in [true, false] {
+            for normalize in [false, true] {
+                for exclude in [false, true] {
+                    for with_labels in [true, false] {
+                        let shape = [batch, views, dim];
+                        let values: Vec<f64> = (0..batch * views * dim)
+                            .map(|_| rng.random_range(-1.0..1.0))
+                            .collect();
+                        let y: Vec<i64> = (0..batch).map(|i| [0, 1, 0, 2, 1, 3][i]).collect();
+                        let y = with_labels.then_some(&y[..]);
+                        let spec = exact::Spec {
+                            temperature: 0.4,
+                            base_temperature: 0.3,
+                            all_views_anchor,
+                            normalize,
+                            exclude,
+                        };
+                        let what = format!("{shape:?} {spec:?} labels={with_labels}");
+                        let (value, grad) = exact::loss_and_grad(&values, shape, y, spec);
+                        let unit: Vec<f64> = if normalize {
+                            values
+                                .chunks(dim)
+                                .flat_map(|r| {
+                                    let n = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+                                    r.iter().map(move |v| v / n)
+                                })
+                                .collect()
+                        } else {
+                            values.clone()
+                        };
+                        let mode = if all_views_anchor {
+                            ContrastMode::All
+                        } else {
+                            ContrastMode::One
+                        };
+                        let terms = supcontrast_naive(&unit, shape, y, 0.4, 0.3, mode);
+                        // Anchors without positives give 0 in the transcription (`-0`).
+                        let counted = if exclude {
+                            (0..terms.len())
+                                .filter(|&i| {
+                                    let sample = i % batch;
+                                    let class = y.map_or(sample as i64, |l| l[sample]);
+                                    let same = (0..batch)
+                                        .filter(|&j| y.map_or(j as i64, |l| l[j]) == class)
+                                        .count();
+                                    same * views > 1
+                                })
+                                .count()
+                                .max(1)
+                        } else {
+                            terms.len()
+                        };
+                        let want = terms.iter().sum::<f64>() / counted as f64;
+                        assert!((value - want).abs() < 1e-12, "{what}: {value} vs {want}");
+                        let h = 1e-6;
+                        for k in 0..values.len() {
+                            let mut plus = values.clone();
+                            let mut minus = values.clone();
+                            plus[k] += h;
+                            minus[k] -= h;
+                            let numeric = (exact::loss_and_grad(&plus, shape, y, spec).0
+                                - exact::loss_and_grad(&minus, shape, y, spec).0)
+                                / (2.0 * h);
+                            assert!(
+                                (numeric - grad[k]).abs() < 1e-7,
+                                "{what} coordinate {k}: {numeric} vs {}",
+                                grad[k]
+                            );
+                        }
+                    }
+                }
             }
         }
     }
