@@ -242,12 +242,9 @@ pub fn run(args: BundleArgs) -> anyhow::Result<ExitCode> {
     }
     println!(
         "bundle in {} ({total:.1} MiB):\n  scl-gpu-check: {:.1} MiB\n  {data_note}\n  {gl_note}\n\
-         Run it on a GPU machine: bash {}/run.sh OUT_DIR\n\
-         (device tool: run(command=\"bash {}/run.sh $OUT\", carry=[\"{}\"], timeout_s=600))",
+         Run it on a GPU machine: bash {}/run.sh OUT_DIR",
         out.display(),
         size_mib(&out.join("scl-gpu-check")),
-        out.display(),
-        out.display(),
         out.display(),
     );
     Ok(ExitCode::SUCCESS)

@@ -8,8 +8,8 @@ use scl_train::sweep::{DeepSummary, RunSummary};
 
 use crate::figures::Figure;
 
-/// Threshold used in the report's "reached" columns: the paper-level tolerance the issue
-/// asks about (OF or centred-ETF distance below 0.05). It only labels; it decides nothing.
+/// Threshold used in the report's "reached" columns: a paper-level tolerance (OF or
+/// centred-ETF distance below 0.05). It only labels; it decides nothing.
 pub const REACHED: f64 = 0.05;
 
 /// Renders the report text; `figures` are embedded (paths relative to the report).
