@@ -12,9 +12,9 @@ fn every_experiment_file_parses_and_its_smoke_profile_has_cells() {
     files.sort();
     assert!(files.len() >= 6, "{files:?}");
     for file in files {
-        let full = scl_train::experiment::Experiment::load(&file, None)
+        let full = scl_experiments::experiment::Experiment::load(&file, None)
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let smoke = scl_train::experiment::Experiment::load(&file, Some("smoke"))
+        let smoke = scl_experiments::experiment::Experiment::load(&file, Some("smoke"))
             .unwrap_or_else(|e| panic!("{} --profile smoke: {e}", file.display()));
         assert!(
             !smoke.is_empty(),

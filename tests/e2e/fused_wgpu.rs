@@ -16,13 +16,7 @@ use scl_loss::{ContrastMode, Implementation, NoPositivePolicy};
 
 type Reference = Autodiff<NdArray<f32>>;
 
-// The panicking wrapper is for the CPU unit tests; these use `fused_check`.
-#[allow(dead_code)]
-#[path = "../../crates/scl-loss/tests/support/parity.rs"]
-mod parity;
-
-#[path = "../../crates/scl-loss/tests/support/fused_check.rs"]
-mod fused_check;
+use scl_loss::check;
 
 #[path = "../../crates/scl-loss/tests/support/exact.rs"]
 mod exact;
@@ -61,18 +55,12 @@ fn check(
     seed: u64,
 ) {
     assert!(
-        fused_check::loss(temperature, mode, policy, Implementation::Auto)
-            .uses_fused::<Autodiff<Wgpu>>(),
+        check::loss(temperature, mode, policy, Implementation::Auto).uses_fused::<Autodiff<Wgpu>>(),
         "auto picks the kernel on wgpu"
     );
-    if let Err(e) = fused_check::fused_vs_reference::<Autodiff<Wgpu>>(
-        shape,
-        labels,
-        temperature,
-        mode,
-        policy,
-        seed,
-    ) {
+    if let Err(e) =
+        check::fused_vs_reference::<Autodiff<Wgpu>>(shape, labels, temperature, mode, policy, seed)
+    {
         panic!("{e}");
     }
 }
@@ -82,7 +70,7 @@ fn wgpu_kernel_matches_the_reference_on_awkward_sizes() {
     if !wgpu_available() {
         return;
     }
-    parity::awkward_sizes(&[1, 2, 31, 257, 1031], 100, |shape, y, tau, seed| {
+    check::awkward_sizes(&[1, 2, 31, 257, 1031], 100, |shape, y, tau, seed| {
         check(
             shape,
             Some(y),
@@ -99,13 +87,13 @@ fn wgpu_kernel_matches_the_reference_on_every_option() {
     if !wgpu_available() {
         return;
     }
-    parity::every_option(
+    check::every_option(
         [ContrastMode::All, ContrastMode::One],
         [NoPositivePolicy::CountAsZero, NoPositivePolicy::Exclude],
         500,
         |shape, y, mode, policy, seed| check(shape, y, 0.1, mode, policy, seed),
     );
-    let y = parity::imbalanced(300);
+    let y = check::imbalanced(300);
     check(
         [300, 2, 16],
         Some(&y),
@@ -211,17 +199,17 @@ fn wgpu_kernel_keeps_extreme_logits_finite() {
     }
     let y = [0i64, 0, 1, 1, 2, 0];
     let mk = |imp| {
-        let mut l = fused_check::loss(0.005, ContrastMode::All, NoPositivePolicy::CountAsZero, imp);
+        let mut l = check::loss(0.005, ContrastMode::All, NoPositivePolicy::CountAsZero, imp);
         l.normalize = false;
         l
     };
-    let (v_ref, _) = fused_check::value_and_grad::<Reference>(
+    let (v_ref, _) = check::value_and_grad::<Reference>(
         &values,
         [batch, views, dim],
         Some(&y),
         &mk(Implementation::Reference),
     );
-    let (v, g) = fused_check::value_and_grad::<Autodiff<Wgpu>>(
+    let (v, g) = check::value_and_grad::<Autodiff<Wgpu>>(
         &values,
         [batch, views, dim],
         Some(&y),

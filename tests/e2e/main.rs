@@ -10,9 +10,9 @@ mod validator_vs_optimisation;
 
 use std::path::Path;
 
+use scl_experiments::experiment::Experiment;
+use scl_experiments::runner::{SweepOptions, SweepOutcome, run_sweep};
 use scl_train::backend::BackendKind;
-use scl_train::experiment::Experiment;
-use scl_train::sweep::{SweepOptions, SweepOutcome, run_sweep};
 
 /// Runs the `smoke` profile of `experiments/<file>` on the CPU into a fresh temporary
 /// folder; checks that no cell failed and every cell finished.

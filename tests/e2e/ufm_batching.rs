@@ -10,7 +10,7 @@ fn batch_binding_reaches_the_orthogonal_frame_and_fixed_batches_do_not() {
         let g = s.last.geometry.overall;
         let verdict = s.verdict.as_ref().expect("mini-batch runs carry a verdict");
         let what = format!("{} (OF {:.4})", s.cell_id, g.of_distance);
-        match s.config.schedule.map(scl_train::ufm::schedule_name) {
+        match s.config.schedule.map(scl_batching::ScheduleKind::name) {
             Some("batch-binding") => {
                 assert!(verdict.accepted(), "{what}: {verdict:?}");
                 assert!(

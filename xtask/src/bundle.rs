@@ -17,12 +17,12 @@ use scl_data::store::DataDir;
 use scl_data::{LoadOptions, Manifest, Split};
 
 /// Bytes of one CIFAR binary record: a label byte and 3 x 32 x 32 pixel bytes.
-const RECORD: usize = 1 + 3072;
+const RECORD: usize = 1 + scl_data::readers::cifar::PIXELS;
 
-/// The largest binary the bundle accepts: the device machine takes 64 MiB in all.
+/// The largest binary the bundle accepts: the bundle is built to fit a 64 MiB copy to a GPU
+/// machine, together with a checkout of the repository.
 const MAX_BINARY: u64 = 60 * 1024 * 1024;
-/// The largest bundle: the 64 MiB the device machine takes, less room for the repository's
-/// own files, which travel with it.
+/// The largest bundle: 64 MiB less room for the repository's own files, which travel with it.
 const MAX_BUNDLE_MIB: f64 = 62.0;
 
 /// Arguments of `cargo xtask gpu-bundle`.
@@ -95,19 +95,14 @@ fn build() -> anyhow::Result<PathBuf> {
     executable.context("cargo built no scl-gpu-check executable")
 }
 
-/// Copies `from` to `to` through a temporary name, so `to` is whole or absent.
+/// Copies `from` to `to` atomically (`to` is whole or absent).
 fn copy_atomic(from: &Path, to: &Path) -> anyhow::Result<()> {
-    let tmp = to.with_extension("partial");
-    std::fs::copy(from, &tmp).with_context(|| format!("copying {}", from.display()))?;
-    std::fs::rename(&tmp, to)?;
-    Ok(())
+    Ok(scl_fs::copy(from, to)?)
 }
 
+/// Writes `to` atomically.
 fn write_atomic(to: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = to.with_extension("partial");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, to)?;
-    Ok(())
+    Ok(scl_fs::write(to, bytes)?)
 }
 
 /// The first `n` CIFAR-10 training images as CIFAR binary records, from the official files
@@ -213,7 +208,7 @@ pub fn run(args: BundleArgs) -> anyhow::Result<ExitCode> {
     }
     write_atomic(
         &out.join("REVISION"),
-        format!("{}\n", scl_train::sweep::git_revision()).as_bytes(),
+        format!("{}\n", scl_train::provenance::git_revision()).as_bytes(),
     )?;
     let data_file = out.join("data/cifar10-train-subset.bin");
     let data_note = if args.images == 0 {
@@ -235,8 +230,8 @@ pub fn run(args: BundleArgs) -> anyhow::Result<ExitCode> {
     let total: f64 = walk(out).iter().map(|p| size_mib(p)).sum();
     if total > MAX_BUNDLE_MIB {
         bail!(
-            "the bundle in {} is {total:.1} MiB, over {MAX_BUNDLE_MIB} MiB (the device machine \
-             takes 64 MiB with the repository): give fewer --images",
+            "the bundle in {} is {total:.1} MiB, over {MAX_BUNDLE_MIB} MiB (the bundle and a \
+             checkout of the repository must fit in 64 MiB): give fewer --images",
             out.display()
         );
     }

@@ -5,94 +5,80 @@ use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Int, Tensor};
+use scl_loss::memory::measure_peak;
 use scl_loss::{Implementation, SupConBackend, SupConLossConfig};
-use scl_train::backend::BackendKind;
-
-use crate::alloc_counter;
+use scl_train::backend::{BackendKind, BackendTask};
 
 /// One measurement: median seconds and memory in MiB.
 pub(crate) type Cell = (f64, f64);
 
-/// Releases the unused pages of the device memory pool (nothing on the CPU backend).
-fn device_cleanup(backend: BackendKind) {
-    match backend {
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => scl_loss::fused::cube::device_memory_cleanup::<
-            burn::backend::wgpu::WgpuRuntime,
-        >(&Default::default()),
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => scl_loss::fused::cube::device_memory_cleanup::<
-            cubecl::cuda::CudaRuntime,
-        >(&Default::default()),
-        _ => {}
-    }
-}
-
-/// Device memory reserved by the CubeCL memory pool, in bytes (0 on the CPU backend).
-fn device_reserved(backend: BackendKind) -> u64 {
-    match backend {
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => scl_loss::fused::cube::device_memory_reserved::<
-            burn::backend::wgpu::WgpuRuntime,
-        >(&Default::default()),
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => scl_loss::fused::cube::device_memory_reserved::<
-            cubecl::cuda::CudaRuntime,
-        >(&Default::default()),
-        _ => 0,
-    }
-}
-
-/// Median seconds and memory (MiB beyond the inputs) of forward + backward.
-fn measure<B: AutodiffBackend + SupConBackend>(
+/// Median seconds and memory (MiB beyond the inputs) of SupCon forward + backward at `n`
+/// samples of dimension `d`.
+struct Measure {
     backend: BackendKind,
     n: usize,
     d: usize,
     repeats: usize,
     fused: bool,
-) -> Cell {
-    let device = Default::default();
-    let features =
-        Tensor::<B, 3>::random([n, 1, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
-    let labels = Tensor::<B, 1, Int>::from_ints(
-        (0..n as i64).map(|i| i % 10).collect::<Vec<_>>().as_slice(),
-        &device,
-    );
-    // tau = 0.1 as in the paper; unscaled loss; features normalised inside the loss.
-    let loss = SupConLossConfig::new()
-        .with_temperature(0.1)
-        .with_base_temperature(0.1)
-        .with_normalize(true)
-        .with_implementation(if fused {
-            Implementation::Fused
-        } else {
-            Implementation::Reference
-        })
-        .init();
-    // Reading the gradient back waits for the device, so GPU times are complete.
-    let run = || {
-        let value = loss.forward(features.clone(), Some(labels.clone()));
-        let grads = value.backward();
-        let g = features.grad(&grads).expect("a gradient");
-        let _ = g.into_data();
-    };
-    run(); // warm-up: kernel compilation, autotuning, thread pools
-    device_cleanup(backend);
-    let reserved_before = device_reserved(backend);
-    let mut times = Vec::new();
-    let mut peak = 0usize;
-    for _ in 0..repeats.max(1) {
-        let base = alloc_counter::reset_peak();
-        let start = Instant::now();
-        run();
-        times.push(start.elapsed().as_secs_f64());
-        peak = peak.max(alloc_counter::peak().saturating_sub(base));
+}
+
+impl BackendTask for Measure {
+    type Output = Cell;
+
+    fn run<B: AutodiffBackend + SupConBackend>(self, device: B::Device) -> Cell {
+        let Self {
+            backend,
+            n,
+            d,
+            repeats,
+            fused,
+        } = self;
+        let features = Tensor::<B, 3>::random([n, 1, d], Distribution::Normal(0.0, 1.0), &device)
+            .require_grad();
+        let labels = Tensor::<B, 1, Int>::from_ints(
+            (0..n as i64).map(|i| i % 10).collect::<Vec<_>>().as_slice(),
+            &device,
+        );
+        // tau = 0.1 as in the paper; unscaled loss; features normalised inside the loss.
+        let loss = SupConLossConfig::new()
+            .with_temperature(0.1)
+            .with_base_temperature(0.1)
+            .with_normalize(true)
+            .with_implementation(if fused {
+                Implementation::Fused
+            } else {
+                Implementation::Reference
+            })
+            .init();
+        // Reading the gradient back waits for the device, so GPU times are complete.
+        let run = || {
+            let value = loss.forward(features.clone(), Some(labels.clone()));
+            let grads = value.backward();
+            let g = features.grad(&grads).expect("a gradient");
+            let _ = g.into_data();
+        };
+        run(); // warm-up: kernel compilation, autotuning, thread pools
+        backend.device_memory_cleanup(0);
+        let reserved_before = backend.device_memory_reserved(0);
+        let mut times = Vec::new();
+        let mut peak = 0usize;
+        for _ in 0..repeats.max(1) {
+            let (seconds, heap) = measure_peak(|| {
+                let start = Instant::now();
+                run();
+                start.elapsed().as_secs_f64()
+            });
+            times.push(seconds);
+            peak = peak.max(heap);
+        }
+        let memory = match backend {
+            BackendKind::Ndarray => peak as f64,
+            _ => backend
+                .device_memory_reserved(0)
+                .saturating_sub(reserved_before) as f64,
+        };
+        (median(times), memory / (1024.0 * 1024.0))
     }
-    let memory = match backend {
-        BackendKind::Ndarray => peak as f64,
-        _ => device_reserved(backend).saturating_sub(reserved_before) as f64,
-    };
-    (median(times), memory / (1024.0 * 1024.0))
 }
 
 /// The median of timed runs (the upper one of an even count).
@@ -104,7 +90,10 @@ pub(crate) fn median(mut times: Vec<f64>) -> f64 {
     times[times.len() / 2]
 }
 
-/// Runs [`measure`] on the named backend with autodiff.
+/// Median seconds and memory of SupCon forward + backward on device 0 of `backend`.
+///
+/// # Panics
+/// When the backend has no device 0 (the caller lists only backends that probed one).
 pub(crate) fn measure_on(
     backend: BackendKind,
     n: usize,
@@ -112,21 +101,16 @@ pub(crate) fn measure_on(
     repeats: usize,
     fused: bool,
 ) -> Cell {
-    match backend {
-        #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => measure::<burn::backend::Autodiff<burn::backend::NdArray>>(
-            backend, n, d, repeats, fused,
-        ),
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => {
-            measure::<burn::backend::Autodiff<burn::backend::Wgpu>>(backend, n, d, repeats, fused)
-        }
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => {
-            measure::<burn::backend::Autodiff<burn::backend::Cuda>>(backend, n, d, repeats, fused)
-        }
-        #[allow(unreachable_patterns)]
-        _ => unreachable!("the backend list holds compiled backends only"),
+    let task = Measure {
+        backend,
+        n,
+        d,
+        repeats,
+        fused,
+    };
+    match backend.run(0, task) {
+        Ok(cell) => cell,
+        Err(e) => panic!("{e}"),
     }
 }
 

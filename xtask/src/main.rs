@@ -23,8 +23,6 @@
 //!
 //! Exit codes: 0 success, 1 a run failed, 2 a wrong option or configuration (nothing written).
 
-#[path = "../../crates/scl-loss/tests/support/alloc_counter.rs"]
-mod alloc_counter;
 mod bench;
 mod bundle;
 mod compare;
@@ -36,6 +34,11 @@ mod sweep;
 mod train;
 
 use std::process::ExitCode;
+
+// The heap figures of `bench loss` come from this allocator (it only forwards until the first
+// measurement).
+#[global_allocator]
+static ALLOCATOR: scl_loss::memory::CountingAllocator = scl_loss::memory::CountingAllocator;
 
 use clap::{Parser, Subcommand};
 

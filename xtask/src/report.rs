@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use scl_train::experiment::Experiment;
+use scl_experiments::experiment::Experiment;
 
 use crate::sweep::config_error;
 
@@ -28,7 +28,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         Ok(e) => e,
         Err(e) => return Ok(config_error(&e)),
     };
-    let root = scl_train::sweep::experiment_root(&experiment, &args.out);
+    let root = scl_experiments::layout::experiment_root(&experiment, &args.out);
     if !root.is_dir() {
         return Ok(config_error(&scl_train::ConfigError::new(format!(
             "{} does not exist: run `cargo xtask sweep --experiment {}{}` first, or pass the --out it used",

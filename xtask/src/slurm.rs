@@ -5,10 +5,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use scl_experiments::experiment::Experiment;
+use scl_experiments::layout::{experiment_root, slurm_dir};
+use scl_experiments::runner::check_results_dir;
 use scl_train::ConfigError;
 use scl_train::backend::BackendKind;
-use scl_train::experiment::Experiment;
-use scl_train::sweep::{check_results_dir, experiment_root};
 
 use crate::sweep::config_error;
 
@@ -155,7 +156,7 @@ pub fn render(p: &SlurmPlan<'_>) -> String {
     let _ = writeln!(
         s,
         "#SBATCH --output={}/%A_%a.out",
-        root.join(".slurm").display()
+        slurm_dir(&root).display()
     );
     let _ = writeln!(s, "set -euo pipefail");
     let _ = writeln!(s, "cd {}", p.workdir.display());
@@ -210,13 +211,11 @@ pub fn run(args: SlurmArgs) -> anyhow::Result<ExitCode> {
         script: &script,
     });
     // sbatch does not create the folder of --output.
-    std::fs::create_dir_all(root.join(".slurm"))?;
+    std::fs::create_dir_all(slurm_dir(&root))?;
     if let Some(parent) = script.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let tmp = script.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, &text)?;
-    std::fs::rename(&tmp, &script)?;
+    scl_fs::write(&script, &text)?;
     println!(
         "{}: {} array tasks; submit with `sbatch {}`",
         script.display(),

@@ -5,12 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use scl_train::backend::BackendKind;
-use scl_train::experiment::Experiment;
-use scl_train::sweep::{
-    CellStatus, ChildProtocol, Launcher, SweepOptions, check_results_dir, experiment_root,
-    is_finished, run_cell, run_sweep, stderr_is_terminal,
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use scl_experiments::child::{CellRequest, CellStatus, ChildProtocol, Launcher};
+use scl_experiments::experiment::Experiment;
+use scl_experiments::layout::{experiment_root, failure_file, is_finished, partial_dir};
+use scl_experiments::runner::{
+    SweepOptions, check_results_dir, run_cell, run_sweep, stderr_is_terminal,
 };
+use scl_train::backend::BackendKind;
 use scl_train::{ConfigError, RunError};
 
 /// Arguments of `cargo xtask sweep`.
@@ -128,15 +132,16 @@ pub fn check_datasets(experiment: &Experiment, data_dir: Option<&Path>) -> Resul
     Ok(())
 }
 
-/// The arguments a child cell process gets before `--cell I --device D --supervised`.
+/// The command line of a child process that runs one cell of this sweep: `sweep` with the
+/// sweep's own options, then `--cell I --device D --supervised` (the flags of [`SweepArgs`]).
 pub fn child_args(
     experiment: &Path,
     profile: Option<&str>,
     backend: BackendKind,
     out: &Path,
     data_dir: Option<&Path>,
-) -> Vec<std::ffi::OsString> {
-    let mut v: Vec<std::ffi::OsString> = vec![
+) -> Arc<dyn Fn(CellRequest) -> Vec<OsString> + Send + Sync> {
+    let mut v: Vec<OsString> = vec![
         "sweep".into(),
         "--experiment".into(),
         experiment.into(),
@@ -151,7 +156,17 @@ pub fn child_args(
     if let Some(d) = data_dir {
         v.extend(["--data-dir".into(), d.into()]);
     }
-    v
+    Arc::new(move |request: CellRequest| {
+        let mut args = v.clone();
+        args.extend([
+            "--cell".into(),
+            request.cell.to_string().into(),
+            "--device".into(),
+            request.device.to_string().into(),
+            "--supervised".into(),
+        ]);
+        args
+    })
 }
 
 /// Runs the sweep (or one cell); configuration errors exit with code 2 before anything is
@@ -186,9 +201,9 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         for (index, id) in experiment.ids().into_iter().enumerate() {
             let state = if is_finished(&root, id) {
                 "done   "
-            } else if root.join(format!(".partial-{id}")).exists() {
+            } else if partial_dir(&root, id).exists() {
                 "partial"
-            } else if root.join(format!(".failed-{id}.json")).exists() {
+            } else if failure_file(&root, id).exists() {
                 "failed "
             } else {
                 "pending"

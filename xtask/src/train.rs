@@ -9,6 +9,8 @@ use scl_train::backend::BackendKind;
 use scl_train::deep::{DeepConfig, DeepRunOptions};
 use scl_train::{ConfigError, RunError};
 
+use crate::sweep::config_error;
+
 /// Arguments of `cargo xtask train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -32,24 +34,19 @@ pub struct TrainArgs {
     device: usize,
 }
 
-fn usage(e: &ConfigError) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(2)
-}
-
 /// Runs `cargo xtask train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let backend: BackendKind = match args.backend.parse() {
         Ok(b) => b,
-        Err(e) => return Ok(usage(&e)),
+        Err(e) => return Ok(config_error(&e)),
     };
     if let Err(e) = backend.check_device(args.device) {
-        return Ok(usage(&e));
+        return Ok(config_error(&e));
     }
     let text = match std::fs::read_to_string(&args.config) {
         Ok(t) => t,
         Err(e) => {
-            return Ok(usage(&ConfigError::new(format!(
+            return Ok(config_error(&ConfigError::new(format!(
                 "cannot read --config {}: {e}",
                 args.config.display()
             ))));
@@ -58,7 +55,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let config: DeepConfig = match toml::from_str(&text) {
         Ok(c) => c,
         Err(e) => {
-            return Ok(usage(&ConfigError::new(format!(
+            return Ok(config_error(&ConfigError::new(format!(
                 "{}: {}",
                 args.config.display(),
                 e.message().trim()
@@ -66,11 +63,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if let Err(e) = config.validate() {
-        return Ok(usage(&e));
+        return Ok(config_error(&e));
     }
     let has_checkpoint = args.out.join("checkpoints").join("latest").exists();
     if has_checkpoint && !args.resume {
-        return Ok(usage(&ConfigError::new(format!(
+        return Ok(config_error(&ConfigError::new(format!(
             "{} already holds checkpoints: pass --resume to continue that run, or choose another --out",
             args.out.display()
         ))));
@@ -83,7 +80,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         stop_after_epochs: None,
     };
     let bar = indicatif::ProgressBar::new(config.epochs as u64);
-    if !scl_train::sweep::stderr_is_terminal() {
+    if !scl_experiments::runner::stderr_is_terminal() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.set_style(
@@ -96,7 +93,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let outcome =
         match backend.train_deep(args.device, &config, &opts, |e| bar.set_position(e as u64)) {
             Ok(o) => o,
-            Err(RunError::Config(e)) => return Ok(usage(&e)),
+            Err(RunError::Config(e)) => return Ok(config_error(&e)),
             Err(e @ RunError::Interrupted { .. }) => {
                 bar.abandon();
                 eprintln!(

@@ -57,6 +57,18 @@ pub enum ScheduleKind {
     ClassBalanced,
 }
 
+impl ScheduleKind {
+    /// The name written in experiment files and cell ids (the serde name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Shuffle => "shuffle",
+            Self::BatchBinding => "batch-binding",
+            Self::Fixed => "fixed",
+            Self::ClassBalanced => "class-balanced",
+        }
+    }
+}
+
 /// How batch-binding picks its binding examples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -44,7 +44,9 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod fused;
+pub mod memory;
 mod reference;
 
 pub use fused::{SupConBackend, supcon_fused};

@@ -8,9 +8,8 @@ type F32 = NdArray<f32>;
 
 #[path = "../tests/support/naive.rs"]
 mod naive;
+use crate::check as parity;
 use naive::supcontrast_naive;
-#[path = "../tests/support/parity.rs"]
-mod parity;
 
 fn features<B: Backend>(values: &[f64], shape: [usize; 3]) -> Tensor<B, 3> {
     Tensor::from_data(TensorData::new(values.to_vec(), shape), &Default::default())

@@ -6,8 +6,10 @@ use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{Distribution, Int, Tensor};
 use scl_loss::{Implementation, SupConLossConfig};
 
-#[path = "support/alloc_counter.rs"]
-mod alloc_counter;
+use scl_loss::memory::{CountingAllocator, measure_peak};
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 #[test]
 fn fused_forward_and_backward_at_8192_stay_under_64_mib_beyond_the_inputs() {
@@ -29,11 +31,11 @@ fn fused_forward_and_backward_at_8192_stay_under_64_mib_beyond_the_inputs() {
     let warm = loss.forward(features.clone(), Some(labels.clone()));
     drop(warm.backward());
 
-    let before = alloc_counter::reset_peak();
-    let value = loss.forward(features.clone(), Some(labels));
-    let grads = value.backward();
-    let grad = features.grad(&grads).expect("the features get a gradient");
-    let extra = alloc_counter::peak() - before;
+    let (grad, extra) = measure_peak(|| {
+        let value = loss.forward(features.clone(), Some(labels));
+        let grads = value.backward();
+        features.grad(&grads).expect("the features get a gradient")
+    });
     assert_eq!(grad.dims(), [n, 1, d]);
     let mib = extra as f64 / (1024.0 * 1024.0);
     eprintln!("fused forward + backward at N = {n}, d = {d}: peak {mib:.1} MiB beyond the inputs");

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use scl_train::experiment::Experiment;
-use scl_train::sweep::{DeepSummary, RunSummary};
+use scl_experiments::experiment::Experiment;
+use scl_experiments::records::{DeepSummary, RunSummary};
 
 /// One figure file of a report.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,28 +45,42 @@ struct Trace {
     x_label: &'static str,
 }
 
-/// The metrics drawn along training: file stem, title, y label, log scale.
-const METRICS: [(&str, &str, &str, bool); 3] = [
-    (
-        "of_distance",
-        "OF distance",
-        "||G/||G|| - I/sqrt(K)||",
-        false,
-    ),
-    ("nc1", "NC1 (log scale)", "Tr(S_W S_B^+)", true),
-    (
-        "mean_cosine",
-        "Mean cosine of the class means",
-        "mean off-diagonal cosine",
-        false,
-    ),
-];
+/// A metric drawn along training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metric {
+    OfDistance,
+    Nc1,
+    MeanCosine,
+}
 
-fn metric(p: &Point, name: &str) -> f64 {
-    match name {
-        "of_distance" => p.of_distance,
-        "nc1" => p.nc1,
-        _ => p.mean_cosine,
+impl Metric {
+    const ALL: [Metric; 3] = [Metric::OfDistance, Metric::Nc1, Metric::MeanCosine];
+
+    /// File stem, title, y label, log scale.
+    fn labels(self) -> (&'static str, &'static str, &'static str, bool) {
+        match self {
+            Self::OfDistance => (
+                "of_distance",
+                "OF distance",
+                "||G/||G|| - I/sqrt(K)||",
+                false,
+            ),
+            Self::Nc1 => ("nc1", "NC1 (log scale)", "Tr(S_W S_B^+)", true),
+            Self::MeanCosine => (
+                "mean_cosine",
+                "Mean cosine of the class means",
+                "mean off-diagonal cosine",
+                false,
+            ),
+        }
+    }
+
+    fn of(self, p: &Point) -> f64 {
+        match self {
+            Self::OfDistance => p.of_distance,
+            Self::Nc1 => p.nc1,
+            Self::MeanCosine => p.mean_cosine,
+        }
     }
 }
 
@@ -136,7 +150,7 @@ fn traces(
             curve: format!("R={}", s.config.ratio),
             order: s.config.ratio,
             seed: s.config.seed,
-            points: scl_train::sweep::read_metrics_csv(root, &s.cell_id)
+            points: scl_experiments::records::read_metrics_csv(root, &s.cell_id)
                 .iter()
                 .map(|r| Point {
                     x: r.step as f64,
@@ -162,7 +176,7 @@ fn traces(
         let kind = format!(
             "{} {}",
             c.dataset,
-            scl_train::experiment::serde_plain(&c.model)
+            scl_experiments::experiment::serde_plain(&c.model)
         );
         out.push(Trace {
             group: group_of(&kind, &cell.axes),
@@ -197,7 +211,7 @@ fn traces(
 type Curve = (String, Vec<(f64, f64)>);
 
 /// The curves of one panel for one metric: one per label, seeds averaged point by point.
-fn panel_curves(traces: &[&Trace], relu: bool, name: &str) -> Vec<Curve> {
+fn panel_curves(traces: &[&Trace], relu: bool, metric: Metric) -> Vec<Curve> {
     let mut by_curve: BTreeMap<(u64, String), Vec<&Trace>> = BTreeMap::new();
     for t in traces.iter().filter(|t| t.relu == relu) {
         by_curve
@@ -218,7 +232,7 @@ fn panel_curves(traces: &[&Trace], relu: bool, name: &str) -> Vec<Curve> {
             let points = (0..len)
                 .map(|i| {
                     let x = runs[0].points[i].x;
-                    let y = runs.iter().map(|t| metric(&t.points[i], name)).sum::<f64>()
+                    let y = runs.iter().map(|t| metric.of(&t.points[i])).sum::<f64>()
                         / runs.len() as f64;
                     (x, y)
                 })
@@ -403,18 +417,24 @@ fn two_panel_png(
     size: (u32, u32),
     draw: impl FnOnce(&[DrawingArea<BitMapBackend<'_>, Shift>]) -> Result<(), String>,
 ) -> Result<(), String> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}.png", std::process::id()));
-    {
-        let area = BitMapBackend::new(&tmp, size).into_drawing_area();
-        area.fill(&WHITE).map_err(draw_error(&tmp))?;
-        draw(&area.split_evenly((1, 2)))?;
-        area.present().map_err(draw_error(&tmp))?;
+    let mut failure = None;
+    let written = scl_fs::write_with(path, |tmp| {
+        let area = BitMapBackend::new(tmp, size).into_drawing_area();
+        let drawn = area
+            .fill(&WHITE)
+            .map_err(draw_error(path))
+            .and_then(|()| draw(&area.split_evenly((1, 2))))
+            .and_then(|()| area.present().map_err(draw_error(path)));
+        drawn.map_err(|e| {
+            failure = Some(e);
+            std::io::Error::other("drawing failed")
+        })
+    });
+    match (written, failure) {
+        (_, Some(e)) => Err(e),
+        (Err(e), None) => Err(e.to_string()),
+        (Ok(()), None) => Ok(()),
     }
-    std::fs::rename(&tmp, path).map_err(draw_error(path))
 }
 
 /// Draws every figure of a sweep into `<root>/figures/` and returns them, grouped by setting.
@@ -443,12 +463,13 @@ pub fn draw_figures(
     let mut figures = Vec::new();
     for (group, traces) in groups {
         let x_label = traces[0].x_label;
-        for (stem, title, y_label, log) in METRICS {
+        for metric in Metric::ALL {
+            let (stem, title, y_label, log) = metric.labels();
             let name = format!("{}-{stem}.png", slug(group));
             let path = dir.join(&name);
             two_panel_png(&path, (1400, 520), |panels| {
                 for (panel, relu) in panels.iter().zip([true, false]) {
-                    let curves = panel_curves(&traces, relu, stem);
+                    let curves = panel_curves(&traces, relu, metric);
                     let heading =
                         format!("{title}, {}", if relu { "final ReLU" } else { "no ReLU" });
                     draw_panel(panel, &heading, x_label, y_label, &curves, log)?;

@@ -18,7 +18,7 @@
 //!
 //! ```no_run
 //! use std::path::Path;
-//! use scl_train::experiment::Experiment;
+//! use scl_experiments::experiment::Experiment;
 //!
 //! let experiment = Experiment::load(Path::new("experiments/quick.toml"), Some("smoke"))?;
 //! let report = scl_report::write_report(&experiment, Path::new("runs"))?;
@@ -27,14 +27,18 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod compare;
 pub mod figures;
 pub mod markdown;
 
 use std::path::{Path, PathBuf};
 
 pub use figures::Figure;
-use scl_train::experiment::Experiment;
-use scl_train::sweep::{experiment_root, read_deep_summaries, read_failures, read_summaries};
+use scl_experiments::experiment::Experiment;
+use scl_experiments::layout::experiment_root;
+use scl_experiments::records::{
+    read_deep_summaries, read_failures, read_revisions, read_summaries,
+};
 
 /// What [`write_report`] wrote.
 #[derive(Debug, Clone)]
@@ -74,12 +78,11 @@ pub fn write_report(experiment: &Experiment, results_root: &Path) -> Result<Repo
     let failed = read_failures(experiment, &root);
     let figures =
         figures::draw_figures(experiment, &root, &summaries, &deep).map_err(ReportError)?;
-    let text = markdown::render_report(experiment, &summaries, &deep, &failed, &figures);
+    let revisions = read_revisions(experiment, &root);
+    let text =
+        markdown::render_report(experiment, &summaries, &deep, &failed, &figures, &revisions);
     let path = root.join("report.md");
-    let tmp = root.join(format!(".report.md.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| ReportError(format!("{}: {e}", path.display())))?;
+    scl_fs::write(&path, text).map_err(|e| ReportError(e.to_string()))?;
     Ok(Report {
         markdown: path,
         figures,

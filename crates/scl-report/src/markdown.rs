@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use scl_train::experiment::Experiment;
-use scl_train::sweep::{DeepSummary, RunSummary};
+use scl_experiments::experiment::Experiment;
+use scl_experiments::records::{DeepSummary, RunSummary};
 
 use crate::figures::Figure;
 
@@ -12,13 +12,15 @@ use crate::figures::Figure;
 /// centred-ETF distance below 0.05). It only labels; it decides nothing.
 pub const REACHED: f64 = 0.05;
 
-/// Renders the report text; `figures` are embedded (paths relative to the report).
+/// Renders the report text; `figures` are embedded (paths relative to the report);
+/// `revisions` are the git revisions the finished cells were computed at.
 pub fn render_report(
     experiment: &Experiment,
     summaries: &[RunSummary],
     deep: &[DeepSummary],
     failed: &[(String, String)],
     figures: &[Figure],
+    revisions: &[String],
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Sweep report: {}\n", experiment.folder_name());
@@ -32,134 +34,23 @@ pub fn render_report(
         .collect();
     let _ = writeln!(
         s,
-        "{} of {} cells finished; backend: {}; git revision: {}.\n",
+        "{} of {} cells finished; backend: {}; git revision{}: {}.\n",
         summaries.len() + deep.len(),
         experiment.len(),
         backends.into_iter().collect::<Vec<_>>().join(", "),
-        scl_train::sweep::git_revision()
+        if revisions.len() == 1 { "" } else { "s" },
+        if revisions.is_empty() {
+            "none recorded".to_string()
+        } else {
+            revisions.join(", ")
+        }
     );
     if !figures.is_empty() {
         render_figures(&mut s, figures);
     }
     if !experiment.cells.is_empty() {
-        let _ = writeln!(
-            s,
-            "How to read it: each cell optimises free features (the unconstrained-features model) \
-         with full-batch SupCon on STEP-imbalanced classes (first half majority with \
-         `n_majority` samples, the rest `n_majority / R`). *OF dist* is \
-         `||G/||G||_F - I/sqrt(K)||_F` of the class-mean Gram matrix (0 = orthogonal frame); \
-         *ETF dist* is the same for the centred means against a simplex ETF (0 = simplex ETF); \
-         NC1 is `Tr(S_W S_B^+)`; *gap* is the final loss minus the closed-form loss at an \
-         orthogonal frame (it is 0 exactly at an OF, and negative only if the optimiser found \
-         something better than the OF). Theorem 1 of Kini et al. predicts OF dist -> 0 for \
-         UFM+ (ReLU) at every R; without ReLU, R = 1 should give a simplex ETF and R > 1 \
-         neither.\n"
-        );
-
-        let _ = writeln!(s, "## Mean over seeds\n");
-        let _ = writeln!(
-            s,
-            "| K | R | ReLU | batches | seeds | OF dist (mean) | OF dist (max) | OF < {REACHED} | ETF dist (mean) | ETF < {REACHED} | NC1 (mean) | gap (mean) | validator |"
-        );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-        type Key = (usize, u64, bool, String);
-        let mut groups: BTreeMap<Key, Vec<&RunSummary>> = BTreeMap::new();
-        for r in summaries {
-            groups
-                .entry((
-                    r.config.num_classes,
-                    r.config.ratio.to_bits(),
-                    !r.config.relu,
-                    batching(r),
-                ))
-                .or_default()
-                .push(r);
-        }
-        let mut keys: Vec<Key> = groups.keys().cloned().collect();
-        keys.sort_by(|a, b| {
-            (a.0, f64::from_bits(a.1), a.2, &a.3)
-                .partial_cmp(&(b.0, f64::from_bits(b.1), b.2, &b.3))
-                .expect("ratios are finite")
-        });
-        for key in keys {
-            let runs = &groups[&key];
-            let n = runs.len() as f64;
-            let of: Vec<f64> = runs
-                .iter()
-                .map(|r| r.last.geometry.overall.of_distance)
-                .collect();
-            let etf: Vec<f64> = runs
-                .iter()
-                .map(|r| r.last.geometry.overall.etf_distance)
-                .collect();
-            let nc1 = runs
-                .iter()
-                .map(|r| r.last.geometry.overall.nc1)
-                .sum::<f64>()
-                / n;
-            let gap = runs.iter().map(|r| r.loss_gap).sum::<f64>() / n;
-            let accepted = runs
-                .iter()
-                .filter(|r| r.verdict.as_ref().is_some_and(|v| v.accepted()))
-                .count();
-            let validator = if runs.iter().all(|r| r.verdict.is_none()) {
-                "-".to_string()
-            } else {
-                format!("{accepted}/{} accepted", runs.len())
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {:.4} | {:.4} | {}/{} | {:.4} | {}/{} | {:.2e} | {:.2e} | {validator} |",
-                key.0,
-                f64::from_bits(key.1),
-                if key.2 { "no" } else { "yes" },
-                key.3,
-                runs.len(),
-                of.iter().sum::<f64>() / n,
-                of.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-                of.iter().filter(|&&v| v < REACHED).count(),
-                runs.len(),
-                etf.iter().sum::<f64>() / n,
-                etf.iter().filter(|&&v| v < REACHED).count(),
-                runs.len(),
-                nc1,
-                gap,
-            );
-        }
-
-        let _ = writeln!(s, "\n## Every cell\n");
-        let _ = writeln!(
-            s,
-            "| cell | K | R | ReLU | batches | seed | steps | OF dist | ETF dist | NC1 | mean cos | norm ratio | loss | OF loss | gap | validator | s |"
-        );
-        let _ = writeln!(
-            s,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-        );
-        for r in summaries {
-            let g = &r.last.geometry.overall;
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {:.2e} | {:.4} | {:.3} | {:.5} | {:.5} | {:.2e} | {} | {:.1} |",
-                r.cell_id,
-                r.config.num_classes,
-                r.config.ratio,
-                if r.config.relu { "yes" } else { "no" },
-                batching(r),
-                r.config.seed,
-                r.config.steps,
-                g.of_distance,
-                g.etf_distance,
-                g.nc1,
-                g.mean_cosine,
-                g.norm_ratio,
-                r.last.loss,
-                r.orthogonal_frame_loss,
-                r.loss_gap,
-                verdict_text(r.verdict.as_ref()),
-                r.seconds
-            );
-        }
+        render_ufm_means(&mut s, summaries);
+        render_ufm_cells(&mut s, summaries);
     }
     if !experiment.deep_cells.is_empty() {
         render_deep(&mut s, deep);
@@ -179,10 +70,135 @@ pub fn render_report(
     s
 }
 
+/// How to read the UFM tables, and the means over seeds of every UFM setting.
+fn render_ufm_means(s: &mut String, summaries: &[RunSummary]) {
+    let _ = writeln!(
+        s,
+        "How to read it: each cell optimises free features (the unconstrained-features model) \
+     with full-batch SupCon on STEP-imbalanced classes (first half majority with \
+     `n_majority` samples, the rest `n_majority / R`). *OF dist* is \
+     `||G/||G||_F - I/sqrt(K)||_F` of the class-mean Gram matrix (0 = orthogonal frame); \
+     *ETF dist* is the same for the centred means against a simplex ETF (0 = simplex ETF); \
+     NC1 is `Tr(S_W S_B^+)`; *gap* is the final loss minus the closed-form loss at an \
+     orthogonal frame (it is 0 exactly at an OF, and negative only if the optimiser found \
+     something better than the OF). Theorem 1 of Kini et al. predicts OF dist -> 0 for \
+     UFM+ (ReLU) at every R; without ReLU, R = 1 should give a simplex ETF and R > 1 \
+     neither.\n"
+    );
+
+    let _ = writeln!(s, "## Mean over seeds\n");
+    let _ = writeln!(
+        s,
+        "| K | R | ReLU | batches | seeds | OF dist (mean) | OF dist (max) | OF < {REACHED} | ETF dist (mean) | ETF < {REACHED} | NC1 (mean) | gap (mean) | validator |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    type Key = (usize, u64, bool, String);
+    let mut groups: BTreeMap<Key, Vec<&RunSummary>> = BTreeMap::new();
+    for r in summaries {
+        groups
+            .entry((
+                r.config.num_classes,
+                r.config.ratio.to_bits(),
+                !r.config.relu,
+                batching(r),
+            ))
+            .or_default()
+            .push(r);
+    }
+    let mut keys: Vec<Key> = groups.keys().cloned().collect();
+    keys.sort_by(|a, b| {
+        (a.0, f64::from_bits(a.1), a.2, &a.3)
+            .partial_cmp(&(b.0, f64::from_bits(b.1), b.2, &b.3))
+            .expect("ratios are finite")
+    });
+    for key in keys {
+        let runs = &groups[&key];
+        let n = runs.len() as f64;
+        let of: Vec<f64> = runs
+            .iter()
+            .map(|r| r.last.geometry.overall.of_distance)
+            .collect();
+        let etf: Vec<f64> = runs
+            .iter()
+            .map(|r| r.last.geometry.overall.etf_distance)
+            .collect();
+        let nc1 = runs
+            .iter()
+            .map(|r| r.last.geometry.overall.nc1)
+            .sum::<f64>()
+            / n;
+        let gap = runs.iter().map(|r| r.loss_gap).sum::<f64>() / n;
+        let accepted = runs
+            .iter()
+            .filter(|r| r.verdict.as_ref().is_some_and(|v| v.accepted()))
+            .count();
+        let validator = if runs.iter().all(|r| r.verdict.is_none()) {
+            "-".to_string()
+        } else {
+            format!("{accepted}/{} accepted", runs.len())
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {:.4} | {:.4} | {}/{} | {:.4} | {}/{} | {:.2e} | {:.2e} | {validator} |",
+            key.0,
+            f64::from_bits(key.1),
+            if key.2 { "no" } else { "yes" },
+            key.3,
+            runs.len(),
+            of.iter().sum::<f64>() / n,
+            of.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            of.iter().filter(|&&v| v < REACHED).count(),
+            runs.len(),
+            etf.iter().sum::<f64>() / n,
+            etf.iter().filter(|&&v| v < REACHED).count(),
+            runs.len(),
+            nc1,
+            gap,
+        );
+    }
+}
+
+/// One row per finished UFM cell.
+fn render_ufm_cells(s: &mut String, summaries: &[RunSummary]) {
+    let _ = writeln!(s, "\n## Every cell\n");
+    let _ = writeln!(
+        s,
+        "| cell | K | R | ReLU | batches | seed | steps | OF dist | ETF dist | NC1 | mean cos | norm ratio | loss | OF loss | gap | validator | s |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in summaries {
+        let g = &r.last.geometry.overall;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {:.2e} | {:.4} | {:.3} | {:.5} | {:.5} | {:.2e} | {} | {:.1} |",
+            r.cell_id,
+            r.config.num_classes,
+            r.config.ratio,
+            if r.config.relu { "yes" } else { "no" },
+            batching(r),
+            r.config.seed,
+            r.config.steps,
+            g.of_distance,
+            g.etf_distance,
+            g.nc1,
+            g.mean_cosine,
+            g.norm_ratio,
+            r.last.loss,
+            r.orthogonal_frame_loss,
+            r.loss_gap,
+            verdict_text(r.verdict.as_ref()),
+            r.seconds
+        );
+    }
+}
+
 /// "full" or "<schedule> B=<batch size>".
 fn batching(r: &RunSummary) -> String {
     match (r.config.schedule, r.config.batch_size) {
-        (Some(kind), Some(b)) => format!("{} B={b}", scl_train::ufm::schedule_name(kind)),
+        (Some(kind), Some(b)) => format!("{} B={b}", kind.name()),
         _ => "full".to_string(),
     }
 }
@@ -243,11 +259,11 @@ fn render_deep(s: &mut String, deep: &[DeepSummary]) {
         groups
             .entry((
                 r.outcome.dataset_title.clone(),
-                scl_train::experiment::serde_plain(&c.model),
+                scl_experiments::experiment::serde_plain(&c.model),
                 c.imbalance.label(),
-                scl_train::experiment::serde_plain(&c.final_activation),
-                scl_train::ufm::schedule_name(c.schedule).to_string(),
-                scl_train::experiment::serde_plain(&c.loss),
+                scl_experiments::experiment::serde_plain(&c.final_activation),
+                c.schedule.name().to_string(),
+                scl_experiments::experiment::serde_plain(&c.loss),
             ))
             .or_default()
             .push(r);
@@ -357,12 +373,12 @@ fn render_balanced_accuracy(s: &mut String, deep: &[DeepSummary]) {
         };
         let key = (
             r.outcome.dataset_title.clone(),
-            scl_train::experiment::serde_plain(&c.model),
-            scl_train::ufm::schedule_name(c.schedule).to_string(),
-            scl_train::experiment::serde_plain(&c.loss),
+            scl_experiments::experiment::serde_plain(&c.model),
+            c.schedule.name().to_string(),
+            scl_experiments::experiment::serde_plain(&c.loss),
             c.imbalance.label(),
         );
-        let relu = scl_train::experiment::serde_plain(&c.final_activation) == "relu";
+        let relu = scl_experiments::experiment::serde_plain(&c.final_activation) == "relu";
         rows.entry(key).or_default()[usize::from(!relu)].push(last.balanced_accuracy);
     }
     let _ = writeln!(

@@ -1,7 +1,15 @@
 //! Choosing a Burn backend at run time, among those compiled in.
+//!
+//! This is the one place in the workspace that names concrete backends: every command,
+//! benchmark and check runs its backend-generic code through [`BackendKind::run`] with a
+//! [`BackendTask`]. Adding a backend is one variant here, one arm in [`BackendKind::run`], and
+//! its device enumeration.
 
 use std::fmt;
 use std::str::FromStr;
+
+use burn::tensor::backend::AutodiffBackend;
+use scl_loss::SupConBackend;
 
 use crate::RunError;
 use crate::config::{ConfigError, UfmConfig};
@@ -17,6 +25,38 @@ pub enum BackendKind {
     Wgpu,
     /// NVIDIA CUDA (cargo feature `cuda`).
     Cuda,
+}
+
+/// Work written once over the backend type, run on a backend chosen at run time by
+/// [`BackendKind::run`] (a closure cannot be generic over a type, so the work is a value of a
+/// type that implements this trait).
+///
+/// # Example
+///
+/// ```
+/// use burn::tensor::backend::AutodiffBackend;
+/// use burn::tensor::{ElementConversion, Tensor};
+/// use scl_loss::SupConBackend;
+/// use scl_train::backend::{BackendKind, BackendTask};
+///
+/// /// The sum of a vector of ones, on any backend.
+/// struct SumOfOnes(usize);
+///
+/// impl BackendTask for SumOfOnes {
+///     type Output = f32;
+///     fn run<B: AutodiffBackend + SupConBackend>(self, device: B::Device) -> f32 {
+///         Tensor::<B, 1>::ones([self.0], &device).sum().into_scalar().elem()
+///     }
+/// }
+///
+/// assert_eq!(BackendKind::Ndarray.run(0, SumOfOnes(3)).unwrap(), 3.0);
+/// ```
+pub trait BackendTask {
+    /// What the work returns.
+    type Output;
+
+    /// Runs the work on backend `B` (with autodiff), on `device`.
+    fn run<B: AutodiffBackend + SupConBackend>(self, device: B::Device) -> Self::Output;
 }
 
 /// Every backend name, for error messages.
@@ -166,26 +206,95 @@ impl BackendKind {
         }))
     }
 
+    /// Runs `task` on device `device` of this backend, with autodiff.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when the backend is not compiled in or the device does not exist
+    /// ([`Self::check_device`]); nothing runs then.
+    #[cfg_attr(
+        not(any(feature = "ndarray", feature = "wgpu", feature = "cuda")),
+        allow(unused_variables)
+    )]
+    pub fn run<T: BackendTask>(self, device: usize, task: T) -> Result<T::Output, ConfigError> {
+        self.check_device(device)?;
+        use burn::backend::Autodiff;
+        Ok(match self {
+            #[cfg(feature = "ndarray")]
+            Self::Ndarray => task.run::<Autodiff<burn::backend::NdArray>>(Default::default()),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => task.run::<Autodiff<burn::backend::Wgpu>>(wgpu_devices()[device].clone()),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => {
+                task.run::<Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice {
+                    index: device,
+                })
+            }
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("check_device rejected a backend that is not compiled in"),
+        })
+    }
+
+    /// Bytes of device memory that the backend's memory pool has reserved on device `device`
+    /// (0 on the CPU backend, which allocates on the heap, and when the device does not exist).
+    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_variables))]
+    pub fn device_memory_reserved(self, device: usize) -> u64 {
+        if self.check_device(device).is_err() {
+            return 0;
+        }
+        match self {
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => scl_loss::fused::cube::device_memory_reserved::<
+                burn::backend::wgpu::WgpuRuntime,
+            >(&wgpu_devices()[device]),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => scl_loss::fused::cube::device_memory_reserved::<
+                burn_cubecl::cubecl::cuda::CudaRuntime,
+            >(&burn::backend::cuda::CudaDevice { index: device }),
+            _ => 0,
+        }
+    }
+
+    /// Returns the unused pages of the memory pool of device `device` to the driver, so that
+    /// [`Self::device_memory_reserved`] measured next starts from what live tensors hold
+    /// (nothing to do on the CPU backend).
+    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_variables))]
+    pub fn device_memory_cleanup(self, device: usize) {
+        if self.check_device(device).is_err() {
+            return;
+        }
+        match self {
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => scl_loss::fused::cube::device_memory_cleanup::<
+                burn::backend::wgpu::WgpuRuntime,
+            >(&wgpu_devices()[device]),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => scl_loss::fused::cube::device_memory_cleanup::<
+                burn_cubecl::cubecl::cuda::CudaRuntime,
+            >(&burn::backend::cuda::CudaDevice { index: device }),
+            _ => {}
+        }
+    }
+
     /// Runs a UFM cell on device `device` of this backend (see [`Self::check_device`]), with
     /// autodiff.
     ///
     /// # Errors
     /// See [`crate::ufm::run_ufm`]; a [`ConfigError`] when the backend is not compiled in or
     /// the device does not exist.
-    #[cfg_attr(
-        not(any(feature = "ndarray", feature = "wgpu", feature = "cuda")),
-        allow(unused_variables)
-    )]
     pub fn run_ufm(
         self,
         device: usize,
         cfg: &UfmConfig,
         progress: impl FnMut(usize),
     ) -> Result<UfmOutcome, RunError> {
-        self.check_device(device)?;
-        with_backend!(self, device, |B, dev| crate::ufm::run_ufm::<B>(
-            cfg, &dev, progress
-        ))
+        struct Ufm<'a, P>(&'a UfmConfig, P);
+        impl<P: FnMut(usize)> BackendTask for Ufm<'_, P> {
+            type Output = Result<UfmOutcome, RunError>;
+            fn run<B: AutodiffBackend + SupConBackend>(self, device: B::Device) -> Self::Output {
+                crate::ufm::run_ufm::<B>(self.0, &device, self.1)
+            }
+        }
+        self.run(device, Ufm(cfg, progress))?
     }
 
     /// Trains a deep-network cell on device `device` of this backend, with autodiff.
@@ -193,48 +302,63 @@ impl BackendKind {
     /// # Errors
     /// See [`crate::deep::train_deep`]; a [`ConfigError`] when the backend is not compiled in
     /// or the device does not exist.
-    #[cfg_attr(
-        not(any(feature = "ndarray", feature = "wgpu", feature = "cuda")),
-        allow(unused_variables)
-    )]
     pub fn train_deep(
         self,
         device: usize,
         cfg: &crate::deep::DeepConfig,
         opts: &crate::deep::DeepRunOptions,
-        mut progress: impl FnMut(usize),
+        progress: impl FnMut(usize),
     ) -> Result<crate::deep::DeepOutcome, RunError> {
-        self.check_device(device)?;
-        let progress = move |done: usize, _total: usize| progress(done);
-        with_backend!(self, device, |B, dev| crate::deep::train_deep::<B>(
-            cfg, opts, &dev, progress
-        ))
+        struct Deep<'a, P>(
+            &'a crate::deep::DeepConfig,
+            &'a crate::deep::DeepRunOptions,
+            P,
+        );
+        impl<P: FnMut(usize)> BackendTask for Deep<'_, P> {
+            type Output = Result<crate::deep::DeepOutcome, RunError>;
+            fn run<B: AutodiffBackend + SupConBackend>(self, device: B::Device) -> Self::Output {
+                let mut progress = self.2;
+                crate::deep::train_deep::<B>(self.0, self.1, &device, |done, _| progress(done))
+            }
+        }
+        self.run(device, Deep(cfg, opts, progress))?
     }
 }
 
-/// Runs `f`, turning a panic into its message, without printing it (the CUDA runtime panics
-/// when the driver library cannot be loaded). The panic hook is process-wide: it is swapped
-/// out only for the duration of `f`.
+/// Runs `f`, turning a panic (a kernel failure, an out-of-memory, a driver that does not load)
+/// into its message. The panic is still printed by the panic hook; see `quietly` for the
+/// silent form.
+///
+/// # Errors
+/// The panic's message.
+pub fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
+}
+
+/// [`guarded`] without printing the panic (the CUDA runtime panics when the driver library
+/// cannot be loaded). The panic hook is process-wide: it is swapped out only for the duration
+/// of `f`.
 #[cfg(feature = "cuda")]
-fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
+fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     static HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = HOOK.lock().unwrap_or_else(|e| e.into_inner());
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(f);
+    let result = guarded(f);
     std::panic::set_hook(previous);
-    result.map_err(|payload| {
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("the CUDA runtime failed to start");
+    result.map_err(|message| {
         if message.contains("dynamically load") || message.contains("libcuda") {
             "the CUDA driver library (libcuda.so) could not be loaded: no NVIDIA driver on \
              this machine"
                 .to_string()
         } else {
-            message.lines().next().unwrap_or(message).to_string()
+            message.lines().next().unwrap_or(&message).to_string()
         }
     })
 }
@@ -267,37 +391,6 @@ fn wgpu_devices() -> &'static [burn::backend::wgpu::WgpuDevice] {
             .collect()
     })
 }
-
-/// Runs `$body` with `$B` the autodiff backend of `$kind` and `$dev` its device `$index`
-/// (checked before).
-macro_rules! with_backend {
-    ($kind:expr, $index:expr, |$B:ident, $dev:ident| $body:expr) => {
-        match $kind {
-            #[cfg(feature = "ndarray")]
-            BackendKind::Ndarray => {
-                type $B = burn::backend::Autodiff<burn::backend::NdArray>;
-                let $dev = Default::default();
-                let _ = $index;
-                $body
-            }
-            #[cfg(feature = "wgpu")]
-            BackendKind::Wgpu => {
-                type $B = burn::backend::Autodiff<burn::backend::Wgpu>;
-                let $dev = wgpu_devices()[$index].clone();
-                $body
-            }
-            #[cfg(feature = "cuda")]
-            BackendKind::Cuda => {
-                type $B = burn::backend::Autodiff<burn::backend::Cuda>;
-                let $dev = burn::backend::cuda::CudaDevice { index: $index };
-                $body
-            }
-            #[allow(unreachable_patterns)]
-            _ => unreachable!("check_device rejected a backend that is not compiled in"),
-        }
-    };
-}
-use with_backend;
 
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -93,6 +93,32 @@ pub const UFM_KEYS: &[&str] = &[
 pub const UFM_OPTIONAL_KEYS: &[&str] = &["dim", "schedule", "batch_size"];
 
 impl UfmConfig {
+    /// Labels of the STEP-imbalanced UFM training set, ordered class by class.
+    ///
+    /// The first `K / 2` classes (rounded down) are the majority with `n_majority` samples
+    /// each; the others have `floor(n_majority / R)`.
+    pub fn step_labels(&self) -> Vec<usize> {
+        let mut labels = Vec::new();
+        for c in 0..self.num_classes {
+            labels.extend(std::iter::repeat_n(c, self.class_size(c)));
+        }
+        labels
+    }
+
+    /// Number of samples of class `c` under STEP imbalance.
+    pub fn class_size(&self, c: usize) -> usize {
+        if c < self.num_classes / 2 {
+            self.n_majority
+        } else {
+            (self.n_majority as f64 / self.ratio).floor() as usize
+        }
+    }
+
+    /// The minority classes: the second half.
+    pub fn minority_classes(&self) -> Vec<usize> {
+        (self.num_classes / 2..self.num_classes).collect()
+    }
+
     /// The feature dimension: `dim`, or `2 K` when absent.
     pub fn dim(&self) -> usize {
         self.dim.unwrap_or(2 * self.num_classes)
@@ -171,9 +197,7 @@ impl UfmConfig {
                 ));
             }
             (Some(kind), Some(b)) => {
-                let n: usize = (0..self.num_classes)
-                    .map(|c| crate::ufm::class_size(self, c))
-                    .sum();
+                let n: usize = (0..self.num_classes).map(|c| self.class_size(c)).sum();
                 if b > n {
                     return bad(
                         "batch_size",
@@ -181,7 +205,7 @@ impl UfmConfig {
                         &format!("it must be at most the {n} training samples"),
                     );
                 }
-                let labels = crate::ufm::step_labels(self);
+                let labels = self.step_labels();
                 let batching = scl_batching::BatchingConfig::new(kind, b);
                 scl_batching::Schedule::new(&labels, self.num_classes, &batching, self.seed)
                     .map_err(|e| ConfigError::new(e.to_string()))?;

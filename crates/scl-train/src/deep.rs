@@ -17,7 +17,6 @@
 //! view), so a run resumed from a checkpoint gives the same metrics as one that never stopped
 //! (tested on the CPU backend).
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
@@ -398,14 +397,40 @@ struct State {
     config: DeepConfig,
 }
 
-fn io<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> RunError + '_ {
-    move |e| RunError::Io(format!("{}: {e}", path.display()))
+/// The SCL loss of one batch: `images` are `[N * V, C, H, W]` with the `V` views of each of
+/// the `N` samples next to each other (sample-major, as `scl_data::SclBatcher` assembles
+/// them), `labels` are `[N]`; the model's embeddings, `[N * V, d]`, go to `loss` as
+/// `[N, V, d]`.
+///
+/// # Panics
+/// When the image count is not `N * V`.
+pub fn scl_batch_loss<B: AutodiffBackend + SupConBackend>(
+    model: &SclModel<B>,
+    images: Tensor<B, 4>,
+    labels: Tensor<B, 1, Int>,
+    views: usize,
+    loss: &SupConLoss,
+) -> Tensor<B, 1> {
+    let n = labels.dims()[0];
+    let z = model.embed(images);
+    let d = z.dims()[1];
+    loss.forward(z.reshape([n, views, d]), Some(labels))
 }
 
-fn write_atomic(path: &Path, text: &str) -> Result<(), RunError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+/// A closure for `map_err` that turns any error about `path` (file system, Burn's recorder,
+/// JSON) into [`RunError::Io`].
+fn io<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> RunError + '_ {
+    move |e| {
+        RunError::Io(scl_fs::FsError::new(
+            path,
+            std::io::Error::other(e.to_string()),
+        ))
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
+    let text = serde_json::to_string_pretty(value).expect("run records serialise to JSON");
+    Ok(scl_fs::write(path, text)?)
 }
 
 fn class_minority(counts: &[usize]) -> Vec<usize> {
@@ -434,8 +459,10 @@ fn embed_set<B: Backend>(
                 .map_err(|e| RunError::Other(format!("reading embeddings: {e:?}")))?,
         );
     }
-    Embeddings::new(set.len(), model.embedding_dim(), rows)
-        .map_err(|e| RunError::Other(format!("embeddings: {e}")))
+    Embeddings::new(set.len(), model.embedding_dim(), rows).map_err(|e| RunError::Geometry {
+        what: "embeddings".to_string(),
+        source: e,
+    })
 }
 
 fn items_of(set: &ImageSet, indices: &[usize]) -> Vec<ImageItem> {
@@ -531,12 +558,9 @@ pub fn train_deep<B: AutodiffBackend + SupConBackend>(
         "dataset_title": manifest.title,
         "class_counts": selection.counts,
         "backend": opts.backend,
-        "git_revision": crate::sweep::git_revision(),
+        "git_revision": crate::provenance::git_revision(),
     });
-    write_atomic(
-        &opts.run_dir.join("config.json"),
-        &serde_json::to_string_pretty(&config_json).expect("serialisable"),
-    )?;
+    write_json(&opts.run_dir.join(crate::run_files::CONFIG), &config_json)?;
 
     // Burn draws initial weights from the backend's process-wide generator: seed it and
     // initialise under one lock, so runs on other threads cannot interleave their draws.
@@ -599,10 +623,7 @@ pub fn train_deep<B: AutodiffBackend + SupConBackend>(
             .is_some_and(|m| m.epoch == cfg.epochs)
     });
     if finished {
-        write_atomic(
-            &opts.run_dir.join("summary.json"),
-            &serde_json::to_string_pretty(&outcome).expect("serialisable"),
-        )?;
+        write_json(&opts.run_dir.join(crate::run_files::SUMMARY), &outcome)?;
     }
     Ok(outcome)
 }
@@ -684,9 +705,7 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
                 let v = batch.views;
                 let loss = match cfg.loss {
                     LossKind::Scl => {
-                        let z = model.embed(batch.images);
-                        let d = z.dims()[1];
-                        self.loss.forward(z.reshape([n, v, d]), Some(batch.labels))
+                        scl_batch_loss(&model, batch.images, batch.labels, v, &self.loss)
                     }
                     LossKind::Ce => {
                         let logits = model.logits(batch.images);
@@ -750,13 +769,23 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
         let valid = model.valid();
         let k = self.train.num_classes();
         let train_z = embed_set(&valid, self.train, &self.eval_batcher, self.device)?;
-        let geometry = geometry_summary(&train_z, self.train.labels(), k, self.minority)
-            .map_err(|e| RunError::Other(format!("geometry at epoch {epoch}: {e}")))?;
+        let geometry =
+            geometry_summary(&train_z, self.train.labels(), k, self.minority).map_err(|e| {
+                RunError::Geometry {
+                    what: format!("geometry at epoch {epoch}"),
+                    source: e,
+                }
+            })?;
         // The training class means classify the test set (not the test means, which the
         // authors' released code used by mistake).
         let classes: Vec<usize> = (0..k).collect();
-        let means = scl_geometry::class_means(&train_z, self.train.labels(), &classes)
-            .map_err(|e| RunError::Other(format!("class means at epoch {epoch}: {e}")))?;
+        let means =
+            scl_geometry::class_means(&train_z, self.train.labels(), &classes).map_err(|e| {
+                RunError::Geometry {
+                    what: format!("class means at epoch {epoch}"),
+                    source: e,
+                }
+            })?;
         let test_z = embed_set(&valid, self.test, &self.eval_batcher, self.device)?;
         let (ncc, balanced, per_class) = ncc_accuracy(&test_z, self.test.labels(), &means);
         let probe = if self.cfg.linear_probe {
@@ -769,7 +798,10 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
                     k,
                     &ProbeConfig::default(),
                 )
-                .map_err(|e| RunError::Other(format!("linear probe at epoch {epoch}: {e}")))?,
+                .map_err(|e| RunError::Geometry {
+                    what: format!("linear probe at epoch {epoch}"),
+                    source: e,
+                })?,
             )
         } else {
             None
@@ -783,50 +815,19 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
             ncc_accuracy: ncc,
             balanced_accuracy: balanced,
             per_class_accuracy: per_class,
-            gram: scl_geometry::class_mean_gram(&train_z, self.train.labels(), k)
-                .map_err(|e| RunError::Other(format!("gram at epoch {epoch}: {e}")))?,
+            gram: scl_geometry::class_mean_gram(&train_z, self.train.labels(), k).map_err(|e| {
+                RunError::Geometry {
+                    what: format!("gram at epoch {epoch}"),
+                    source: e,
+                }
+            })?,
             probe,
         })
     }
 
     fn write_metrics(&self, metrics: &[EpochMetrics]) -> Result<(), RunError> {
-        let mut csv = String::from(
-            "epoch,step,lr,train_loss,of_distance,etf_distance,nc1,mean_cosine,norm_ratio,\
-             of_distance_majority,of_distance_minority,ncc_accuracy,balanced_accuracy,\
-             probe_accuracy,probe_balanced_accuracy\n",
-        );
-        let opt = |g: Option<scl_geometry::GeometryReport>| {
-            g.map(|r| r.of_distance.to_string()).unwrap_or_default()
-        };
-        for m in metrics {
-            let g = &m.geometry.overall;
-            let _ = writeln!(
-                csv,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-                m.epoch,
-                m.step,
-                m.lr,
-                m.train_loss,
-                g.of_distance,
-                g.etf_distance,
-                g.nc1,
-                g.mean_cosine,
-                g.norm_ratio,
-                opt(m.geometry.majority),
-                opt(m.geometry.minority),
-                m.ncc_accuracy,
-                m.balanced_accuracy,
-                m.probe
-                    .as_ref()
-                    .map(|p| p.accuracy.to_string())
-                    .unwrap_or_default(),
-                m.probe
-                    .as_ref()
-                    .map(|p| p.balanced_accuracy.to_string())
-                    .unwrap_or_default()
-            );
-        }
-        write_atomic(&self.opts.run_dir.join("metrics.csv"), &csv)
+        let path = self.opts.run_dir.join(crate::run_files::METRICS);
+        Ok(crate::run_files::write_deep_metrics(&path, metrics)?)
     }
 
     /// Saves a checkpoint at the current position (`batches` of epoch `state.epochs_done`
@@ -869,24 +870,19 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
                 state.epochs_done, state.batch_in_epoch
             )
         };
-        let tmp = root.join(format!(".{name}.tmp"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        // Filled under a temporary name and renamed whole; `latest` moves only after that.
+        let staged = scl_fs::StagedDir::new_in(root, &name)?;
+        let tmp = staged.path();
         let rec = Rec::new();
         model
             .clone()
             .save_file(tmp.join("model"), &rec)
-            .map_err(io(&tmp))?;
-        Recorder::<B>::record(&rec, optim.to_record(), tmp.join("optimizer")).map_err(io(&tmp))?;
-        std::fs::write(
-            tmp.join("state.json"),
-            serde_json::to_string_pretty(state).expect("serialisable"),
-        )
-        .map_err(io(&tmp))?;
+            .map_err(io(tmp))?;
+        Recorder::<B>::record(&rec, optim.to_record(), tmp.join("optimizer")).map_err(io(tmp))?;
+        write_json(&tmp.join("state.json"), state)?;
         let dest = root.join(&name);
-        let _ = std::fs::remove_dir_all(&dest);
-        std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
-        write_atomic(&root.join("latest"), &name)?;
+        staged.commit(&dest)?;
+        scl_fs::write(&root.join("latest"), &name)?;
         Ok(dest)
     }
 

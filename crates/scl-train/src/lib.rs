@@ -1,11 +1,11 @@
-//! Training loops and the experiment runner for supervised contrastive learning under class
-//! imbalance.
+//! Training for supervised contrastive learning under class imbalance, on any Burn backend.
 //!
-//! Today this crate runs the unconstrained-features experiment of Kini et al. (ICLR 2024):
-//! free features optimised with full-batch SupCon, with or without a ReLU, on STEP-imbalanced
-//! classes ([`ufm`]); it expands experiment files into grids of cells ([`experiment`]), runs
-//! them on a chosen backend and writes run directories ([`sweep`]); the `scl-report` crate
-//! renders their report.
+//! Two kinds of run: the unconstrained-features model of Kini et al. (ICLR 2024), free
+//! features optimised with SupCon (full batch or a batch schedule), with or without a ReLU, on
+//! STEP-imbalanced classes ([`ufm`]); and deep networks (MLP, ResNet-18, DenseNet) trained with
+//! SCL or cross-entropy on a dataset, with evaluation, checkpoints and exact resume ([`deep`]).
+//! [`backend`] runs backend-generic work on a backend chosen at run time. Experiment grids,
+//! results folders and the sweep runner live in the `scl-experiments` crate.
 //!
 //! # Example
 //!
@@ -36,15 +36,15 @@
 pub mod backend;
 pub mod config;
 pub mod deep;
-pub mod experiment;
 pub mod interrupt;
-pub mod sweep;
+pub mod provenance;
+pub mod run_files;
 pub mod ufm;
 
 pub use config::ConfigError;
 
 /// Why a run did not finish.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The configuration is wrong (exit code 2 in command-line tools).
     #[error("{0}")]
@@ -68,8 +68,17 @@ pub enum RunError {
         checkpoint: Option<String>,
     },
     /// Reading or writing a file failed.
-    #[error("I/O error: {0}")]
-    Io(String),
+    #[error(transparent)]
+    Io(#[from] scl_fs::FsError),
+    /// A geometry measure could not be computed (e.g. a class without samples).
+    #[error("{what}: {source}")]
+    Geometry {
+        /// What was being measured, and when.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: scl_geometry::GeometryError,
+    },
     /// Anything else, described.
     #[error("{0}")]
     Other(String),

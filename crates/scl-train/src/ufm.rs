@@ -13,7 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData, activation::relu};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
-use scl_batching::{BatchingConfig, Schedule, ScheduleKind, Verdict, validate};
+use scl_batching::{BatchingConfig, Schedule, Verdict, validate};
 use scl_geometry::{Embeddings, GeometrySummary, geometry_summary};
 use scl_loss::{NoPositivePolicy, SupConBackend, SupConLossConfig, l2_normalize};
 use serde::{Deserialize, Serialize};
@@ -34,32 +34,6 @@ impl<B: burn::tensor::backend::Backend> FreeFeatures<B> {
         let w = if relu_on { relu(w) } else { w };
         l2_normalize(w)
     }
-}
-
-/// Labels of the STEP-imbalanced UFM training set, ordered class by class.
-///
-/// The first `K / 2` classes (rounded down) are the majority with `n_majority` samples each;
-/// the others have `floor(n_majority / R)`.
-pub fn step_labels(cfg: &UfmConfig) -> Vec<usize> {
-    let mut labels = Vec::new();
-    for c in 0..cfg.num_classes {
-        labels.extend(std::iter::repeat_n(c, class_size(cfg, c)));
-    }
-    labels
-}
-
-/// Number of samples of class `c` under STEP imbalance.
-pub fn class_size(cfg: &UfmConfig, c: usize) -> usize {
-    if c < cfg.num_classes / 2 {
-        cfg.n_majority
-    } else {
-        (cfg.n_majority as f64 / cfg.ratio).floor() as usize
-    }
-}
-
-/// The minority classes: the second half.
-pub fn minority_classes(cfg: &UfmConfig) -> Vec<usize> {
-    (cfg.num_classes / 2..cfg.num_classes).collect()
 }
 
 /// The SupCon loss at an exact orthogonal frame with unit-norm features (closed form):
@@ -107,16 +81,6 @@ pub struct UfmOutcome {
     pub final_gram: Vec<Vec<f64>>,
 }
 
-/// The name of a schedule as written in experiment files.
-pub fn schedule_name(kind: ScheduleKind) -> &'static str {
-    match kind {
-        ScheduleKind::Shuffle => "shuffle",
-        ScheduleKind::BatchBinding => "batch-binding",
-        ScheduleKind::Fixed => "fixed",
-        ScheduleKind::ClassBalanced => "class-balanced",
-    }
-}
-
 /// Runs the UFM optimisation described by `cfg` on `device`.
 ///
 /// `progress(step)` is called after every step. The initial features are drawn from a
@@ -133,7 +97,7 @@ pub fn run_ufm<B: AutodiffBackend + SupConBackend>(
     progress: impl FnMut(usize),
 ) -> Result<UfmOutcome, crate::RunError> {
     cfg.validate()?;
-    let labels = step_labels(cfg);
+    let labels = cfg.step_labels();
     let schedule = match (cfg.schedule, cfg.batch_size) {
         (Some(kind), Some(b)) => Some(
             Schedule::new(
@@ -153,7 +117,7 @@ pub fn run_ufm<B: AutodiffBackend + SupConBackend>(
     run_ufm_with::<B>(
         cfg,
         &labels,
-        &minority_classes(cfg),
+        &cfg.minority_classes(),
         source,
         device,
         progress,
@@ -327,13 +291,15 @@ impl<B: AutodiffBackend + SupConBackend> Problem<'_, B> {
                         .map_err(|_| crate::RunError::NonFinite { step })?;
                     let geometry =
                         geometry_summary(&embeddings, self.labels, cfg.num_classes, self.minority)
-                            .map_err(|e| {
-                                crate::RunError::Other(format!("geometry at step {step}: {e}"))
+                            .map_err(|e| crate::RunError::Geometry {
+                                what: format!("geometry at step {step}"),
+                                source: e,
                             })?;
                     final_gram =
                         scl_geometry::class_mean_gram(&embeddings, self.labels, cfg.num_classes)
-                            .map_err(|e| {
-                                crate::RunError::Other(format!("gram at step {step}: {e}"))
+                            .map_err(|e| crate::RunError::Geometry {
+                                what: format!("gram at step {step}"),
+                                source: e,
                             })?;
                     points.push(UfmPoint {
                         step,

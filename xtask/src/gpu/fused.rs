@@ -1,22 +1,19 @@
 //! Fused vs reference SupCon on one backend: the grid of the workspace's wgpu parity tests
-//! (awkward sizes, every option; `crates/scl-loss/tests/support/parity.rs`) plus one large
+//! (awkward sizes, every option; `scl_loss::check`) plus one large
 //! case, each against the reference loss on the same backend, values and gradients.
 
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
 use scl_loss::{ContrastMode, NoPositivePolicy, SupConBackend};
-use scl_train::backend::BackendKind;
+use scl_train::backend::{BackendKind, BackendTask};
 
-use super::{Budget, ParityResult, guarded};
+use scl_train::backend::guarded;
 
-// Shared with the workspace's tests: the grid and the comparison (`parity`), and the check
-// through the public API (`fused_check`). The panicking wrapper of `parity` is not used here.
-#[path = "../../../crates/scl-loss/tests/support/fused_check.rs"]
-mod fused_check;
-#[allow(dead_code)]
-#[path = "../../../crates/scl-loss/tests/support/parity.rs"]
-mod parity;
+use super::{Budget, ParityResult};
+
+// The grid and the comparison of the workspace's tests.
+use scl_loss::check::{self as parity, fused_vs_reference};
 
 /// One case: shape, labels, temperature, contrast mode, no-positive policy, seed.
 type Case = (
@@ -63,56 +60,53 @@ fn cases(large: usize) -> Vec<Case> {
 
 fn check<B: AutodiffBackend + SupConBackend>(case: &Case) -> Result<(f64, f64), String> {
     let (shape, labels, tau, mode, policy, seed) = case;
-    fused_check::fused_vs_reference::<B>(*shape, labels.as_deref(), *tau, *mode, *policy, *seed)
+    fused_vs_reference::<B>(*shape, labels.as_deref(), *tau, *mode, *policy, *seed)
 }
 
-fn run_on<B: AutodiffBackend + SupConBackend>(
+/// The parity cases on one backend until the budget runs out.
+struct Parity {
     kind: BackendKind,
     large: usize,
     budget: Budget,
-) -> ParityResult {
-    let start = Instant::now();
-    let mut result = ParityResult {
-        backend: kind.name().into(),
-        tolerance: parity::TOLERANCE,
-        ..Default::default()
-    };
-    let all = cases(large);
-    for (i, case) in all.iter().enumerate() {
-        if budget.left() <= 0.0 {
-            result.skipped = all.len() - i;
-            break;
-        }
-        result.cases += 1;
-        match guarded(|| check::<B>(case)).and_then(|r| r) {
-            Ok((v, g)) => {
-                result.passed += 1;
-                result.max_value_deviation = result.max_value_deviation.max(v);
-                result.max_grad_deviation = result.max_grad_deviation.max(g);
-            }
-            Err(e) => result.failures.push(e),
-        }
-    }
-    result.seconds = start.elapsed().as_secs_f64();
-    result
 }
 
-/// Runs the parity cases on `kind` until `budget` runs out.
-pub fn run(kind: BackendKind, large: usize, budget: Budget) -> ParityResult {
-    match kind {
-        #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => {
-            run_on::<burn::backend::Autodiff<burn::backend::NdArray>>(kind, large, budget)
+impl BackendTask for Parity {
+    type Output = ParityResult;
+
+    fn run<B: AutodiffBackend + SupConBackend>(self, _device: B::Device) -> ParityResult {
+        let start = Instant::now();
+        let mut result = ParityResult {
+            backend: self.kind.name().into(),
+            tolerance: parity::TOLERANCE,
+            ..Default::default()
+        };
+        let all = cases(self.large);
+        for (i, case) in all.iter().enumerate() {
+            if self.budget.left() <= 0.0 {
+                result.skipped = all.len() - i;
+                break;
+            }
+            result.cases += 1;
+            match guarded(|| check::<B>(case)).and_then(|r| r) {
+                Ok((v, g)) => {
+                    result.passed += 1;
+                    result.max_value_deviation = result.max_value_deviation.max(v);
+                    result.max_grad_deviation = result.max_grad_deviation.max(g);
+                }
+                Err(e) => result.failures.push(e),
+            }
         }
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => {
-            run_on::<burn::backend::Autodiff<burn::backend::Wgpu>>(kind, large, budget)
-        }
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => {
-            run_on::<burn::backend::Autodiff<burn::backend::Cuda>>(kind, large, budget)
-        }
-        #[allow(unreachable_patterns)]
-        _ => unreachable!("probe accepted a backend that is not compiled in"),
+        result.seconds = start.elapsed().as_secs_f64();
+        result
     }
+}
+
+/// Runs the parity cases on device 0 of `kind` until `budget` runs out.
+pub fn run(kind: BackendKind, large: usize, budget: Budget) -> Result<ParityResult, String> {
+    let task = Parity {
+        kind,
+        large,
+        budget,
+    };
+    kind.run(0, task).map_err(|e| e.to_string())
 }

@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use scl_train::backend::BackendKind;
+use scl_train::backend::{BackendKind, guarded};
 use serde::Serialize;
 
 use crate::loss_timing as bench;
@@ -217,17 +217,6 @@ impl Budget {
     }
 }
 
-/// Runs `f`, turning a panic (a kernel failure, an out-of-memory) into its message.
-pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
-        payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "a panic without a message".into())
-    })
-}
-
 /// The backends: each compiled-in name probed for devices.
 fn probe(names: &[String]) -> Result<Vec<(BackendKind, BackendStatus)>, String> {
     let mut out = Vec::new();
@@ -248,10 +237,8 @@ fn write(report: &CheckReport, args: &CheckArgs, torch: Option<&serde_json::Valu
     let json = serde_json::to_string_pretty(report).expect("serialisable");
     let md = render::markdown(report, args, torch);
     for (name, text) in [("gpu-check.json", json), ("gpu-check.md", md)] {
-        let path = args.out.join(name);
-        let tmp = args.out.join(format!(".{name}.tmp"));
-        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
-            eprintln!("warning: could not write {}: {e}", path.display());
+        if let Err(e) = scl_fs::write(&args.out.join(name), text) {
+            eprintln!("warning: could not write {e}");
         }
     }
 }
@@ -331,7 +318,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             .map_or(0, |d| d.as_secs()),
         // The bundle has no git checkout: run.sh passes the revision it was built from.
         revision: std::env::var("SCL_REVISION")
-            .unwrap_or_else(|_| scl_train::sweep::git_revision()),
+            .unwrap_or_else(|_| scl_train::provenance::git_revision()),
         host: bench::host(),
         data: images.description.clone(),
         backends: backends.iter().map(|(_, s)| s.clone()).collect(),
@@ -353,7 +340,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
     for &kind in &usable {
         eprintln!("== {kind}: fused vs reference parity ({parity_s} s at most)");
-        match guarded(|| fused::run(kind, args.parity_large, Budget::seconds(parity_s))) {
+        match guarded(|| fused::run(kind, args.parity_large, Budget::seconds(parity_s)))
+            .and_then(|r| r)
+        {
             Ok(p) => {
                 eprintln!(
                     "{kind}: {} of {} cases within {:.0e} (largest deviation: value {:.2e}, \
@@ -400,7 +389,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "== {kind}: ResNet-18 SCL training, batch {batch}, {steps} steps ({limit} s at most)"
         );
-        match guarded(|| train::run(kind, &spec, &images, Budget::seconds(limit))) {
+        match guarded(|| train::run(kind, &spec, &images, Budget::seconds(limit))).and_then(|r| r) {
             Ok(t) => {
                 eprintln!(
                     "{kind}: {:.1} images/s over {} timed steps; loss {:.4} -> {:.4}",

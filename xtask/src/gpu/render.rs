@@ -35,6 +35,21 @@ fn torch_loss(torch: Option<&Value>, n: usize) -> Option<TorchLoss> {
 /// The markdown page.
 pub fn markdown(r: &CheckReport, args: &CheckArgs, torch: Option<&Value>) -> String {
     let mut md = String::new();
+    backends(&mut md, r, torch);
+    parity(&mut md, r, args);
+    loss_benchmark(&mut md, r, args, torch);
+    training(&mut md, r, torch);
+    if !r.errors.is_empty() {
+        let _ = writeln!(md, "\n## Errors\n");
+        for e in &r.errors {
+            let _ = writeln!(md, "- {e}");
+        }
+    }
+    md
+}
+
+/// The heading, PyTorch's version and the backends found.
+fn backends(md: &mut String, r: &CheckReport, torch: Option<&Value>) {
     let _ = writeln!(
         md,
         "# GPU check\n\nRevision `{}`; host {}; {:.0} s in all. Training data: {}.\n",
@@ -72,6 +87,10 @@ pub fn markdown(r: &CheckReport, args: &CheckArgs, torch: Option<&Value>) -> Str
              below (see the status column above)."
         );
     }
+}
+
+/// Fused vs reference parity per backend.
+fn parity(md: &mut String, r: &CheckReport, args: &CheckArgs) {
     let _ = writeln!(
         md,
         "\n## Fused vs reference parity\n\nThe workspace's parity grid (N in 1, 2, 31, 257, \
@@ -103,7 +122,10 @@ pub fn markdown(r: &CheckReport, args: &CheckArgs, torch: Option<&Value>) -> Str
             let _ = writeln!(md, "\nFAILED ({}): {f}", p.backend);
         }
     }
+}
 
+/// SupCon forward + backward per backend and size, PyTorch beside.
+fn loss_benchmark(md: &mut String, r: &CheckReport, args: &CheckArgs, torch: Option<&Value>) {
     let _ = writeln!(
         md,
         "\n## SupCon forward + backward\n\nf32, d = {}, tau = 0.1, 10 classes, one view, \
@@ -165,7 +187,10 @@ pub fn markdown(r: &CheckReport, args: &CheckArgs, torch: Option<&Value>) -> Str
             opt(row.fused_tflops, 2),
         );
     }
+}
 
+/// ResNet-18 SCL training steps per backend, PyTorch beside.
+fn training(md: &mut String, r: &CheckReport, torch: Option<&Value>) {
     let _ = writeln!(
         md,
         "\n## ResNet-18 SCL training steps\n\nCIFAR stem, final ReLU, 512-d L2-normalised \
@@ -199,7 +224,7 @@ pub fn markdown(r: &CheckReport, args: &CheckArgs, torch: Option<&Value>) -> Str
     };
     for t in &r.train {
         line(
-            &mut md,
+            md,
             &t.backend,
             t.batch,
             t.steps,
@@ -221,7 +246,7 @@ pub fn markdown(r: &CheckReport, args: &CheckArgs, torch: Option<&Value>) -> Str
                 .unwrap_or_default()
         };
         line(
-            &mut md,
+            md,
             "PyTorch (eager, CUDA)",
             u("batch"),
             u("steps"),
@@ -266,11 +291,4 @@ pub fn markdown(r: &CheckReport, args: &CheckArgs, torch: Option<&Value>) -> Str
             .unwrap_or_default();
         let _ = writeln!(md, "- PyTorch: {}", losses.join(", "));
     }
-    if !r.errors.is_empty() {
-        let _ = writeln!(md, "\n## Errors\n");
-        for e in &r.errors {
-            let _ = writeln!(md, "- {e}");
-        }
-    }
-    md
 }

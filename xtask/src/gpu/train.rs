@@ -17,57 +17,64 @@ use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use scl_data::readers::cifar::{CifarVariant, PIXELS, parse_cifar_records};
 use scl_loss::{SupConBackend, SupConLossConfig};
 use scl_models::{Architecture, ResNet18Config, SclModel, SclModelConfig};
-use scl_train::backend::BackendKind;
+use scl_train::backend::{BackendKind, BackendTask};
+use scl_train::deep::scl_batch_loss;
 
 use super::{Budget, TrainResult};
 
-/// Bytes of one CIFAR binary record: a label byte and 3 x 32 x 32 pixel bytes (channel-major).
-pub const RECORD: usize = 1 + 3072;
-/// CIFAR-10's per-channel mean and standard deviation (the paper's code).
-const MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
-const STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
-
-/// Images in memory: labels and channel-major pixel bytes.
+/// Images in memory: labels, channel-major pixel bytes and CIFAR-10's per-channel
+/// normalisation (from its manifest, as the training crate uses it).
 pub struct Images {
-    labels: Vec<u8>,
+    labels: Vec<usize>,
     pixels: Vec<u8>,
+    mean: [f32; 3],
+    std: [f32; 3],
     /// What they are, for the report.
     pub description: String,
 }
 
+/// CIFAR-10's per-channel mean and standard deviation, from its manifest.
+fn normalisation() -> ([f32; 3], [f32; 3]) {
+    let manifest = scl_data::Manifest::named("cifar10").expect("cifar10 is a built-in manifest");
+    let three = |v: &[f32]| [v[0], v[1], v[2]];
+    (three(&manifest.mean), three(&manifest.std))
+}
+
 impl Images {
-    /// Reads a file of CIFAR binary records (`cifar10-train-subset.bin` of the bundle, or an
-    /// official `data_batch_N.bin`).
+    /// Reads a file of CIFAR-10 binary records (`cifar10-train-subset.bin` of the bundle, or an
+    /// official `data_batch_N.bin`) with scl-data's reader.
     ///
     /// # Errors
-    /// A sentence when the file cannot be read, is empty or is not a whole number of records.
+    /// A sentence when the file cannot be read, is empty or is not a whole number of records
+    /// with CIFAR-10 labels.
     pub fn read(path: &Path) -> Result<Self, String> {
         let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-        if bytes.is_empty() || bytes.len() % RECORD != 0 {
-            return Err(format!(
-                "{} bytes is not a whole number of CIFAR records of {RECORD} bytes",
-                bytes.len()
-            ));
+        if bytes.is_empty() {
+            return Err(format!("{} is empty", path.display()));
         }
-        let n = bytes.len() / RECORD;
-        let mut labels = Vec::with_capacity(n);
-        let mut pixels = Vec::with_capacity(n * 3072);
-        for record in bytes.chunks_exact(RECORD) {
-            if record[0] > 9 {
-                return Err(format!("label {} is not a CIFAR-10 class (0-9)", record[0]));
-            }
-            labels.push(record[0]);
-            pixels.extend_from_slice(&record[1..]);
-        }
+        let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+        parse_cifar_records(
+            &bytes,
+            path,
+            CifarVariant::Cifar10,
+            &mut pixels,
+            &mut labels,
+        )
+        .map_err(|e| e.to_string())?;
+        let (mean, std) = normalisation();
         Ok(Self {
-            labels,
-            pixels,
             description: format!(
-                "real images: {n} CIFAR-10 training images from {}",
+                "real images: {} CIFAR-10 training images from {}",
+                labels.len(),
                 path.display()
             ),
+            labels,
+            pixels,
+            mean,
+            std,
         })
     }
 
@@ -75,10 +82,13 @@ impl Images {
     /// depend on pixel values).
     pub fn synthetic(n: usize, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
-        let pixels = (0..n * 3072).map(|_| rng.random::<u8>()).collect();
+        let pixels = (0..n * PIXELS).map(|_| rng.random::<u8>()).collect();
+        let (mean, std) = normalisation();
         Self {
-            labels: (0..n).map(|i| (i % 10) as u8).collect(),
+            labels: (0..n).map(|i| i % 10).collect(),
             pixels,
+            mean,
+            std,
             description: format!(
                 "synthetic images: {n} seeded random 32x32 RGB images, labels i mod 10 \
                  (no CIFAR file was given)"
@@ -92,17 +102,17 @@ impl Images {
 
     /// Batch `step` of `batch` images (wrapping around), normalised, with its labels.
     fn batch(&self, step: usize, batch: usize) -> (Vec<f32>, Vec<i64>) {
-        let mut x = Vec::with_capacity(batch * 3072);
+        let mut x = Vec::with_capacity(batch * PIXELS);
         let mut y = Vec::with_capacity(batch);
         for k in 0..batch {
             let i = (step * batch + k) % self.len();
-            y.push(i64::from(self.labels[i]));
-            let image = &self.pixels[i * 3072..(i + 1) * 3072];
-            for (c, plane) in image.chunks_exact(1024).enumerate() {
+            y.push(self.labels[i] as i64);
+            let image = &self.pixels[i * PIXELS..(i + 1) * PIXELS];
+            for (c, plane) in image.chunks_exact(PIXELS / 3).enumerate() {
                 x.extend(
                     plane
                         .iter()
-                        .map(|&p| (f32::from(p) / 255.0 - MEAN[c]) / STD[c]),
+                        .map(|&p| (f32::from(p) / 255.0 - self.mean[c]) / self.std[c]),
                 );
             }
         }
@@ -131,16 +141,32 @@ impl Spec {
     }
 }
 
-fn run_on<B: AutodiffBackend + SupConBackend>(
+/// The timed training on one backend.
+struct Training<'a> {
+    kind: BackendKind,
+    spec: &'a Spec,
+    images: &'a Images,
+    budget: Budget,
+}
+
+impl BackendTask for Training<'_> {
+    type Output = TrainResult;
+
+    fn run<B: AutodiffBackend + SupConBackend>(self, device: B::Device) -> TrainResult {
+        train::<B>(self.kind, self.spec, self.images, self.budget, &device)
+    }
+}
+
+fn train<B: AutodiffBackend + SupConBackend>(
     kind: BackendKind,
     spec: &Spec,
     images: &Images,
     budget: Budget,
+    device: &B::Device,
 ) -> TrainResult {
-    let device: B::Device = Default::default();
-    B::seed(&device, 0);
+    B::seed(device, 0);
     let mut model: SclModel<B> =
-        SclModelConfig::new(Architecture::Resnet18(ResNet18Config::new()), 10).init(&device);
+        SclModelConfig::new(Architecture::Resnet18(ResNet18Config::new()), 10).init(device);
     let mut optim = SgdConfig::new()
         .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
@@ -168,14 +194,12 @@ fn run_on<B: AutodiffBackend + SupConBackend>(
         }
         let start = Instant::now();
         let (x, y) = images.batch(step, n);
-        let x = Tensor::<B, 4>::from_data(TensorData::new(x, [n, 3, 32, 32]), &device);
-        let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [n]), &device);
-        // Views: the image and its vertical flip, stacked view-major, then [n, 2, d].
-        let views = Tensor::cat(vec![x.clone(), x.flip([2])], 0);
-        let z = model.embed(views);
-        let d = z.dims()[1];
-        let z = z.reshape([2, n, d]).swap_dims(0, 1);
-        let value = loss.forward(z, Some(y));
+        let x = Tensor::<B, 4>::from_data(TensorData::new(x, [n, 3, 32, 32]), device);
+        let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [n]), device);
+        // Views: the image and its vertical flip, next to each other (sample-major), and the
+        // loss of the training crate's SCL step.
+        let views = Tensor::stack::<5>(vec![x.clone(), x.flip([2])], 1).reshape([2 * n, 3, 32, 32]);
+        let value = scl_batch_loss(&model, views, y, 2, &loss);
         let grads = GradientsParams::from_grads(value.backward(), &model);
         model = optim.step(0.1, model, grads);
         let v: f64 = value.into_scalar().elem();
@@ -205,22 +229,18 @@ fn run_on<B: AutodiffBackend + SupConBackend>(
     result
 }
 
-/// Trains on `kind` for `spec.steps` steps or until `budget` runs out.
-pub fn run(kind: BackendKind, spec: &Spec, images: &Images, budget: Budget) -> TrainResult {
-    match kind {
-        #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => {
-            run_on::<burn::backend::Autodiff<burn::backend::NdArray>>(kind, spec, images, budget)
-        }
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => {
-            run_on::<burn::backend::Autodiff<burn::backend::Wgpu>>(kind, spec, images, budget)
-        }
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => {
-            run_on::<burn::backend::Autodiff<burn::backend::Cuda>>(kind, spec, images, budget)
-        }
-        #[allow(unreachable_patterns)]
-        _ => unreachable!("probe accepted a backend that is not compiled in"),
-    }
+/// Trains on device 0 of `kind` for `spec.steps` steps or until `budget` runs out.
+pub fn run(
+    kind: BackendKind,
+    spec: &Spec,
+    images: &Images,
+    budget: Budget,
+) -> Result<TrainResult, String> {
+    let task = Training {
+        kind,
+        spec,
+        images,
+        budget,
+    };
+    kind.run(0, task).map_err(|e| e.to_string())
 }

@@ -42,8 +42,8 @@ use std::path::Path;
 use serde::Serialize;
 use toml::{Table, Value};
 
-use crate::config::{ConfigError, UFM_KEYS, UFM_OPTIONAL_KEYS, UfmConfig};
-use crate::deep::DeepConfig;
+use scl_train::config::{ConfigError, UFM_KEYS, UFM_OPTIONAL_KEYS, UfmConfig};
+use scl_train::deep::DeepConfig;
 
 /// A parsed experiment file.
 #[derive(Debug, Clone)]
@@ -58,6 +58,97 @@ pub struct Experiment {
     pub cells: Vec<Cell>,
     /// The deep-network cells, in grid order (after the UFM cells when both exist).
     pub deep_cells: Vec<DeepCell>,
+}
+
+/// What the cells of a grid run (`kind` in an experiment file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CellKind {
+    /// The unconstrained-features model ([`UfmConfig`]).
+    Ufm,
+    /// A deep network trained on a dataset ([`DeepConfig`]).
+    Deep,
+}
+
+impl CellKind {
+    /// Every kind, in the order cells of a file run.
+    pub const ALL: [CellKind; 2] = [CellKind::Ufm, CellKind::Deep];
+
+    /// The name written in experiment files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ufm => "ufm",
+            Self::Deep => "deep",
+        }
+    }
+
+    /// The `kind` key of `table` (default `ufm`); `place` says where it is, for the error.
+    fn read(table: &Table, place: &str) -> Result<Self, ConfigError> {
+        let Some(name) = string_value(table, "kind")? else {
+            return Ok(Self::Ufm);
+        };
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| {
+                ConfigError::new(format!(
+                    "kind = \"{name}\"{place} is not allowed: the allowed kinds are \"ufm\", \"deep\""
+                ))
+            })
+    }
+}
+
+/// Any cell of a grid, by reference: what the runner, the layout and the report need of a
+/// cell whatever it runs.
+#[derive(Debug, Clone, Copy)]
+pub enum CellRef<'a> {
+    /// An unconstrained-features cell.
+    Ufm(&'a Cell),
+    /// A deep-network cell.
+    Deep(&'a DeepCell),
+}
+
+impl<'a> CellRef<'a> {
+    /// The cell's stable id.
+    pub fn id(self) -> &'a str {
+        match self {
+            Self::Ufm(c) => &c.id,
+            Self::Deep(c) => &c.id,
+        }
+    }
+
+    /// What it runs.
+    pub fn kind(self) -> CellKind {
+        match self {
+            Self::Ufm(_) => CellKind::Ufm,
+            Self::Deep(_) => CellKind::Deep,
+        }
+    }
+
+    /// The axis values of the cell, as written in the file.
+    pub fn axes(self) -> &'a [(String, String)] {
+        match self {
+            Self::Ufm(c) => &c.axes,
+            Self::Deep(c) => &c.axes,
+        }
+    }
+
+    /// The length of its run and the unit: (steps, "step") or (epochs, "epoch").
+    pub fn length(self) -> (usize, &'static str) {
+        match self {
+            Self::Ufm(c) => (c.config.steps, "step"),
+            Self::Deep(c) => (c.config.epochs, "epoch"),
+        }
+    }
+
+    /// Its resolved configuration as JSON (what `config.json` stores under `config`).
+    pub fn config_json(self) -> serde_json::Value {
+        match self {
+            Self::Ufm(c) => serde_json::to_value(&c.config),
+            Self::Deep(c) => serde_json::to_value(&c.config),
+        }
+        .expect("configurations serialise to JSON")
+    }
 }
 
 /// One deep-network point of a grid.
@@ -107,11 +198,26 @@ impl Experiment {
 
     /// Every cell id, UFM cells first.
     pub fn ids(&self) -> Vec<&str> {
+        self.iter().map(CellRef::id).collect()
+    }
+
+    /// The cell at `index` of the whole grid (UFM cells first, as in [`Self::ids`]).
+    pub fn cell(&self, index: usize) -> Option<CellRef<'_>> {
+        match self.cells.get(index) {
+            Some(c) => Some(CellRef::Ufm(c)),
+            None => self
+                .deep_cells
+                .get(index - self.cells.len())
+                .map(CellRef::Deep),
+        }
+    }
+
+    /// Every cell, in grid order (UFM cells first).
+    pub fn iter(&self) -> impl Iterator<Item = CellRef<'_>> {
         self.cells
             .iter()
-            .map(|c| c.id.as_str())
-            .chain(self.deep_cells.iter().map(|c| c.id.as_str()))
-            .collect()
+            .map(CellRef::Ufm)
+            .chain(self.deep_cells.iter().map(CellRef::Deep))
     }
 
     /// Reads and expands an experiment file.
@@ -154,7 +260,7 @@ impl Experiment {
         let header = sub_table(&table, "experiment")?.unwrap_or_default();
         check_keys(&header, &["name", "kind", "description"], "[experiment]")?;
         let name = string_value(&header, "name")?.unwrap_or_else(|| default_name.to_string());
-        let kind = string_value(&header, "kind")?.unwrap_or_else(|| "ufm".to_string());
+        let kind = CellKind::read(&header, "")?;
         let description = string_value(&header, "description")?.unwrap_or_default();
         let profiles = sub_table(&table, "profiles")?.unwrap_or_default();
         let chosen = match profile {
@@ -194,7 +300,7 @@ impl Experiment {
             let over = chosen
                 .as_ref()
                 .map(|(p, t)| (format!("[profiles.{p}]"), t.clone()));
-            experiment.add_grid(&kind, base, grid, zip, over, "")?;
+            experiment.add_grid(kind, base, grid, zip, over, "")?;
         }
         for (part, value) in sub_table(&table, "parts")?.unwrap_or_default() {
             let Value::Table(part_table) = value else {
@@ -204,7 +310,7 @@ impl Experiment {
             };
             let place = format!("[parts.{part}]");
             check_keys(&part_table, &["kind", "base", "grid", "zip"], &place)?;
-            let part_kind = string_value(&part_table, "kind")?.unwrap_or_else(|| "ufm".into());
+            let part_kind = CellKind::read(&part_table, &format!(" of {place}"))?;
             let base = sub_table(&part_table, "base")?.unwrap_or_default();
             let grid = sub_table(&part_table, "grid")?.unwrap_or_default();
             let zip = sub_table(&part_table, "zip")?.unwrap_or_default();
@@ -225,7 +331,7 @@ impl Experiment {
                 }
                 None => None,
             };
-            experiment.add_grid(&part_kind, base, grid, zip, over, &format!(" of {place}"))?;
+            experiment.add_grid(part_kind, base, grid, zip, over, &format!(" of {place}"))?;
         }
         if let Some((p, t)) = &chosen {
             for part in sub_table(t, "parts")?.unwrap_or_default().keys() {
@@ -255,7 +361,7 @@ impl Experiment {
     /// Expands one grid of `kind` (with a profile's overrides) and appends its cells.
     fn add_grid(
         &mut self,
-        kind: &str,
+        kind: CellKind,
         mut base: Table,
         mut grid: Table,
         mut zip: Table,
@@ -274,13 +380,8 @@ impl Experiment {
             }
         }
         let keys: &[&str] = match kind {
-            "ufm" => UFM_KEYS,
-            "deep" => crate::deep::DEEP_KEYS,
-            other => {
-                return Err(ConfigError::new(format!(
-                    "kind = \"{other}\"{place} is not allowed: the allowed kinds are \"ufm\", \"deep\""
-                )));
-            }
+            CellKind::Ufm => UFM_KEYS,
+            CellKind::Deep => scl_train::deep::DEEP_KEYS,
         };
         check_keys(&base, keys, &format!("[base]{place}"))?;
         check_keys(&grid, keys, &format!("[grid]{place}"))?;
@@ -347,7 +448,7 @@ impl Experiment {
                 settings.insert(key.clone(), values[z].clone());
                 chosen.push((key.clone(), display_value(&values[z])));
             }
-            if kind == "ufm" {
+            if kind == CellKind::Ufm {
                 let required: Vec<&str> = UFM_KEYS
                     .iter()
                     .copied()
@@ -364,7 +465,7 @@ impl Experiment {
                 let config: DeepConfig = resolve(
                     settings,
                     &chosen,
-                    crate::deep::DEEP_REQUIRED_KEYS,
+                    scl_train::deep::DEEP_REQUIRED_KEYS,
                     DeepConfig::validate,
                 )?;
                 self.deep_cells.push(DeepCell {
@@ -424,7 +525,7 @@ pub fn deep_cell_id(config: &DeepConfig) -> String {
             scl_models::FinalActivation::Relu => "relu",
             scl_models::FinalActivation::None => "norelu",
         },
-        crate::ufm::schedule_name(config.schedule),
+        config.schedule.name(),
         serde_plain(&config.loss),
         config.seed,
         fnv1a(json.as_bytes()) as u32
@@ -450,7 +551,7 @@ fn display_value(v: &Value) -> String {
 pub fn cell_id(config: &UfmConfig) -> String {
     let json = serde_json::to_string(config).expect("a UfmConfig serialises to JSON");
     let batching = match (config.schedule, config.batch_size) {
-        (Some(kind), Some(b)) => format!("-{}{b}", crate::ufm::schedule_name(kind)),
+        (Some(kind), Some(b)) => format!("-{}{b}", kind.name()),
         _ => String::new(),
     };
     format!(

@@ -1,5 +1,38 @@
-//! Fused vs reference: one comparison of a loss value and its feature gradient, shared by the
-//! CPU kernel's unit tests and the wgpu tests of the workspace.
+//! Checks of a [`SupConBackend`] implementation against the reference
+//! loss on the same backend: the grid of sizes and options every fused path of this crate is
+//! tested on (sizes that are not multiples of any tile or cube size, every temperature,
+//! contrast mode, no-positive policy, singleton classes, SimCLR) and the comparison of a loss
+//! value and its feature gradient.
+//!
+//! The CPU kernel's unit tests, the wgpu tests and the GPU check (`scl-gpu-check`) all run
+//! these; a backend that implements the extension itself can run them too.
+//!
+//! # Example
+//!
+//! ```
+//! use burn::backend::{Autodiff, NdArray};
+//! use scl_loss::check::{awkward_sizes, fused_vs_reference};
+//! use scl_loss::{ContrastMode, NoPositivePolicy};
+//!
+//! awkward_sizes(&[31], 0, |shape, labels, tau, seed| {
+//!     let deviations = fused_vs_reference::<Autodiff<NdArray>>(
+//!         shape,
+//!         Some(labels),
+//!         tau,
+//!         ContrastMode::All,
+//!         NoPositivePolicy::CountAsZero,
+//!         seed,
+//!     );
+//!     assert!(deviations.is_ok(), "{deviations:?}");
+//! });
+//! ```
+
+use crate::{
+    ContrastMode, Implementation, NoPositivePolicy, SupConBackend, SupConLoss, SupConLossConfig,
+};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng, rngs::StdRng};
 
 /// Panics naming `what` unless `value` and `grad` equal the reference's within 1e-4 (see
 /// [`compare`]).
@@ -113,4 +146,79 @@ pub fn every_option<M: Copy, P: Copy>(
             }
         }
     }
+}
+
+/// The loss with features normalised inside it, as the parity grid uses it.
+pub fn loss(
+    temperature: f64,
+    mode: ContrastMode,
+    policy: NoPositivePolicy,
+    imp: Implementation,
+) -> SupConLoss {
+    SupConLossConfig::new()
+        .with_temperature(temperature)
+        .with_contrast_mode(mode)
+        .with_no_positive(policy)
+        .with_normalize(true)
+        .with_implementation(imp)
+        .init()
+}
+
+/// Loss value and feature gradient on backend `B` (its default device).
+pub fn value_and_grad<B: AutodiffBackend + SupConBackend>(
+    values: &[f32],
+    shape: [usize; 3],
+    labels: Option<&[i64]>,
+    loss: &SupConLoss,
+) -> (f64, Vec<f64>) {
+    let device = Default::default();
+    let f =
+        Tensor::<B, 3>::from_data(TensorData::new(values.to_vec(), shape), &device).require_grad();
+    let l = labels
+        .map(|l| Tensor::<B, 1, Int>::from_data(TensorData::new(l.to_vec(), [l.len()]), &device));
+    let out = loss.forward(f.clone(), l);
+    let grads = out.backward();
+    let host = |d: TensorData| d.convert::<f64>().into_vec::<f64>().unwrap_or_default();
+    let grad = f
+        .grad(&grads)
+        .map_or(vec![0.0; values.len()], |g| host(g.into_data()));
+    (host(out.into_data())[0], grad)
+}
+
+/// `len` features uniform in [-1, 1) from `seed`.
+pub fn random_features(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// The fused loss against the reference on the same backend `B`, for random features of
+/// `shape` from `seed`: the deviations of [`compare`], or its sentence.
+pub fn fused_vs_reference<B: AutodiffBackend + SupConBackend>(
+    shape: [usize; 3],
+    labels: Option<&[i64]>,
+    temperature: f64,
+    mode: ContrastMode,
+    policy: NoPositivePolicy,
+    seed: u64,
+) -> Result<(f64, f64), String> {
+    let values = random_features(shape.iter().product(), seed);
+    let reference = loss(temperature, mode, policy, Implementation::Reference);
+    let fused = loss(temperature, mode, policy, Implementation::Fused);
+    let want = value_and_grad::<B>(&values, shape, labels, &reference);
+    let got = value_and_grad::<B>(&values, shape, labels, &fused);
+    let what = format!(
+        "{shape:?} tau={temperature} {mode:?} {policy:?} labels={}",
+        labels.is_some()
+    );
+    let n_anchor = match mode {
+        ContrastMode::All => shape[0] * shape[1],
+        ContrastMode::One => shape[0],
+    };
+    compare(
+        &what,
+        (got.0, &got.1),
+        (want.0, &want.1),
+        reference.base_temperature,
+        n_anchor,
+    )
 }

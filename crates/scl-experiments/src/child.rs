@@ -1,0 +1,144 @@
+//! The protocol between a sweep and the child processes that run its cells.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What [`run_cell`](crate::runner::run_cell) did, and what a child process reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CellStatus {
+    /// The cell ran to the end now; a one-line summary of its final numbers.
+    Finished(String),
+    /// The cell had finished before; nothing ran.
+    AlreadyFinished,
+    /// Another live process holds the cell's lock; nothing ran.
+    Busy,
+    /// A stop was asked for ([`scl_train::interrupt`]) while the cell ran: the
+    /// [`scl_train::RunError::Interrupted`] message ("interrupted at step ..."), which says what
+    /// was saved.
+    Interrupted(String),
+}
+
+/// What a child process is asked to do: run one cell of the experiment on one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellRequest {
+    /// The cell's index in the grid ([`Experiment::cell`](crate::experiment::Experiment::cell)).
+    pub cell: usize,
+    /// The device index on the sweep's backend.
+    pub device: usize,
+}
+
+/// The command-line arguments of a child process that runs one [`CellRequest`] under
+/// [`ChildProtocol`]; the program that parses them provides this.
+pub type ChildArgs = dyn Fn(CellRequest) -> Vec<OsString> + Send + Sync;
+
+/// How to start the child process that runs one cell: `program` with `args(request)`. The
+/// child must follow [`ChildProtocol`].
+#[derive(Clone)]
+pub struct Launcher {
+    /// The executable (e.g. `std::env::current_exe()`).
+    pub program: PathBuf,
+    /// The child's arguments for a request, in the child's own command-line syntax.
+    pub args: Arc<ChildArgs>,
+}
+
+impl std::fmt::Debug for Launcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let example = (self.args)(CellRequest { cell: 0, device: 0 });
+        f.debug_struct("Launcher")
+            .field("program", &self.program)
+            .field("args (cell 0, device 0)", &example)
+            .finish()
+    }
+}
+
+/// How a supervised child process talks to the sweep that started it.
+///
+/// - It prints `progress <done> <total>` lines on stdout as its cell advances.
+/// - It exits when its stdin reaches end-of-file, which happens when the parent dies (also
+///   by `kill -9`), so no orphan keeps working on a cell that a restarted sweep will run.
+/// - A line `stop` on its stdin asks it to checkpoint and stop, as Ctrl-C would
+///   ([`scl_train::interrupt::request`]); it then prints its status line (`status interrupted
+///   ...`, [`ChildProtocol::status_line`]) and exits with code 0.
+/// - Exit code 0: the cell finished; anything else: it failed, and its error is in
+///   `<root>/.failed-<id>.json` (written by [`run_cell`](crate::runner::run_cell)) or else in
+///   its log
+///   `<root>/.logs/<id>.log` (its stderr).
+pub struct ChildProtocol;
+
+impl ChildProtocol {
+    /// The progress line for `done` of `total`.
+    pub fn progress_line(done: u64, total: u64) -> String {
+        format!("progress {done} {total}")
+    }
+
+    /// Parses a progress line.
+    pub fn parse_progress(line: &str) -> Option<(u64, u64)> {
+        let mut words = line.strip_prefix("progress ")?.split(' ');
+        Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+    }
+
+    /// The line that reports how the cell ended (`status <kind> [text]`).
+    pub fn status_line(status: &CellStatus) -> String {
+        match status {
+            CellStatus::Finished(line) => format!("status finished {line}"),
+            CellStatus::AlreadyFinished => "status already-finished".to_string(),
+            CellStatus::Busy => "status busy".to_string(),
+            CellStatus::Interrupted(what) => format!("status interrupted {what}"),
+        }
+    }
+
+    /// Parses a line of [`Self::status_line`].
+    pub fn parse_status(line: &str) -> Option<CellStatus> {
+        let rest = line.strip_prefix("status ")?;
+        let (kind, text) = rest.split_once(' ').unwrap_or((rest, ""));
+        Some(match kind {
+            "finished" => CellStatus::Finished(text.to_string()),
+            "already-finished" => CellStatus::AlreadyFinished,
+            "busy" => CellStatus::Busy,
+            "interrupted" => CellStatus::Interrupted(text.to_string()),
+            _ => return None,
+        })
+    }
+
+    /// The line that asks a child to checkpoint and stop.
+    pub const STOP: &'static str = "stop";
+
+    /// Exits the process with code 3 as soon as stdin is closed, and turns a [`Self::STOP`]
+    /// line into [`scl_train::interrupt::request`] (call once, in the child).
+    pub fn exit_when_parent_dies() {
+        std::thread::spawn(|| {
+            use std::io::BufRead;
+            for line in std::io::stdin().lock().lines() {
+                match line {
+                    Ok(l) if l.trim() == Self::STOP => scl_train::interrupt::request(),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            std::process::exit(3);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_status_lines_round_trip() {
+        for status in [
+            CellStatus::Finished("OF distance 0.1, 2.0s".into()),
+            CellStatus::Finished(String::new()),
+            CellStatus::AlreadyFinished,
+            CellStatus::Busy,
+            CellStatus::Interrupted("interrupted at step 3; checkpoint saved in x y".into()),
+        ] {
+            let line = ChildProtocol::status_line(&status);
+            assert_eq!(ChildProtocol::parse_status(&line), Some(status), "{line}");
+        }
+        assert_eq!(ChildProtocol::parse_status("progress 1 2"), None);
+        assert_eq!(ChildProtocol::parse_status("status exploded"), None);
+        assert_eq!(ChildProtocol::parse_progress("progress 3 7"), Some((3, 7)));
+    }
+}

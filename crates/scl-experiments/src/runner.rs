@@ -1,0 +1,557 @@
+//! Running the cells of an experiment: a pool of workers (threads, or child processes that
+//! follow [`ChildProtocol`]), cell locks, progress bars, and the run directories of finished
+//! cells.
+//!
+//! A cell is computed in a temporary folder and renamed into place only when every file is
+//! written, so a finished cell directory is never partial and a finished cell never runs again.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use scl_train::RunError;
+use scl_train::backend::BackendKind;
+use scl_train::config::ConfigError;
+use scl_train::ufm::UfmOutcome;
+use serde::Serialize;
+
+use crate::child::{CellRequest, CellStatus, ChildProtocol, Launcher};
+use crate::experiment::{Cell, CellRef, DeepCell, Experiment};
+use crate::layout::{
+    CONFIG, METRICS, SUMMARY, cell_dir, experiment_root, failure_file, is_finished, log_file,
+    logs_dir, partial_dir,
+};
+use crate::lock::lock_cell;
+use crate::records::{
+    DeepSummary, FailureRecord, RunRecord, RunSummary, read_deep_summaries, read_summaries,
+    record_failure, write_json, write_ufm_metrics,
+};
+
+/// How to run a sweep.
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    /// Folder under which `<experiment>/` is written.
+    pub results_root: PathBuf,
+    /// Backend to run the cells on.
+    pub backend: BackendKind,
+    /// Cells run at once (at least 1).
+    pub jobs: usize,
+    /// Device indices of the backend; worker slot `i` runs its cells on
+    /// `devices[i % devices.len()]`. Empty means device 0.
+    pub devices: Vec<usize>,
+    /// Draw progress bars (when false, one line per finished cell is printed instead).
+    pub progress: bool,
+    /// Data directory of the deep cells' datasets (`None`: `$SCL_DATA_DIR`, else
+    /// `datasets/cache`).
+    pub data_dir: Option<PathBuf>,
+    /// Run every cell in a child process made by this launcher (`None`: on a thread of this
+    /// process).
+    pub launcher: Option<Launcher>,
+}
+
+/// The result of a sweep.
+#[derive(Debug, Clone)]
+pub struct SweepOutcome {
+    /// Summaries of every finished UFM cell of the experiment (run now or earlier), grid order.
+    pub summaries: Vec<RunSummary>,
+    /// Summaries of every finished deep cell, grid order.
+    pub deep_summaries: Vec<DeepSummary>,
+    /// Cells run by this call.
+    pub ran: usize,
+    /// Cells skipped because they had finished before.
+    pub skipped: usize,
+    /// Cells skipped because another process holds their lock (running elsewhere).
+    pub busy: Vec<String>,
+    /// Cells that failed, with their error.
+    pub failed: Vec<(String, String)>,
+    /// Cells stopped by an interrupt ([`scl_train::interrupt`]), with what they saved. After an
+    /// interrupt no further cell starts.
+    pub interrupted: Vec<(String, String)>,
+}
+
+/// Checks that every run directory already under `root` (finished or partial) was made by the
+/// same resolved configuration as the cell of that id now; nothing is written.
+///
+/// # Errors
+/// A one-sentence [`ConfigError`] naming the directory, when a stored configuration differs
+/// or cannot be read.
+pub fn check_results_dir(experiment: &Experiment, root: &Path) -> Result<(), ConfigError> {
+    for cell in experiment.iter() {
+        let same = match cell {
+            CellRef::Ufm(c) => same_config(&c.config),
+            CellRef::Deep(c) => same_config(&c.config),
+        };
+        let id = cell.id();
+        for dir in [cell_dir(root, id), partial_dir(root, id)] {
+            let Ok(text) = std::fs::read_to_string(dir.join(CONFIG)) else {
+                continue;
+            };
+            let stored = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("config").cloned());
+            if !stored.is_some_and(&same) {
+                return Err(ConfigError::new(format!(
+                    "{} holds a run of a different configuration under the same cell id: \
+                     move it away or choose another --out",
+                    dir.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A test of a stored `config` value against `config`: read back as `T` (so fields added
+/// later with defaults compare equal) and compared as JSON.
+fn same_config<T: Serialize + serde::de::DeserializeOwned + 'static>(
+    config: &T,
+) -> Box<dyn Fn(serde_json::Value) -> bool> {
+    let expected = serde_json::to_value(config).expect("configurations serialise to JSON");
+    Box::new(move |stored| {
+        serde_json::from_value::<T>(stored)
+            .ok()
+            .and_then(|c| serde_json::to_value(c).ok())
+            .is_some_and(|v| v == expected)
+    })
+}
+
+/// Runs cell `index` of `experiment` in this process on `device` (resuming a deep cell from
+/// its newest checkpoint), unless it has finished or another process is running it.
+///
+/// `progress(done, total)` follows the cell. A failure is recorded in
+/// `<root>/.failed-<id>.json` (removed again when the cell later finishes) and returned.
+///
+/// # Errors
+/// [`RunError::Config`] for an index outside the grid or a device that does not exist;
+/// otherwise the cell's error.
+pub fn run_cell(
+    experiment: &Experiment,
+    index: usize,
+    opts: &SweepOptions,
+    device: usize,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<CellStatus, RunError> {
+    let cell = experiment.cell(index).ok_or_else(|| {
+        ConfigError::new(format!(
+            "--cell {index} does not exist: the experiment has cells 0 to {}",
+            experiment.len().saturating_sub(1)
+        ))
+    })?;
+    opts.backend.check_device(device)?;
+    let root = experiment_root(experiment, &opts.results_root);
+    std::fs::create_dir_all(&root).map_err(scl_fs::at(&root))?;
+    let id = cell.id().to_string();
+    if is_finished(&root, &id) {
+        return Ok(CellStatus::AlreadyFinished);
+    }
+    let Some(_lock) = lock_cell(&root, &id)? else {
+        return Ok(CellStatus::Busy);
+    };
+    if is_finished(&root, &id) {
+        return Ok(CellStatus::AlreadyFinished);
+    }
+    let (total, _) = cell.length();
+    let total = total as u64;
+    let result = match cell {
+        CellRef::Ufm(cell) => run_ufm_cell(
+            cell,
+            experiment,
+            &root,
+            opts.backend,
+            device,
+            &scl_train::provenance::git_revision(),
+            |s| progress(s as u64, total),
+        )
+        .map(|summary| {
+            format!(
+                "OF distance {:.4}, loss gap {:.2e}, {:.1}s",
+                summary.last.geometry.overall.of_distance, summary.loss_gap, summary.seconds
+            )
+        }),
+        CellRef::Deep(cell) => {
+            let data_dir = scl_data::DataDir::resolve(opts.data_dir.as_deref());
+            run_deep_cell(cell, &root, opts.backend, device, &data_dir, |e| {
+                progress(e as u64, total)
+            })
+            .map(|summary| match summary.outcome.metrics.last() {
+                Some(m) => format!(
+                    "OF distance {:.4}, balanced accuracy {:.3}, {:.1}s",
+                    m.geometry.overall.of_distance, m.balanced_accuracy, summary.seconds
+                ),
+                None => "no evaluated epoch".to_string(),
+            })
+        }
+    };
+    match result {
+        Ok(line) => {
+            let _ = std::fs::remove_file(failure_file(&root, &id));
+            Ok(CellStatus::Finished(line))
+        }
+        Err(e @ RunError::Interrupted { .. }) => Ok(CellStatus::Interrupted(e.to_string())),
+        Err(e) => {
+            record_failure(&root, &id, &e.to_string());
+            Err(e)
+        }
+    }
+}
+
+/// Runs every unfinished cell of `experiment`, up to `opts.jobs` at once, each on a thread or
+/// in a child process (`opts.launcher`).
+///
+/// A failed cell is recorded and does not stop the others. The report is not written here
+/// (the `scl-report` crate renders it from the results folder).
+///
+/// # Errors
+/// A [`ConfigError`] when the backend is not available, a device does not exist, or the
+/// results folder holds another configuration under a cell's id; an I/O error message when
+/// the results folder cannot be written.
+pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOutcome, RunError> {
+    opts.backend.check_available()?;
+    let devices = if opts.devices.is_empty() {
+        vec![0]
+    } else {
+        opts.devices.clone()
+    };
+    for &d in &devices {
+        opts.backend.check_device(d)?;
+    }
+    let root = experiment_root(experiment, &opts.results_root);
+    check_results_dir(experiment, &root)?;
+    let pending: Vec<usize> = (0..experiment.len())
+        .filter(|&i| {
+            experiment
+                .cell(i)
+                .is_some_and(|j| !is_finished(&root, j.id()))
+        })
+        .collect();
+    let skipped = experiment.len() - pending.len();
+    std::fs::create_dir_all(&root).map_err(scl_fs::at(&root))?;
+
+    let pool = Pool::new(experiment, opts, &root, pending.len());
+    let next = AtomicUsize::new(0);
+    let jobs = opts.jobs.max(1).min(pending.len().max(1));
+    std::thread::scope(|scope| {
+        for slot in 0..jobs {
+            let device = devices[slot % devices.len()];
+            let (pool, next, pending) = (&pool, &next, &pending);
+            scope.spawn(move || {
+                while !scl_train::interrupt::requested() {
+                    let Some(&index) = pending.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                        break;
+                    };
+                    pool.run(index, device);
+                }
+            });
+        }
+    });
+    let tally = pool.finish();
+    Ok(SweepOutcome {
+        ran: tally.ran,
+        skipped,
+        busy: tally.busy,
+        failed: tally.failed,
+        interrupted: tally.interrupted,
+        summaries: read_summaries(experiment, &root),
+        deep_summaries: read_deep_summaries(experiment, &root),
+    })
+}
+
+/// What the workers of a sweep have done so far.
+#[derive(Default)]
+struct Tally {
+    ran: usize,
+    busy: Vec<String>,
+    failed: Vec<(String, String)>,
+    interrupted: Vec<(String, String)>,
+}
+
+/// The state the workers of one sweep share: progress bars and the tally.
+struct Pool<'a> {
+    experiment: &'a Experiment,
+    opts: &'a SweepOptions,
+    root: &'a Path,
+    multi: MultiProgress,
+    overall: ProgressBar,
+    running: AtomicUsize,
+    tally: Mutex<Tally>,
+}
+
+impl<'a> Pool<'a> {
+    fn new(
+        experiment: &'a Experiment,
+        opts: &'a SweepOptions,
+        root: &'a Path,
+        pending: usize,
+    ) -> Self {
+        let multi = MultiProgress::with_draw_target(if opts.progress {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        let overall = multi.add(ProgressBar::new(pending as u64));
+        overall.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} cells done, {msg}{elapsed} elapsed, ETA {eta}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        overall.set_prefix(experiment.folder_name());
+        Self {
+            experiment,
+            opts,
+            root,
+            multi,
+            overall,
+            running: AtomicUsize::new(0),
+            tally: Mutex::new(Tally::default()),
+        }
+    }
+
+    /// Runs cell `index` on `device` (in this process or a child) under its own progress bar,
+    /// and counts how it ended.
+    fn run(&self, index: usize, device: usize) {
+        let cell = self.experiment.cell(index).expect("pending cells exist");
+        let id = cell.id().to_string();
+        let (len, unit) = cell.length();
+        let bar = self
+            .multi
+            .insert_before(&self.overall, ProgressBar::new(len as u64));
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "  {{prefix:48}} [{{bar:20}}] {unit} {{pos}}/{{len}} {{elapsed}}"
+            ))
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{id} (device {device})"));
+        self.set_running(self.running.fetch_add(1, Ordering::SeqCst) + 1);
+        let result = match &self.opts.launcher {
+            None => run_cell(self.experiment, index, self.opts, device, |done, _| {
+                bar.set_position(done)
+            })
+            .map_err(|e| e.to_string()),
+            Some(launcher) => {
+                let request = CellRequest {
+                    cell: index,
+                    device,
+                };
+                run_child(launcher, self.root, request, &id, |done| {
+                    bar.set_position(done)
+                })
+            }
+        };
+        self.set_running(self.running.fetch_sub(1, Ordering::SeqCst) - 1);
+        bar.finish_and_clear();
+        self.multi.remove(&bar);
+        self.overall.inc(1);
+        self.count(id, result);
+    }
+
+    fn set_running(&self, now: usize) {
+        self.overall.set_message(format!("{now} running, "));
+    }
+
+    /// Adds a cell's result to the tally, with a line for what needs one.
+    fn count(&self, id: String, result: Result<CellStatus, String>) {
+        let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(CellStatus::Finished(line)) => {
+                tally.ran += 1;
+                if !self.opts.progress {
+                    eprintln!("finished {id}: {line}");
+                }
+            }
+            Ok(CellStatus::AlreadyFinished) => tally.ran += 1,
+            Ok(CellStatus::Interrupted(what)) => {
+                let _ = self.multi.println(format!("cell {id} {what}"));
+                tally.interrupted.push((id, what));
+            }
+            Ok(CellStatus::Busy) => {
+                let _ = self
+                    .multi
+                    .println(format!("cell {id} skipped: another process is running it"));
+                tally.busy.push(id);
+            }
+            Err(e) => {
+                let _ = self.multi.println(format!("cell {id} failed: {e}"));
+                tally.failed.push((id, e));
+            }
+        }
+    }
+
+    fn finish(self) -> Tally {
+        self.overall.finish_and_clear();
+        self.tally.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs cell `index` in a child process made by `launcher`, relaying its progress lines;
+/// its stderr goes to `<root>/.logs/<id>.log`.
+fn run_child(
+    launcher: &Launcher,
+    root: &Path,
+    request: CellRequest,
+    id: &str,
+    mut progress: impl FnMut(u64),
+) -> Result<CellStatus, String> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let logs = logs_dir(root);
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let log_path = log_file(root, id);
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut child = Command::new(&launcher.program)
+        .args((launcher.args)(request))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", launcher.program.display()))?;
+    // The child's stdin stays open while it runs (it exits when this process dies) and
+    // carries the stop request when this process is interrupted.
+    let mut stdin = child.stdin.take();
+    let ended = std::sync::atomic::AtomicBool::new(false);
+    let mut reported = None;
+    let status = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut sent = false;
+            while !ended.load(Ordering::SeqCst) {
+                if !sent
+                    && scl_train::interrupt::requested()
+                    && let Some(pipe) = stdin.as_mut()
+                {
+                    let _ = writeln!(pipe, "{}", ChildProtocol::STOP);
+                    let _ = pipe.flush();
+                    sent = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        if let Some(out) = child.stdout.take() {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some((done, _)) = ChildProtocol::parse_progress(&line) {
+                    progress(done);
+                } else if let Some(status) = ChildProtocol::parse_status(&line) {
+                    reported = Some(status);
+                }
+            }
+        }
+        let status = child.wait();
+        ended.store(true, Ordering::SeqCst);
+        status
+    })
+    .map_err(|e| format!("waiting for the cell's process: {e}"))?;
+    if status.success() {
+        return Ok(reported.unwrap_or(CellStatus::Finished(String::new())));
+    }
+    // The child records its own error; a crash (panic, signal) leaves only its log.
+    let recorded = std::fs::read_to_string(failure_file(root, id))
+        .ok()
+        .and_then(|t| serde_json::from_str::<FailureRecord>(&t).ok())
+        .map(|r| r.error);
+    let error = recorded.unwrap_or_else(|| {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail = log
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        let e = format!("the cell's process ended with {status}: {tail}");
+        record_failure(root, id, &e);
+        e
+    });
+    Err(error)
+}
+
+/// Runs a deep cell in `<root>/.partial-<id>` (resuming from its newest checkpoint if an
+/// earlier sweep was interrupted) and renames it to `<root>/<id>` when it has finished.
+fn run_deep_cell(
+    cell: &DeepCell,
+    root: &Path,
+    backend: BackendKind,
+    device: usize,
+    data_dir: &scl_data::DataDir,
+    progress: impl FnMut(usize),
+) -> Result<DeepSummary, RunError> {
+    let start = Instant::now();
+    let work = partial_dir(root, &cell.id);
+    let opts = scl_train::deep::DeepRunOptions {
+        run_dir: work.clone(),
+        data_dir: data_dir.clone(),
+        resume: true,
+        backend: backend.name().to_string(),
+        stop_after_epochs: None,
+    };
+    let outcome = backend.train_deep(device, &cell.config, &opts, progress)?;
+    let summary = DeepSummary {
+        cell_id: cell.id.clone(),
+        config: cell.config.clone(),
+        seconds: start.elapsed().as_secs_f64(),
+        backend: backend.name().to_string(),
+        outcome,
+    };
+    write_json(&work.join(SUMMARY), &summary)?;
+    let dest = cell_dir(root, &cell.id);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(scl_fs::at(&dest))?;
+    }
+    std::fs::rename(&work, &dest).map_err(scl_fs::at(&dest))?;
+    Ok(summary)
+}
+
+fn run_ufm_cell(
+    cell: &Cell,
+    experiment: &Experiment,
+    root: &Path,
+    backend: BackendKind,
+    device: usize,
+    git: &str,
+    progress: impl FnMut(usize),
+) -> Result<RunSummary, RunError> {
+    let start = Instant::now();
+    let outcome: UfmOutcome = backend.run_ufm(device, &cell.config, progress)?;
+    let seconds = start.elapsed().as_secs_f64();
+
+    let staged = scl_fs::StagedDir::new_in(root, &cell.id)?;
+    let tmp = staged.path();
+    let record = RunRecord {
+        cell_id: cell.id.clone(),
+        experiment: experiment.name.clone(),
+        axes: cell.axes.clone(),
+        config: cell.config.clone(),
+        backend: backend.name().to_string(),
+        git_revision: git.to_string(),
+    };
+    write_json(&tmp.join(CONFIG), &record)?;
+    write_ufm_metrics(&tmp.join(METRICS), &outcome.points)?;
+    let last = *outcome
+        .points
+        .last()
+        .ok_or_else(|| RunError::Other("the run logged no point".into()))?;
+    let summary = RunSummary {
+        cell_id: cell.id.clone(),
+        config: cell.config.clone(),
+        class_sizes: outcome.class_sizes.clone(),
+        last,
+        orthogonal_frame_loss: outcome.orthogonal_frame_loss,
+        loss_gap: last.loss - outcome.orthogonal_frame_loss,
+        seconds,
+        backend: backend.name().to_string(),
+        verdict: outcome.verdict.clone(),
+        class_mean_gram: outcome.final_gram.clone(),
+    };
+    write_json(&tmp.join(SUMMARY), &summary)?;
+    // An unfinished folder of that name (from another tool) is replaced.
+    staged.commit(&cell_dir(root, &cell.id))?;
+    Ok(summary)
+}
+
+/// Whether progress bars make sense: stderr is a terminal.
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
