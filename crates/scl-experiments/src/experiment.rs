@@ -151,30 +151,86 @@ impl<'a> CellRef<'a> {
     }
 }
 
-/// One deep-network point of a grid.
+/// One point of a grid: a complete run configuration with a stable id. `Cell` (the default,
+/// `Cell<UfmConfig>`) is an unconstrained-features cell, [`DeepCell`] a deep-network one.
 #[derive(Debug, Clone, Serialize)]
-pub struct DeepCell {
-    /// Position among the deep cells (0-based).
+pub struct Cell<C = UfmConfig> {
+    /// Position among the cells of its kind (0-based).
     pub index: usize,
     /// Stable id from the resolved configuration; names the run directory.
     pub id: String,
     /// The axis values of this cell, as written in the file.
     pub axes: Vec<(String, String)>,
     /// The resolved configuration.
-    pub config: DeepConfig,
+    pub config: C,
 }
 
-/// One point of the grid: a complete run configuration with a stable id.
-#[derive(Debug, Clone, Serialize)]
-pub struct Cell {
-    /// Position in the grid (0-based).
-    pub index: usize,
-    /// Stable id from the resolved configuration; names the run directory.
-    pub id: String,
-    /// The axis values of this cell, as written in the file.
-    pub axes: Vec<(String, String)>,
-    /// The resolved configuration.
-    pub config: UfmConfig,
+/// A deep-network cell.
+pub type DeepCell = Cell<DeepConfig>;
+
+/// A configuration that a cell runs: what grid expansion and the runner need of it.
+pub trait CellConfig: Serialize + serde::de::DeserializeOwned + Clone {
+    /// The kind of cell it makes.
+    const KIND: CellKind;
+
+    /// Every key an experiment file may set.
+    fn keys() -> &'static [&'static str];
+
+    /// The keys that must be set (in `[base]` or as an axis).
+    fn required_keys() -> Vec<&'static str>;
+
+    /// Checks the resolved configuration.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key and what is allowed.
+    fn check(&self) -> Result<(), ConfigError>;
+
+    /// A stable, readable id: the main settings, then a hash of the whole configuration.
+    fn cell_id(&self) -> String;
+}
+
+impl CellConfig for UfmConfig {
+    const KIND: CellKind = CellKind::Ufm;
+
+    fn keys() -> &'static [&'static str] {
+        UFM_KEYS
+    }
+
+    fn required_keys() -> Vec<&'static str> {
+        UFM_KEYS
+            .iter()
+            .copied()
+            .filter(|k| !UFM_OPTIONAL_KEYS.contains(k))
+            .collect()
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+
+    fn cell_id(&self) -> String {
+        cell_id(self)
+    }
+}
+
+impl CellConfig for DeepConfig {
+    const KIND: CellKind = CellKind::Deep;
+
+    fn keys() -> &'static [&'static str] {
+        scl_train::deep::DEEP_KEYS
+    }
+
+    fn required_keys() -> Vec<&'static str> {
+        scl_train::deep::DEEP_REQUIRED_KEYS.to_vec()
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+
+    fn cell_id(&self) -> String {
+        deep_cell_id(self)
+    }
 }
 
 impl Experiment {
@@ -380,8 +436,8 @@ impl Experiment {
             }
         }
         let keys: &[&str] = match kind {
-            CellKind::Ufm => UFM_KEYS,
-            CellKind::Deep => scl_train::deep::DEEP_KEYS,
+            CellKind::Ufm => UfmConfig::keys(),
+            CellKind::Deep => DeepConfig::keys(),
         };
         check_keys(&base, keys, &format!("[base]{place}"))?;
         check_keys(&grid, keys, &format!("[grid]{place}"))?;
@@ -448,32 +504,9 @@ impl Experiment {
                 settings.insert(key.clone(), values[z].clone());
                 chosen.push((key.clone(), display_value(&values[z])));
             }
-            if kind == CellKind::Ufm {
-                let required: Vec<&str> = UFM_KEYS
-                    .iter()
-                    .copied()
-                    .filter(|k| !UFM_OPTIONAL_KEYS.contains(k))
-                    .collect();
-                let config: UfmConfig = resolve(settings, &chosen, &required, UfmConfig::validate)?;
-                self.cells.push(Cell {
-                    index: self.cells.len(),
-                    id: cell_id(&config),
-                    axes: chosen,
-                    config,
-                });
-            } else {
-                let config: DeepConfig = resolve(
-                    settings,
-                    &chosen,
-                    scl_train::deep::DEEP_REQUIRED_KEYS,
-                    DeepConfig::validate,
-                )?;
-                self.deep_cells.push(DeepCell {
-                    index: self.deep_cells.len(),
-                    id: deep_cell_id(&config),
-                    axes: chosen,
-                    config,
-                });
+            match kind {
+                CellKind::Ufm => push(&mut self.cells, settings, chosen)?,
+                CellKind::Deep => push(&mut self.deep_cells, settings, chosen)?,
             }
         }
         Ok(())
@@ -491,6 +524,22 @@ fn where_of(axes: &[(String, String)]) -> String {
 
 /// Turns the merged settings of one cell into a validated configuration: every key of
 /// `required` present, the table deserialised, `validate` passed; errors name the cell.
+/// Resolves one cell's settings into a configuration and appends the cell to `cells`.
+fn push<C: CellConfig>(
+    cells: &mut Vec<Cell<C>>,
+    settings: Table,
+    axes: Vec<(String, String)>,
+) -> Result<(), ConfigError> {
+    let config: C = resolve(settings, &axes, &C::required_keys(), C::check)?;
+    cells.push(Cell {
+        index: cells.len(),
+        id: config.cell_id(),
+        axes,
+        config,
+    });
+    Ok(())
+}
+
 fn resolve<T: serde::de::DeserializeOwned>(
     settings: Table,
     axes: &[(String, String)],

@@ -367,6 +367,23 @@ pub struct DeepOutcome {
     pub metrics: Vec<EpochMetrics>,
 }
 
+/// What `config.json` of a deep run holds, written before training starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeepRunRecord {
+    /// The backend the run uses.
+    pub backend: String,
+    /// Training examples per class after the imbalance.
+    pub class_counts: Vec<usize>,
+    /// The resolved configuration.
+    pub config: DeepConfig,
+    /// The dataset's title (says "lossy-JPEG" where it applies).
+    pub dataset_title: String,
+    /// `git rev-parse HEAD` of the working tree, with `-dirty` when it had changes.
+    pub git_revision: String,
+    /// Always `deep`.
+    pub kind: String,
+}
+
 /// Where and how to run.
 #[derive(Clone, Debug)]
 pub struct DeepRunOptions {
@@ -552,15 +569,15 @@ pub fn train_deep<B: AutodiffBackend + SupConBackend>(
     .map_err(|e| ConfigError::new(format!("schedule: {e}")))?;
 
     std::fs::create_dir_all(opts.run_dir.join("checkpoints")).map_err(io(&opts.run_dir))?;
-    let config_json = serde_json::json!({
-        "kind": "deep",
-        "config": cfg,
-        "dataset_title": manifest.title,
-        "class_counts": selection.counts,
-        "backend": opts.backend,
-        "git_revision": crate::provenance::git_revision(),
-    });
-    write_json(&opts.run_dir.join(crate::run_files::CONFIG), &config_json)?;
+    let record = DeepRunRecord {
+        backend: opts.backend.clone(),
+        class_counts: selection.counts.clone(),
+        config: cfg.clone(),
+        dataset_title: manifest.title.clone(),
+        git_revision: crate::provenance::git_revision(),
+        kind: "deep".to_string(),
+    };
+    write_json(&opts.run_dir.join(crate::run_files::CONFIG), &record)?;
 
     // Burn draws initial weights from the backend's process-wide generator: seed it and
     // initialise under one lock, so runs on other threads cannot interleave their draws.
