@@ -219,9 +219,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.out)?;
     let page = args.out.join("benchmarks.md");
     let old = std::fs::read_to_string(&page).unwrap_or_default();
-    std::fs::write(&page, splice(&old, &md))?;
-    std::fs::write(
-        args.out.join("benchmarks.json"),
+    scl_fs::write(&page, splice(&old, &md))?;
+    scl_fs::write(
+        &args.out.join("benchmarks.json"),
         serde_json::to_string_pretty(&serde_json::json!({
             "machine_peak_gflops": peak, "machine": peak_text,
             "fused_passes": FUSED_PASSES, "reference_passes": REFERENCE_PASSES, "rows": json,

@@ -842,9 +842,47 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
         })
     }
 
+    /// Writes `metrics.csv` (columns [`crate::run_files::DEEP_COLUMNS`]): one row per
+    /// evaluated epoch.
     fn write_metrics(&self, metrics: &[EpochMetrics]) -> Result<(), RunError> {
+        let of = |g: Option<scl_geometry::GeometryReport>| {
+            g.map(|r| r.of_distance.to_string()).unwrap_or_default()
+        };
+        let rows = metrics
+            .iter()
+            .map(|m| {
+                let g = &m.geometry.overall;
+                let probe = |f: fn(&ProbeReport) -> f64| {
+                    m.probe
+                        .as_ref()
+                        .map(|p| f(p).to_string())
+                        .unwrap_or_default()
+                };
+                vec![
+                    m.epoch.to_string(),
+                    m.step.to_string(),
+                    m.lr.to_string(),
+                    m.train_loss.to_string(),
+                    g.of_distance.to_string(),
+                    g.etf_distance.to_string(),
+                    g.nc1.to_string(),
+                    g.mean_cosine.to_string(),
+                    g.norm_ratio.to_string(),
+                    of(m.geometry.majority),
+                    of(m.geometry.minority),
+                    m.ncc_accuracy.to_string(),
+                    m.balanced_accuracy.to_string(),
+                    probe(|p| p.accuracy),
+                    probe(|p| p.balanced_accuracy),
+                ]
+            })
+            .collect();
         let path = self.opts.run_dir.join(crate::run_files::METRICS);
-        Ok(crate::run_files::write_deep_metrics(&path, metrics)?)
+        Ok(crate::run_files::write_rows(
+            &path,
+            &crate::run_files::DEEP_COLUMNS,
+            rows,
+        )?)
     }
 
     /// Saves a checkpoint at the current position (`batches` of epoch `state.epochs_done`

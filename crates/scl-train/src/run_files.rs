@@ -1,14 +1,13 @@
 //! The files of a run directory and the two `metrics.csv` schemas: one row per logged step of
-//! a UFM run, one row per evaluated epoch of a deep run. Both are written and read here only,
-//! through the `csv` crate; readers find columns by name, so a file with columns added later
-//! still reads.
+//! a UFM run ([`UFM_COLUMNS`]), one row per evaluated epoch of a deep run ([`DEEP_COLUMNS`],
+//! whose rows `deep.rs` makes). Both are written through [`write_rows`] with the `csv` crate;
+//! readers find columns by name, so a file with columns added later still reads.
 
 use std::path::Path;
 
 use scl_fs::FsError;
 use scl_geometry::GeometryReport;
 
-use crate::deep::EpochMetrics;
 use crate::ufm::UfmPoint;
 
 /// The resolved configuration, backend and git revision of a run.
@@ -56,7 +55,10 @@ pub const DEEP_COLUMNS: [&str; 15] = [
 
 /// Writes rows under `columns` to `path` atomically. Numbers are written as Rust prints them
 /// (shortest round-trip form); a missing value is an empty field.
-fn write_rows(path: &Path, columns: &[&str], rows: Vec<Vec<String>>) -> Result<(), FsError> {
+///
+/// # Errors
+/// An [`FsError`] when the file cannot be written.
+pub fn write_rows(path: &Path, columns: &[&str], rows: Vec<Vec<String>>) -> Result<(), FsError> {
     let bytes = || -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
         let mut out = csv::Writer::from_writer(Vec::new());
         out.write_record(columns)?;
@@ -97,44 +99,6 @@ pub fn write_ufm_metrics(path: &Path, points: &[UfmPoint]) -> Result<(), FsError
         })
         .collect();
     write_rows(path, &UFM_COLUMNS, rows)
-}
-
-/// Writes the `metrics.csv` of a deep run: one row per evaluated epoch.
-///
-/// # Errors
-/// An [`FsError`] when the file cannot be written.
-pub fn write_deep_metrics(path: &Path, metrics: &[EpochMetrics]) -> Result<(), FsError> {
-    let of = |g: Option<GeometryReport>| g.map(|r| r.of_distance.to_string()).unwrap_or_default();
-    let rows = metrics
-        .iter()
-        .map(|m| {
-            let g = &m.geometry.overall;
-            vec![
-                m.epoch.to_string(),
-                m.step.to_string(),
-                m.lr.to_string(),
-                m.train_loss.to_string(),
-                g.of_distance.to_string(),
-                g.etf_distance.to_string(),
-                g.nc1.to_string(),
-                g.mean_cosine.to_string(),
-                g.norm_ratio.to_string(),
-                of(m.geometry.majority),
-                of(m.geometry.minority),
-                m.ncc_accuracy.to_string(),
-                m.balanced_accuracy.to_string(),
-                m.probe
-                    .as_ref()
-                    .map(|p| p.accuracy.to_string())
-                    .unwrap_or_default(),
-                m.probe
-                    .as_ref()
-                    .map(|p| p.balanced_accuracy.to_string())
-                    .unwrap_or_default(),
-            ]
-        })
-        .collect();
-    write_rows(path, &DEEP_COLUMNS, rows)
 }
 
 /// The overall columns of one row of a UFM run's `metrics.csv`.
