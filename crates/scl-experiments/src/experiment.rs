@@ -316,6 +316,10 @@ impl Experiment {
         let header = sub_table(&table, "experiment")?.unwrap_or_default();
         check_keys(&header, &["name", "kind", "description"], "[experiment]")?;
         let name = string_value(&header, "name")?.unwrap_or_else(|| default_name.to_string());
+        check_folder_name("name", &name)?;
+        if let Some(p) = profile {
+            check_folder_name("the profile", p)?;
+        }
         let kind = CellKind::read(&header, "")?;
         let description = string_value(&header, "description")?.unwrap_or_default();
         let profiles = sub_table(&table, "profiles")?.unwrap_or_default();
@@ -524,6 +528,27 @@ fn where_of(axes: &[(String, String)]) -> String {
 
 /// Turns the merged settings of one cell into a validated configuration: every key of
 /// `required` present, the table deserialised, `validate` passed; errors name the cell.
+/// The experiment's name (and profile) become a folder under the results root: one path
+/// component, not hidden (hidden names are the runner's own), without separators.
+fn check_folder_name(what: &str, name: &str) -> Result<(), ConfigError> {
+    let bad = if name.is_empty() {
+        Some("it is empty")
+    } else if name == "." || name == ".." || name.starts_with('.') {
+        Some("it starts with a dot")
+    } else if name.contains(['/', '\\', '\0']) {
+        Some("it contains a path separator")
+    } else {
+        None
+    };
+    match bad {
+        None => Ok(()),
+        Some(why) => Err(ConfigError::new(format!(
+            "{what} {name:?} is not allowed: {why}; it names the results folder, so it must be \
+             one folder name (not empty, not starting with '.', without '/' or '\\')"
+        ))),
+    }
+}
+
 /// Resolves one cell's settings into a configuration and appends the cell to `cells`.
 fn push<C: CellConfig>(
     cells: &mut Vec<Cell<C>>,
@@ -867,6 +892,27 @@ mod tests {
         seed = [5]
         lr = [0.2]
     "#;
+
+    #[test]
+    fn an_experiment_name_that_is_not_one_folder_name_is_refused() {
+        for name in ["../../escape", "/abs/path", "", ".hidden", "a/b", "a\\b"] {
+            let text = format!(
+                "[experiment]\nname = {name:?}\n{}",
+                &BASE[BASE.find("[base]").unwrap()..]
+            );
+            let e = Experiment::parse(&text, "x", None).unwrap_err();
+            assert!(e.message().starts_with("name "), "{name:?}: {e}");
+            assert!(e.message().contains("not allowed"), "{name:?}: {e}");
+        }
+        let text = format!(
+            "[experiment]\nname = \"ok name-1.2\"\n{}",
+            &BASE[BASE.find("[base]").unwrap()..]
+        );
+        assert_eq!(
+            Experiment::parse(&text, "x", None).unwrap().name,
+            "ok name-1.2"
+        );
+    }
 
     #[test]
     fn grid_expansions_match_their_snapshots() {

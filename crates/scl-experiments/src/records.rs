@@ -9,7 +9,9 @@ pub use scl_train::run_files::{UfmMetricsRow as MetricsRow, write_ufm_metrics};
 use serde::{Deserialize, Serialize};
 
 use crate::experiment::Experiment;
-use crate::layout::{CONFIG, METRICS, SUMMARY, cell_dir, failure_file, is_finished};
+use crate::layout::{
+    CONFIG, METRICS, SUMMARY, cell_dir, failure_file, is_finished, summary_problem,
+};
 
 /// What `summary.json` of a deep-network cell holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,13 +91,18 @@ pub fn record_failure(root: &Path, id: &str, error: &str) {
     let _ = write_json(&failure_file(root, id), &record);
 }
 
-/// The failure records of the cells of `experiment` that have not finished, grid order.
+/// The failure records of the cells of `experiment` that have not finished, grid order; a
+/// cell whose `summary.json` is there but unreadable (truncated, empty, another cell's) is
+/// listed with that problem, naming the file.
 pub fn read_failures(experiment: &Experiment, root: &Path) -> Vec<(String, String)> {
     experiment
         .ids()
         .into_iter()
         .filter(|id| !is_finished(root, id))
         .filter_map(|id| {
+            if let Some(Some(why)) = summary_problem(root, id) {
+                return Some((id.to_string(), format!("unreadable summary ({why})")));
+            }
             let text = std::fs::read_to_string(failure_file(root, id)).ok()?;
             let r: FailureRecord = serde_json::from_str(&text).ok()?;
             Some((r.cell_id, r.error))

@@ -22,7 +22,7 @@ use crate::child::{CellRequest, CellStatus, ChildProtocol, Launcher};
 use crate::experiment::{Cell, CellRef, DeepCell, Experiment};
 use crate::layout::{
     CONFIG, METRICS, SUMMARY, cell_dir, experiment_root, failure_file, is_finished, log_file,
-    logs_dir, partial_dir,
+    logs_dir, partial_dir, summary_problem,
 };
 use crate::lock::lock_cell;
 use crate::records::{
@@ -220,6 +220,11 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
     }
     let root = experiment_root(experiment, &opts.results_root);
     check_results_dir(experiment, &root)?;
+    for cell in experiment.iter() {
+        if let Some(Some(why)) = summary_problem(&root, cell.id()) {
+            eprintln!("warning: {why}; cell {} runs again", cell.id());
+        }
+    }
     let pending: Vec<usize> = (0..experiment.len())
         .filter(|&i| {
             experiment
