@@ -15,7 +15,10 @@
 //!
 //! What this crate adds: optional L2 normalisation inside the loss, a log-sum-exp that is
 //! taken over the non-self entries only (so temperatures of 0.005 and logits of 1e6 stay
-//! finite), and an explicit [`NoPositivePolicy`] for anchors that have no positive.
+//! finite), and an explicit [`NoPositivePolicy`] for anchors that have no positive; fused
+//! kernels behind the backend extension [`SupConBackend`] ([`fused`]); the checks every
+//! fused path passes, public so that another backend's implementation can run them
+//! ([`check`]); and a peak-heap meter ([`memory`]).
 //!
 //! # Example
 //!
