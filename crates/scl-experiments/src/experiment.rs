@@ -98,8 +98,7 @@ impl CellKind {
     }
 }
 
-/// Any cell of a grid, by reference: what the runner, the layout and the report need of a
-/// cell whatever it runs.
+/// Any cell of a grid, by reference: what the runner needs of a cell whatever it runs.
 #[derive(Debug, Clone, Copy)]
 pub enum CellRef<'a> {
     /// An unconstrained-features cell.
@@ -139,15 +138,6 @@ impl<'a> CellRef<'a> {
             Self::Ufm(c) => (c.config.steps, "step"),
             Self::Deep(c) => (c.config.epochs, "epoch"),
         }
-    }
-
-    /// Its resolved configuration as JSON (what `config.json` stores under `config`).
-    pub fn config_json(self) -> serde_json::Value {
-        match self {
-            Self::Ufm(c) => serde_json::to_value(&c.config),
-            Self::Deep(c) => serde_json::to_value(&c.config),
-        }
-        .expect("configurations serialise to JSON")
     }
 }
 

@@ -98,10 +98,13 @@ pub fn read_failures(experiment: &Experiment, root: &Path) -> Vec<(String, Strin
     experiment
         .ids()
         .into_iter()
-        .filter(|id| !is_finished(root, id))
         .filter_map(|id| {
-            if let Some(Some(why)) = summary_problem(root, id) {
-                return Some((id.to_string(), format!("unreadable summary ({why})")));
+            match summary_problem(root, id) {
+                Some(None) => return None,
+                Some(Some(why)) => {
+                    return Some((id.to_string(), format!("unreadable summary ({why})")));
+                }
+                None => {}
             }
             let text = std::fs::read_to_string(failure_file(root, id)).ok()?;
             let r: FailureRecord = serde_json::from_str(&text).ok()?;

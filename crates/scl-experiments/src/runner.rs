@@ -220,17 +220,19 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
     }
     let root = experiment_root(experiment, &opts.results_root);
     check_results_dir(experiment, &root)?;
-    for cell in experiment.iter() {
-        if let Some(Some(why)) = summary_problem(&root, cell.id()) {
-            eprintln!("warning: {why}; cell {} runs again", cell.id());
-        }
-    }
-    let pending: Vec<usize> = (0..experiment.len())
-        .filter(|&i| {
-            experiment
-                .cell(i)
-                .is_some_and(|j| !is_finished(&root, j.id()))
+    // Each summary is read once: finished cells are skipped, unreadable ones named and rerun.
+    let pending: Vec<usize> = experiment
+        .iter()
+        .enumerate()
+        .filter(|(_, cell)| match summary_problem(&root, cell.id()) {
+            Some(None) => false,
+            Some(Some(why)) => {
+                eprintln!("warning: {why}; cell {} runs again", cell.id());
+                true
+            }
+            None => true,
         })
+        .map(|(i, _)| i)
         .collect();
     let skipped = experiment.len() - pending.len();
     std::fs::create_dir_all(&root).map_err(scl_fs::at(&root))?;
