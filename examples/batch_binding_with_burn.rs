@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
@@ -30,7 +30,7 @@ use scl_geometry::{Embeddings, geometry};
 use scl_loss::SupConLossConfig;
 use scl_models::{Architecture, MlpConfig, SclModel, SclModelConfig};
 
-type B = Autodiff<NdArray>;
+type B = Autodiff<Flex>;
 
 /// One example of your dataset.
 #[derive(Clone, Debug)]
@@ -152,7 +152,7 @@ fn train(kind: ScheduleKind, epochs: u64, data: &Arc<Points>) -> (f64, usize) {
     }
     // Geometry of the class means over the whole dataset, first view.
     let x: Vec<f32> = data.0.iter().flat_map(|p| p.x).collect();
-    let x = Tensor::<NdArray, 4>::from_data(TensorData::new(x, [labels.len(), 1, 1, 8]), &device);
+    let x = Tensor::<Flex, 4>::from_data(TensorData::new(x, [labels.len(), 1, 1, 8]), &device);
     let z = Embeddings::from_tensor(model.valid().embed(x)).expect("finite");
     (
         geometry(&z, &labels, 4).expect("four classes").of_distance,

@@ -8,7 +8,7 @@
 //!
 //! `cargo run -p scl-examples --example supcon_in_your_loop [-- EPOCHS]` (default 60).
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
@@ -18,7 +18,7 @@ use burn::tensor::activation::relu;
 use scl_geometry::{Embeddings, geometry};
 use scl_loss::SupConLossConfig;
 
-type B = Autodiff<NdArray>;
+type B = Autodiff<Flex>;
 
 /// Your model: here a two-layer network whose output goes through a ReLU.
 #[derive(Module, Debug)]

@@ -3,7 +3,7 @@
 //! metrics of an uninterrupted one, and a non-finite loss stops the run with the last
 //! checkpoint still loadable.
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use burn::record::{BinFileRecorder, FullPrecisionSettings};
 use scl_data::DataDir;
@@ -11,7 +11,7 @@ use scl_models::SclModel;
 use scl_train::RunError;
 use scl_train::deep::{DeepConfig, DeepOutcome, DeepRunOptions, train_deep};
 
-type B = Autodiff<NdArray>;
+type B = Autodiff<Flex>;
 
 fn tiny() -> DeepConfig {
     toml::from_str(
@@ -40,7 +40,7 @@ fn run(
         run_dir: dir.to_path_buf(),
         data_dir: DataDir::resolve(None),
         resume,
-        backend: "ndarray".into(),
+        backend: "flex".into(),
         stop_after_epochs: stop,
     };
     train_deep::<B>(cfg, &opts, &Default::default(), |_, _| {})

@@ -7,14 +7,14 @@
 //! `mesa-vulkan-drivers` and sets `SCL_REQUIRE_WGPU=1`, so there they must run.
 
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
-use burn::backend::{Autodiff, NdArray, Wgpu};
+use burn::backend::{Autodiff, Flex, Wgpu};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use scl_loss::fused::cube::{lse_backward_chunked, lse_chunked};
 use scl_loss::fused::{reference_lse, reference_lse_backward};
 use scl_loss::{ContrastMode, Implementation, NoPositivePolicy};
 
-type Reference = Autodiff<NdArray<f32>>;
+type Reference = Autodiff<Flex>;
 
 use scl_loss::check;
 

@@ -27,7 +27,7 @@ fn run_smoke(file: &str) -> (Experiment, SweepOutcome, tempfile::TempDir) {
         &experiment,
         &SweepOptions {
             results_root: out.path().to_path_buf(),
-            backend: BackendKind::Ndarray,
+            backend: BackendKind::Flex,
             jobs: 2,
             devices: Vec::new(),
             progress: false,

@@ -8,21 +8,21 @@ fn the_quick_sweep_reproduces_the_unconstrained_features_geometry() {
 
     let mut ratios = std::collections::BTreeSet::new();
     for s in &outcome.summaries {
-        let g = s.last.geometry.overall;
+        let g = s.outcome.last.geometry.overall;
         let c = &s.config;
         ratios.insert(c.ratio as u64);
         let what = format!(
             "{} (OF {:.4}, ETF {:.4}, gap {:.2e})",
-            s.cell_id, g.of_distance, g.etf_distance, s.loss_gap
+            s.cell_id, g.of_distance, g.etf_distance, s.outcome.loss_gap
         );
         if c.relu {
             // UFM+: the orthogonal frame at every R, and the closed-form minimum loss.
             assert!(g.of_distance < 0.05, "UFM+ should reach the OF: {what}");
             assert!(g.mean_cosine < 0.05, "{what}");
             assert!(
-                s.loss_gap.abs() < 1e-3 * s.orthogonal_frame_loss,
+                s.outcome.loss_gap.abs() < 1e-3 * s.outcome.orthogonal_frame_loss,
                 "UFM+ should reach the closed-form OF loss {}: {what}",
-                s.orthogonal_frame_loss
+                s.outcome.orthogonal_frame_loss
             );
         } else if c.ratio == 1.0 {
             // UFM, balanced: the centred means form a simplex ETF.
@@ -54,7 +54,7 @@ fn the_quick_sweep_reproduces_the_unconstrained_features_geometry() {
             &std::fs::read_to_string(root.join(&cell.id).join("config.json")).unwrap(),
         )
         .unwrap();
-        assert_eq!(config["backend"], "ndarray");
+        assert_eq!(config["backend"], "flex");
         assert!(config["git_revision"].is_string());
     }
 

@@ -7,8 +7,12 @@ fn batch_binding_reaches_the_orthogonal_frame_and_fixed_batches_do_not() {
     let (_experiment, outcome, _out) = crate::run_smoke("ufm-batching.toml");
     let mut seen = 0;
     for s in &outcome.summaries {
-        let g = s.last.geometry.overall;
-        let verdict = s.verdict.as_ref().expect("mini-batch runs carry a verdict");
+        let g = s.outcome.last.geometry.overall;
+        let verdict = s
+            .outcome
+            .verdict
+            .as_ref()
+            .expect("mini-batch runs carry a verdict");
         let what = format!("{} (OF {:.4})", s.cell_id, g.of_distance);
         match s.config.schedule.map(scl_batching::ScheduleKind::name) {
             Some("batch-binding") => {

@@ -2,12 +2,12 @@
 //! mini-batch UFM+ reaches the orthogonal frame from every start where the validator
 //! accepts, and ends elsewhere from some start where it rejects.
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use scl_batching::validate;
 use scl_train::config::{OptimizerKind, UfmConfig};
 use scl_train::ufm::run_ufm_on_batches;
 
-type B = Autodiff<NdArray>;
+type B = Autodiff<Flex>;
 
 fn config(num_classes: usize, seed: u64) -> UfmConfig {
     UfmConfig {

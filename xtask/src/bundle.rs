@@ -1,7 +1,7 @@
 //! `cargo xtask gpu-bundle`: one folder that a GPU machine without a Rust toolchain can run.
 //!
 //! It holds `scl-gpu-check` (the check binary of this package, `src/gpu_check.rs`, built with
-//! the `cuda` and `wgpu` features in the `bundle` profile: optimised, symbols stripped, under
+//! the `flex`, `cuda` and `wgpu` features in the `bundle` profile: optimised, symbols stripped, under
 //! 60 MiB), `run.sh`, PyTorch's reference
 //! `supcon_torch.py`, `REVISION`, real CIFAR-10 training images when the project can read
 //! CIFAR-10 here (`data/cifar10-train-subset.bin`, CIFAR binary records), and the Vulkan
@@ -55,7 +55,8 @@ fn workspace_root() -> PathBuf {
 fn build() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!(
-        "== cargo build --profile bundle -p xtask --bin scl-gpu-check --features cuda,wgpu \
+        "== cargo build --profile bundle -p xtask --bin scl-gpu-check --no-default-features \
+         --features flex,cuda,wgpu \
          (about 25 minutes the first time on 2 cores)"
     );
     let mut child = Command::new(cargo)
@@ -68,8 +69,9 @@ fn build() -> anyhow::Result<PathBuf> {
             "xtask",
             "--bin",
             "scl-gpu-check",
+            "--no-default-features",
             "--features",
-            "cuda,wgpu",
+            "flex,cuda,wgpu",
             "--message-format=json-render-diagnostics",
         ])
         .stdout(Stdio::piped())

@@ -22,7 +22,7 @@ pub struct CompareArgs {
     /// Profile of the experiment file (e.g. `smoke`).
     #[arg(long)]
     profile: Option<String>,
-    /// Backends to compare, comma-separated (e.g. `ndarray,wgpu`); the first is the baseline.
+    /// Backends to compare, comma-separated (e.g. `flex,wgpu`); the first is the baseline.
     #[arg(long, value_delimiter = ',', required = true)]
     backends: Vec<String>,
     /// Results root; backend `b` writes `<out>/compare-<experiment>/<b>/<experiment>/`.
@@ -49,7 +49,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     }
     if args.backends.len() < 2 {
         return Ok(config_error(&ConfigError::new(
-            "--backends needs at least two backends to compare, e.g. --backends ndarray,wgpu",
+            "--backends needs at least two backends to compare, e.g. --backends flex,wgpu",
         )));
     }
     if args.jobs == 0 {

@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Int, Tensor};
 use scl_loss::memory::measure_peak;
-use scl_loss::{Implementation, SupConBackend, SupConLossConfig};
+use scl_loss::{Implementation, SupConLossConfig};
+use scl_train::TrainBackend;
 use scl_train::backend::{BackendKind, BackendTask};
 
 /// One measurement: median seconds and memory in MiB.
@@ -25,7 +25,7 @@ struct Measure {
 impl BackendTask for Measure {
     type Output = Cell;
 
-    fn run<B: AutodiffBackend + SupConBackend>(self, device: B::Device) -> Cell {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Cell {
         let Self {
             backend,
             n,
@@ -71,11 +71,12 @@ impl BackendTask for Measure {
             times.push(seconds);
             peak = peak.max(heap);
         }
-        let memory = match backend {
-            BackendKind::Ndarray => peak as f64,
-            _ => backend
+        let memory = if backend.is_cpu() {
+            peak as f64
+        } else {
+            backend
                 .device_memory_reserved(0)
-                .saturating_sub(reserved_before) as f64,
+                .saturating_sub(reserved_before) as f64
         };
         (median(times), memory / (1024.0 * 1024.0))
     }

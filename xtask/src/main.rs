@@ -8,10 +8,11 @@
 //!   finished cells.
 //! - `cargo xtask slurm --experiment FILE [--partition P] [--max-concurrent M]`: an sbatch
 //!   job-array script, one cell per task.
-//! - `cargo xtask compare-backends --experiment FILE --backends ndarray,wgpu`: the same cells
+//! - `cargo xtask compare-backends --experiment FILE --backends flex,wgpu`: the same cells
 //!   on each backend; loss, geometry and throughput side by side.
-//! - `cargo xtask bench loss`: SupCon forward + backward, reference vs fused, on the CPU;
-//!   writes `docs/benchmarks.md` and `docs/benchmarks.json`.
+//! - `cargo xtask bench loss`: SupCon forward + backward, reference vs fused, per backend;
+//!   `cargo xtask bench train`: one SCL training step of every scl-models network per
+//!   backend, beside PyTorch's; each writes its section of `docs/benchmarks.md`.
 //! - `cargo xtask train --config FILE --out DIR [--resume]`: one deep-network run.
 //! - `cargo xtask data check [--data-dir D]`: every dataset, present / verified, per-class
 //!   counts; `cargo xtask data fetch NAME|all` downloads missing files (md5-verified).
@@ -35,8 +36,8 @@ mod train;
 
 use std::process::ExitCode;
 
-// The heap figures of `bench loss` come from this allocator (it only forwards until the first
-// measurement).
+// The heap figures of `bench loss` and `bench train` come from this allocator (it only
+// forwards until the first measurement).
 #[global_allocator]
 static ALLOCATOR: scl_loss::memory::CountingAllocator = scl_loss::memory::CountingAllocator;
 
@@ -59,7 +60,8 @@ enum Command {
     Slurm(slurm::SlurmArgs),
     /// Run the same cells on several backends and compare loss, geometry and throughput.
     CompareBackends(compare::CompareArgs),
-    /// Benchmark: `bench loss` times SupCon forward + backward, reference vs fused.
+    /// Benchmarks: `bench loss` (SupCon forward + backward, reference vs fused), `bench train`
+    /// (one SCL training step per network, beside PyTorch).
     Bench(bench::BenchArgs),
     /// Datasets: `data check` lists presence, md5 verification and class counts; `data fetch`.
     Data(data::DataArgs),

@@ -22,7 +22,7 @@ pub struct SlurmArgs {
     /// Profile of the experiment file (e.g. `smoke`).
     #[arg(long)]
     profile: Option<String>,
-    /// Backend the tasks run on: ndarray, wgpu or cuda (compiled into `--binary`).
+    /// Backend the tasks run on: flex, ndarray, wgpu or cuda (compiled into `--binary`).
     #[arg(long, default_value = "cuda")]
     backend: String,
     /// Slurm partition (`#SBATCH --partition`); none: the cluster's default.
@@ -114,7 +114,7 @@ pub fn render(p: &SlurmPlan<'_>) -> String {
         s,
         "#   cargo build --release -p xtask{}",
         match p.backend {
-            BackendKind::Ndarray => String::new(),
+            b if b.is_cpu() => String::new(),
             b => format!(" --features {b}"),
         }
     );

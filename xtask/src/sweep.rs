@@ -26,8 +26,9 @@ pub struct SweepArgs {
     /// Profile of the experiment file to apply (e.g. `smoke`).
     #[arg(long)]
     pub profile: Option<String>,
-    /// Backend: ndarray, wgpu or cuda (the last two need their cargo feature).
-    #[arg(long, default_value = "ndarray")]
+    /// Backend: flex (the CPU), ndarray (Burn's older CPU backend), wgpu or cuda (the last
+    /// two need their cargo feature).
+    #[arg(long, default_value = "flex")]
     pub backend: String,
     /// Device indices of the backend, comma-separated (e.g. `0,1`); one cell runs on each at
     /// a time unless `--jobs` says otherwise. Default: device 0.
@@ -64,7 +65,7 @@ impl Default for SweepArgs {
         Self {
             experiment: "experiments/quick.toml".into(),
             profile: None,
-            backend: "ndarray".into(),
+            backend: "flex".into(),
             devices: Vec::new(),
             jobs: None,
             out: "runs".into(),

@@ -23,8 +23,9 @@ pub struct TrainArgs {
     /// Continue from the newest checkpoint in `--out`.
     #[arg(long)]
     resume: bool,
-    /// Backend: ndarray, wgpu or cuda (the last two need their cargo feature).
-    #[arg(long, default_value = "ndarray")]
+    /// Backend: flex (the CPU), ndarray (Burn's older CPU backend), wgpu or cuda (the last
+    /// two need their cargo feature).
+    #[arg(long, default_value = "flex")]
     backend: String,
     /// Data directory (default: $SCL_DATA_DIR, else datasets/cache).
     #[arg(long)]

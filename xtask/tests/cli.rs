@@ -84,7 +84,9 @@ fn an_unknown_or_missing_backend_exits_2() {
     let (code, err, wrote) = sweep_with(GOOD, &["--backend", "tpu"]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("backend tpu is not allowed: the allowed backends are ndarray, wgpu, cuda"),
+        err.contains(
+            "backend tpu is not allowed: the allowed backends are flex, ndarray, wgpu, cuda"
+        ),
         "{err}"
     );
     assert!(!wrote);
@@ -314,7 +316,7 @@ fn runner_bad_inputs_exit_2_and_write_nothing() {
         (
             GOOD.to_string(),
             vec!["--devices", "3"],
-            "device 3 does not exist: backend ndarray runs on the CPU, device 0 only",
+            "device 3 does not exist: backend flex runs on the CPU, device 0 only",
         ),
         (
             GOOD.to_string(),

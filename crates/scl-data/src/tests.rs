@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use burn::backend::NdArray;
+use burn::backend::Flex;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 
@@ -566,7 +566,7 @@ fn burn_dataset_and_batcher_give_sample_major_normalised_views() {
     assert_eq!(sub.origin(), [2, 0]);
     let views = vec![vec![], vec![Transform::VerticalFlip { p: 1.0 }]];
     let batcher = SclBatcher::new(views, [1, 2, 2], 200, vec![0.5], vec![0.25], 7).unwrap();
-    let batch: SclBatch<NdArray> = batcher.batch(items.clone(), &Default::default());
+    let batch: SclBatch<Flex> = batcher.batch(items.clone(), &Default::default());
     assert_eq!(batch.images.dims(), [4, 1, 2, 2]);
     assert_eq!(batch.views, 2);
     let values = batch.images.into_data().to_vec::<f32>().unwrap();
@@ -578,7 +578,15 @@ fn burn_dataset_and_batcher_give_sample_major_normalised_views() {
             2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, -2.0, -2.0, -2.0, -2.0, -2.0, -2.0, -2.0, -2.0
         ]
     );
-    assert_eq!(batch.labels.into_data().to_vec::<i64>().unwrap(), [1, 0]);
+    assert_eq!(
+        batch
+            .labels
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap(),
+        [1, 0]
+    );
     // Random views depend on (seed, epoch, index, view) only.
     let rand_views = vec![
         vec![Transform::RandomCrop {

@@ -198,8 +198,22 @@ impl CellConfig for UfmConfig {
         self.validate()
     }
 
+    /// `ufm-K<classes>-R<ratio>-<relu|norelu>[-<schedule><batch>]-s<seed>-<hash>`.
     fn cell_id(&self) -> String {
-        cell_id(self)
+        let config = self;
+        let json = serde_json::to_string(config).expect("a UfmConfig serialises to JSON");
+        let batching = match (config.schedule, config.batch_size) {
+            (Some(kind), Some(b)) => format!("-{}{b}", kind.name()),
+            _ => String::new(),
+        };
+        format!(
+            "ufm-K{}-R{}-{}{batching}-s{}-{:08x}",
+            config.num_classes,
+            config.ratio,
+            if config.relu { "relu" } else { "norelu" },
+            config.seed,
+            fnv1a(json.as_bytes()) as u32
+        )
     }
 }
 
@@ -218,8 +232,24 @@ impl CellConfig for DeepConfig {
         self.validate()
     }
 
+    /// `<dataset>-<model>-<imbalance>-<relu|norelu>-<schedule>-<loss>-s<seed>-<hash>`.
     fn cell_id(&self) -> String {
-        deep_cell_id(self)
+        let config = self;
+        let json = serde_json::to_string(config).expect("a DeepConfig serialises to JSON");
+        format!(
+            "{}-{}-{}-{}-{}-{}-s{}-{:08x}",
+            config.dataset,
+            serde_plain(&config.model),
+            config.imbalance.label(),
+            match config.final_activation {
+                scl_models::FinalActivation::Relu => "relu",
+                scl_models::FinalActivation::None => "norelu",
+            },
+            config.schedule.name(),
+            serde_plain(&config.loss),
+            config.seed,
+            fnv1a(json.as_bytes()) as u32
+        )
     }
 }
 
@@ -576,26 +606,6 @@ fn resolve<T: serde::de::DeserializeOwned>(
     Ok(config)
 }
 
-/// A stable, readable id for a deep cell: dataset, model, imbalance, switch, schedule, loss,
-/// seed, then a hash of the whole configuration.
-pub fn deep_cell_id(config: &DeepConfig) -> String {
-    let json = serde_json::to_string(config).expect("a DeepConfig serialises to JSON");
-    format!(
-        "{}-{}-{}-{}-{}-{}-s{}-{:08x}",
-        config.dataset,
-        serde_plain(&config.model),
-        config.imbalance.label(),
-        match config.final_activation {
-            scl_models::FinalActivation::Relu => "relu",
-            scl_models::FinalActivation::None => "norelu",
-        },
-        config.schedule.name(),
-        serde_plain(&config.loss),
-        config.seed,
-        fnv1a(json.as_bytes()) as u32
-    )
-}
-
 /// Serde's name of a unit enum value (`relu`, `mlp`, `scl`), for ids and tables.
 pub fn serde_plain<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v)
@@ -609,23 +619,6 @@ fn display_value(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-/// A stable, readable id: the main axes followed by a hash of the whole configuration.
-pub fn cell_id(config: &UfmConfig) -> String {
-    let json = serde_json::to_string(config).expect("a UfmConfig serialises to JSON");
-    let batching = match (config.schedule, config.batch_size) {
-        (Some(kind), Some(b)) => format!("-{}{b}", kind.name()),
-        _ => String::new(),
-    };
-    format!(
-        "ufm-K{}-R{}-{}{batching}-s{}-{:08x}",
-        config.num_classes,
-        config.ratio,
-        if config.relu { "relu" } else { "norelu" },
-        config.seed,
-        fnv1a(json.as_bytes()) as u32
-    )
 }
 
 /// 64-bit FNV-1a, a hash that does not change between Rust releases.

@@ -38,7 +38,7 @@
 //! let results = tempfile::tempdir().unwrap();
 //! let opts = SweepOptions {
 //!     results_root: results.path().to_path_buf(),
-//!     backend: BackendKind::Ndarray,
+//!     backend: BackendKind::Flex,
 //!     jobs: 1,
 //!     devices: vec![],
 //!     progress: false,

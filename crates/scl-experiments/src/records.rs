@@ -8,25 +8,53 @@ use scl_train::config::UfmConfig;
 pub use scl_train::run_files::{UfmMetricsRow as MetricsRow, write_ufm_metrics};
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::Experiment;
+use crate::experiment::{Cell, CellConfig, Experiment};
 use crate::layout::{
     CONFIG, METRICS, SUMMARY, cell_dir, failure_file, is_finished, summary_problem,
 };
 
-/// What `summary.json` of a deep-network cell holds.
+/// What `summary.json` holds, for a cell of either kind: the fields every cell has, and the
+/// kind's own outcome (written flat beside them). `C` is the cell's configuration type, `O`
+/// its outcome: [`RunSummary`] for UFM cells, [`DeepSummary`] for deep-network cells.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeepSummary {
+pub struct Summary<C, O> {
     /// The cell id.
     pub cell_id: String,
-    /// The resolved configuration.
-    pub config: scl_train::deep::DeepConfig,
-    /// Wall-clock seconds of the last invocation (a resumed cell counts only its last part).
+    /// The resolved configuration (copied here so a report needs only this file).
+    pub config: C,
+    /// Wall-clock seconds the cell took (a resumed deep cell counts only its last part).
     pub seconds: f64,
     /// The backend the cell ran on.
     pub backend: String,
-    /// Counts, minority classes and the metrics of every evaluated epoch.
+    /// What the run produced.
     #[serde(flatten)]
-    pub outcome: scl_train::deep::DeepOutcome,
+    pub outcome: O,
+}
+
+/// The summary of a UFM cell.
+pub type RunSummary = Summary<UfmConfig, UfmCellOutcome>;
+
+/// The summary of a deep-network cell: counts, minority classes and the metrics of every
+/// evaluated epoch.
+pub type DeepSummary = Summary<scl_train::deep::DeepConfig, scl_train::deep::DeepOutcome>;
+
+/// What a UFM cell produced, as its summary keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UfmCellOutcome {
+    /// Samples per class.
+    pub class_sizes: Vec<usize>,
+    /// The final logged point: loss and geometry.
+    pub last: scl_train::ufm::UfmPoint,
+    /// The closed-form loss at an orthogonal frame.
+    pub orthogonal_frame_loss: f64,
+    /// Final loss minus the orthogonal-frame loss.
+    pub loss_gap: f64,
+    /// For a mini-batch run, the validator's verdict on every batch the run used.
+    #[serde(default)]
+    pub verdict: Option<scl_batching::Verdict>,
+    /// Gram matrix of the final class means (`K` rows of `K`).
+    #[serde(default)]
+    pub class_mean_gram: Vec<Vec<f64>>,
 }
 
 /// What `config.json` holds.
@@ -44,33 +72,6 @@ pub struct RunRecord {
     pub backend: String,
     /// `git rev-parse HEAD` of the working tree, with `-dirty` when it had changes.
     pub git_revision: String,
-}
-
-/// What `summary.json` holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunSummary {
-    /// The cell id.
-    pub cell_id: String,
-    /// The resolved configuration (copied here so a report needs only this file).
-    pub config: UfmConfig,
-    /// Samples per class.
-    pub class_sizes: Vec<usize>,
-    /// The final logged point: loss and geometry.
-    pub last: scl_train::ufm::UfmPoint,
-    /// The closed-form loss at an orthogonal frame.
-    pub orthogonal_frame_loss: f64,
-    /// Final loss minus the orthogonal-frame loss.
-    pub loss_gap: f64,
-    /// Wall-clock seconds the cell took.
-    pub seconds: f64,
-    /// The backend the cell ran on.
-    pub backend: String,
-    /// For a mini-batch run, the validator's verdict on every batch the run used.
-    #[serde(default)]
-    pub verdict: Option<scl_batching::Verdict>,
-    /// Gram matrix of the final class means (`K` rows of `K`).
-    #[serde(default)]
-    pub class_mean_gram: Vec<Vec<f64>>,
 }
 
 /// A failed cell's record, `<root>/.failed-<id>.json`.
@@ -129,26 +130,30 @@ pub fn read_revisions(experiment: &Experiment, root: &Path) -> Vec<String> {
     revisions.into_iter().collect()
 }
 
-/// Summaries of the finished deep cells of `experiment`, in grid order.
-pub fn read_deep_summaries(experiment: &Experiment, root: &Path) -> Vec<DeepSummary> {
-    read_finished(experiment.deep_cells.iter().map(|c| c.id.as_str()), root)
-}
-
-/// The `summary.json` of each cell id that has one.
-fn read_finished<'a, T: serde::de::DeserializeOwned>(
-    ids: impl Iterator<Item = &'a str>,
-    root: &Path,
-) -> Vec<T> {
-    ids.filter_map(|id| {
-        let text = std::fs::read_to_string(cell_dir(root, id).join(SUMMARY)).ok()?;
-        serde_json::from_str(&text).ok()
-    })
-    .collect()
-}
-
-/// Summaries of the finished cells of `experiment`, in grid order.
-pub fn read_summaries(experiment: &Experiment, root: &Path) -> Vec<RunSummary> {
-    read_finished(experiment.cells.iter().map(|c| c.id.as_str()), root)
+/// The summaries of the finished cells among `cells` (UFM or deep: the summary type follows
+/// from the cells' configuration type and the outcome asked for), in grid order. A cell whose
+/// `summary.json` is missing or does not parse is left out.
+///
+/// ```no_run
+/// # use scl_experiments::experiment::Experiment;
+/// # use scl_experiments::records::{DeepSummary, RunSummary, read_summaries};
+/// # fn f(experiment: &Experiment, root: &std::path::Path) {
+/// let ufm: Vec<RunSummary> = read_summaries(&experiment.cells, root);
+/// let deep: Vec<DeepSummary> = read_summaries(&experiment.deep_cells, root);
+/// # }
+/// ```
+pub fn read_summaries<C, O>(cells: &[Cell<C>], root: &Path) -> Vec<Summary<C, O>>
+where
+    C: CellConfig,
+    O: serde::de::DeserializeOwned,
+{
+    cells
+        .iter()
+        .filter_map(|cell| {
+            let text = std::fs::read_to_string(cell_dir(root, &cell.id).join(SUMMARY)).ok()?;
+            serde_json::from_str(&text).ok()
+        })
+        .collect()
 }
 
 /// Reads the overall columns of `<root>/<id>/metrics.csv` of a UFM cell; empty when the file

@@ -26,7 +26,7 @@ use crate::layout::{
 };
 use crate::lock::lock_cell;
 use crate::records::{
-    DeepSummary, FailureRecord, RunRecord, RunSummary, read_deep_summaries, read_summaries,
+    DeepSummary, FailureRecord, RunRecord, RunSummary, UfmCellOutcome, read_summaries,
     record_failure, write_json, write_ufm_metrics,
 };
 
@@ -168,7 +168,9 @@ pub fn run_cell(
         .map(|summary| {
             format!(
                 "OF distance {:.4}, loss gap {:.2e}, {:.1}s",
-                summary.last.geometry.overall.of_distance, summary.loss_gap, summary.seconds
+                summary.outcome.last.geometry.overall.of_distance,
+                summary.outcome.loss_gap,
+                summary.seconds
             )
         }),
         CellRef::Deep(cell) => {
@@ -261,8 +263,8 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
         busy: tally.busy,
         failed: tally.failed,
         interrupted: tally.interrupted,
-        summaries: read_summaries(experiment, &root),
-        deep_summaries: read_deep_summaries(experiment, &root),
+        summaries: read_summaries(&experiment.cells, &root),
+        deep_summaries: read_summaries(&experiment.deep_cells, &root),
     })
 }
 
@@ -543,14 +545,16 @@ fn run_ufm_cell(
     let summary = RunSummary {
         cell_id: cell.id.clone(),
         config: cell.config.clone(),
-        class_sizes: outcome.class_sizes.clone(),
-        last,
-        orthogonal_frame_loss: outcome.orthogonal_frame_loss,
-        loss_gap: last.loss - outcome.orthogonal_frame_loss,
         seconds,
         backend: backend.name().to_string(),
-        verdict: outcome.verdict.clone(),
-        class_mean_gram: outcome.final_gram.clone(),
+        outcome: UfmCellOutcome {
+            class_sizes: outcome.class_sizes.clone(),
+            last,
+            orthogonal_frame_loss: outcome.orthogonal_frame_loss,
+            loss_gap: last.loss - outcome.orthogonal_frame_loss,
+            verdict: outcome.verdict.clone(),
+            class_mean_gram: outcome.final_gram.clone(),
+        },
     };
     write_json(&tmp.join(SUMMARY), &summary)?;
     // An unfinished folder of that name (from another tool) is replaced.

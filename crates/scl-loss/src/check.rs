@@ -10,12 +10,12 @@
 //! # Example
 //!
 //! ```
-//! use burn::backend::{Autodiff, NdArray};
+//! use burn::backend::{Autodiff, Flex};
 //! use scl_loss::check::{awkward_sizes, fused_vs_reference};
 //! use scl_loss::{ContrastMode, NoPositivePolicy};
 //!
 //! awkward_sizes(&[31], 0, |shape, labels, tau, seed| {
-//!     let deviations = fused_vs_reference::<Autodiff<NdArray>>(
+//!     let deviations = fused_vs_reference::<Autodiff<Flex>>(
 //!         shape,
 //!         Some(labels),
 //!         tau,
@@ -33,20 +33,6 @@ use crate::{
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-
-/// Panics naming `what` unless `value` and `grad` equal the reference's within 1e-4 (see
-/// [`compare`]).
-pub fn assert_matches_reference(
-    what: &str,
-    ours: (f64, &[f64]),
-    reference: (f64, &[f64]),
-    base_temperature: f64,
-    n_anchor: usize,
-) {
-    if let Err(e) = compare(what, ours, reference, base_temperature, n_anchor) {
-        panic!("{e}");
-    }
-}
 
 /// The tolerance of [`compare`]: relative to the reference value and to the largest reference
 /// gradient entry.

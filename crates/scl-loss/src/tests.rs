@@ -1,10 +1,10 @@
 use super::*;
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Int, Tensor, TensorData};
 
-// Only f32 here: Burn 0.21 keeps one default float dtype per device, and NdArray<f32> and
-// NdArray<f64> share their device, so the f64 tests live in their own binary (tests/f64.rs).
-type F32 = NdArray<f32>;
+// Only f32 here: Burn 0.21 keeps one default float dtype per device, so the f64 tests (on
+// ndarray's f64 backend) live in their own binary (tests/f64.rs).
+type F32 = Flex;
 
 #[path = "../tests/support/naive.rs"]
 mod naive;
@@ -119,63 +119,16 @@ fn extreme_logits_stay_finite_and_match_f64() {
     );
 }
 
-/// Fused vs reference: value and every gradient, in f32, relative tolerance 1e-4.
-fn check_fused_against_reference(
-    shape: [usize; 3],
-    y: Option<&[i64]>,
-    temperature: f64,
-    mode: ContrastMode,
-    policy: NoPositivePolicy,
-    seed: u64,
-) {
-    use rand::{Rng, SeedableRng, rngs::StdRng};
-    type AdF32 = Autodiff<NdArray<f32>>;
-    let mut rng = StdRng::seed_from_u64(seed);
-    let values: Vec<f64> = (0..shape.iter().product())
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    let mut loss = loss_config(temperature, 0.07, mode, policy);
-    loss.normalize = true;
-    let run = |fused: bool| {
-        let f = features::<AdF32>(&values, shape).require_grad();
-        let l = y.map(labels::<AdF32>);
-        let mut loss = loss.clone();
-        loss.implementation = if fused {
-            Implementation::Fused
-        } else {
-            Implementation::Reference
-        };
-        let out = loss.forward(f.clone(), l);
-        let n = values.len();
-        // No gradient at all when the loss does not depend on the features (one sample).
-        let grad = f.grad(&out.backward()).map_or(vec![0.0; n], |g| {
-            g.into_data().convert::<f64>().into_vec::<f64>().unwrap()
-        });
-        (scalar(out), grad)
+/// The fused CPU kernel against the reference on backend `B`, over the whole parity grid of
+/// [`crate::check`]: value and every feature gradient within its tolerance.
+fn fused_cpu_matches_the_reference_on<B: burn::tensor::backend::AutodiffBackend + SupConBackend>() {
+    let check = |shape, y: Option<&[i64]>, tau, mode, policy, seed| {
+        if let Err(e) = parity::fused_vs_reference::<B>(shape, y, tau, mode, policy, seed) {
+            panic!("{}: {e}", B::name(&Default::default()));
+        }
     };
-    let (v_ref, g_ref) = run(false);
-    let (v_fused, g_fused) = run(true);
-    let what = format!(
-        "{shape:?} tau={temperature} {mode:?} {policy:?} labels={}",
-        y.is_some()
-    );
-    let n_anchor = match mode {
-        ContrastMode::All => shape[0] * shape[1],
-        ContrastMode::One => shape[0],
-    };
-    parity::assert_matches_reference(
-        &what,
-        (v_fused, &g_fused),
-        (v_ref, &g_ref),
-        loss.base_temperature,
-        n_anchor,
-    );
-}
-
-#[test]
-fn fused_cpu_matches_the_reference_on_awkward_sizes_and_every_option() {
     parity::awkward_sizes(&[1, 2, 31, 257], 0, |shape, y, tau, seed| {
-        check_fused_against_reference(
+        check(
             shape,
             Some(y),
             tau,
@@ -189,12 +142,10 @@ fn fused_cpu_matches_the_reference_on_awkward_sizes_and_every_option() {
         [ContrastMode::All, ContrastMode::One],
         [NoPositivePolicy::CountAsZero, NoPositivePolicy::Exclude],
         100,
-        |shape, y, mode, policy, seed| {
-            check_fused_against_reference(shape, y, 0.1, mode, policy, seed)
-        },
+        |shape, y, mode, policy, seed| check(shape, y, 0.1, mode, policy, seed),
     );
     let y = parity::imbalanced(1031);
-    check_fused_against_reference(
+    check(
         [1031, 2, 16],
         Some(&y),
         0.1,
@@ -202,6 +153,14 @@ fn fused_cpu_matches_the_reference_on_awkward_sizes_and_every_option() {
         NoPositivePolicy::Exclude,
         99,
     );
+}
+
+#[test]
+fn fused_cpu_matches_the_reference_on_awkward_sizes_and_every_option() {
+    assert!(<Flex as SupConBackend>::supcon_fused_available());
+    fused_cpu_matches_the_reference_on::<Autodiff<Flex>>();
+    #[cfg(feature = "ndarray")]
+    fused_cpu_matches_the_reference_on::<Autodiff<burn::backend::NdArray>>();
 }
 
 #[path = "../tests/support/accuracy.rs"]
@@ -212,7 +171,7 @@ mod exact;
 #[test]
 fn every_cpu_path_matches_f64_within_1e5_in_f32() {
     use fused::cpu::{Isa, with_isa};
-    type AdF32 = Autodiff<NdArray<f32>>;
+    type AdF32 = Autodiff<Flex>;
     let missing: Vec<Isa> = Isa::ALL.into_iter().filter(|i| !i.is_available()).collect();
     if !missing.is_empty() {
         eprintln!("not on this processor, so not checked here: {missing:?}");
@@ -244,7 +203,7 @@ fn l2_normalisation_has_an_accurate_gradient_in_f32() {
     // ndarray backend took the divisor's reciprocal with the processor's approximate
     // instruction and this was off by 1.4e-4 of the largest entry (AVX2); see `l2_normalize`.
     use rand::{Rng, SeedableRng, rngs::StdRng};
-    type AdF32 = Autodiff<NdArray<f32>>;
+    type AdF32 = Autodiff<Flex>;
     let mut rng = StdRng::seed_from_u64(1);
     let (n, d) = (50usize, 8usize);
     let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();

@@ -2,7 +2,7 @@
 //! measures the peak of live allocations during a forward and backward at N = 8192, d = 128,
 //! where a single N x N f32 buffer would be 256 MiB.
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Int, Tensor};
 use scl_loss::{Implementation, SupConLossConfig};
 
@@ -13,7 +13,7 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 #[test]
 fn fused_forward_and_backward_at_8192_stay_under_64_mib_beyond_the_inputs() {
-    type B = Autodiff<NdArray>;
+    type B = Autodiff<Flex>;
     let (n, d) = (8192usize, 128usize);
     let device = Default::default();
     let features =

@@ -3,61 +3,17 @@
 //!
 //! Where the final activation sits: after that last linear layer.
 //!
-//! Its convolutions are [`Conv3x3`]: nine shifted copies of the padded input and one matrix
-//! product. A one-off timing on 2 CPU cores with burn-ndarray 0.21 on 2026-11-29 (a scratch
-//! test, not kept in the repository; 100 images, 32 -> 64 channels, 14x14, forward +
-//! backward): Burn's `Conv2d` 14.5 s, almost all in the backward; [`Conv3x3`] 0.31 s. A whole
-//! training step of this network on 100 MNIST-sized images took 0.9 s there, so CPU runs of it are minutes per epoch at thousands of images. The deep models
-//! (ResNet, DenseNet) keep Burn's `Conv2d`, which GPU backends run well; on the CPU backend
-//! they inherit its slow backward.
+//! Its convolutions are Burn's `Conv2d` (3x3, padding 1, no bias) run through
+//! `scl_layers::forward`, whose gradients are fast on the CPU backends. Checkpoints written
+//! before (when this network had its own 3x3 convolution, a `[9 C, O]` matrix) cannot be
+//! loaded into it; `scl-train` refuses to resume them with a sentence that says so.
 
-use burn::module::Param;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use burn::tensor::ops::PadMode;
-
-/// A 3x3 convolution, stride 1, zero padding 1, no bias, computed as one matrix product of
-/// the nine shifted copies of the input (im2col by slicing).
-#[derive(Module, Debug)]
-pub struct Conv3x3<B: Backend> {
-    /// `[9 * in_channels, out_channels]`, rows ordered (dy, dx, channel).
-    pub(crate) weight: Param<Tensor<B, 2>>,
-}
-
-impl<B: Backend> Conv3x3<B> {
-    /// A convolution from `i` to `o` channels with Kaiming-uniform weights (as Burn's
-    /// `Conv2d`: gain 1/sqrt(3), fan-in 9 i).
-    pub fn new(i: usize, o: usize, device: &B::Device) -> Self {
-        let weight = Initializer::KaimingUniform {
-            gain: 1.0 / 3.0f64.sqrt(),
-            fan_out_only: false,
-        }
-        .init_with([9 * i, o], Some(9 * i), Some(9 * o), device);
-        Self { weight }
-    }
-
-    /// `[N, C, H, W]` to `[N, O, H, W]`.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [n, c, h, w] = x.dims();
-        let padded = x.pad((1, 1, 1, 1), PadMode::Constant(0.0));
-        let mut shifted = Vec::with_capacity(9);
-        for dy in 0..3 {
-            for dx in 0..3 {
-                shifted.push(padded.clone().slice([0..n, 0..c, dy..dy + h, dx..dx + w]));
-            }
-        }
-        // [N, 9C, H, W] -> [N H W, 9C]
-        let cols = Tensor::cat(shifted, 1)
-            .permute([0, 2, 3, 1])
-            .reshape([n * h * w, 9 * c]);
-        let o = self.weight.dims()[1];
-        cols.matmul(self.weight.val())
-            .reshape([n, h, w, o])
-            .permute([0, 3, 1, 2])
-    }
-}
+use scl_layers::{LayerBackend, batch_norm as norm, forward as conv};
 
 /// Configuration of [`SmallCnn`].
 #[derive(Config, Debug)]
@@ -75,7 +31,7 @@ pub struct SmallCnnConfig {
 /// One convolution stage.
 #[derive(Module, Debug)]
 pub struct ConvStage<B: Backend> {
-    conv: Conv3x3<B>,
+    conv: Conv2d<B>,
     norm: BatchNorm<B>,
 }
 
@@ -92,7 +48,10 @@ impl SmallCnnConfig {
     /// Builds the network.
     pub fn init<B: Backend>(&self, device: &B::Device) -> SmallCnn<B> {
         let stage = |i: usize, o: usize| ConvStage {
-            conv: Conv3x3::new(i, o, device),
+            conv: Conv2dConfig::new([i, o], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false)
+                .init(device),
             norm: BatchNormConfig::new(o).init(device),
         };
         SmallCnn {
@@ -107,19 +66,21 @@ impl SmallCnnConfig {
     }
 }
 
-impl<B: Backend> SmallCnn<B> {
+impl<B: LayerBackend> SmallCnn<B> {
     /// `[N, C, H, W]` to `[N, embedding]`.
     pub fn forward(&self, x: Tensor<B, 4>, final_relu: bool) -> Tensor<B, 2> {
         let mut h = x;
         for stage in &self.stages {
             h = self
                 .pool
-                .forward(relu(stage.norm.forward(stage.conv.forward(h))));
+                .forward(relu(norm(&stage.norm, conv(&stage.conv, h))));
         }
         let h = self.head.forward(self.gap.forward(h).flatten(1, 3));
         if final_relu { relu(h) } else { h }
     }
+}
 
+impl<B: Backend> SmallCnn<B> {
     /// The embedding dimension.
     pub fn output_dim(&self) -> usize {
         let [_, out] = self.head.weight.dims();

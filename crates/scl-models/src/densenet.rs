@@ -16,6 +16,7 @@ use burn::nn::pool::{
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use scl_layers::{LayerBackend, batch_norm as norm, forward as conv};
 
 /// Configuration of [`DenseNet`].
 #[derive(Config, Debug)]
@@ -137,27 +138,29 @@ impl DenseNetConfig {
     }
 }
 
-impl<B: Backend> DenseNet<B> {
+impl<B: LayerBackend> DenseNet<B> {
     /// `[N, C, H, W]` to `[N, output_dim]`; `final_relu` switches the ReLU after `norm5`.
     pub fn forward(&self, x: Tensor<B, 4>, final_relu: bool) -> Tensor<B, 2> {
         let mut h = self
             .stem_pool
-            .forward(relu(self.stem_norm.forward(self.stem.forward(x))));
+            .forward(relu(norm(&self.stem_norm, conv(&self.stem, x))));
         for stage in &self.stages {
             for layer in &stage.layers {
-                let y = layer.conv1.forward(relu(layer.norm1.forward(h.clone())));
-                let y = layer.conv2.forward(relu(layer.norm2.forward(y)));
+                let y = conv(&layer.conv1, relu(norm(&layer.norm1, h.clone())));
+                let y = conv(&layer.conv2, relu(norm(&layer.norm2, y)));
                 h = Tensor::cat(vec![h, y], 1);
             }
             if let Some(t) = &stage.transition {
-                h = t.pool.forward(t.conv.forward(relu(t.norm.forward(h))));
+                h = t.pool.forward(conv(&t.conv, relu(norm(&t.norm, h))));
             }
         }
-        let h = self.norm5.forward(h);
+        let h = norm(&self.norm5, h);
         let h = if final_relu { relu(h) } else { h };
         self.gap.forward(h).flatten(1, 3)
     }
+}
 
+impl<B: Backend> DenseNet<B> {
     /// The embedding dimension (142 for the paper's configuration).
     pub fn output_dim(&self) -> usize {
         let [c] = self.norm5.gamma.dims();

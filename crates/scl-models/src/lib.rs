@@ -12,15 +12,15 @@
 //! output ("a ReLU after the projection layer").
 //!
 //! ```
-//! use burn::backend::NdArray;
+//! use burn::backend::Flex;
 //! use burn::prelude::*;
 //! use scl_models::{Architecture, FinalActivation, MlpConfig, SclModelConfig};
 //!
 //! let device = Default::default();
 //! let config = SclModelConfig::new(Architecture::Mlp(MlpConfig::new(64, vec![128, 32])), 10)
 //!     .with_final_activation(FinalActivation::Relu);
-//! let model = config.init::<NdArray>(&device);
-//! let images = Tensor::<NdArray, 4>::zeros([5, 1, 8, 8], &device);
+//! let model = config.init::<Flex>(&device);
+//! let images = Tensor::<Flex, 4>::zeros([5, 1, 8, 8], &device);
 //! let z = model.embed(images.clone()); // [5, 32], non-negative, unit rows
 //! let logits = model.logits(images); // [5, 10]
 //! assert_eq!(z.dims(), [5, 32]);
@@ -33,13 +33,16 @@ mod densenet;
 mod mlp;
 mod resnet;
 
-pub use cnn::{Conv3x3, SmallCnn, SmallCnnConfig};
+pub use cnn::{SmallCnn, SmallCnnConfig};
 pub use densenet::{DenseNet, DenseNetConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use resnet::{ResNet18, ResNet18Config};
 
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
+/// The backend bound of the networks' forward passes: Burn's `Backend` plus the
+/// convolution extension of `scl-layers` (implemented for every Burn backend).
+pub use scl_layers::LayerBackend;
 use serde::{Deserialize, Serialize};
 
 /// The paper's switch.
@@ -109,7 +112,7 @@ pub enum Backbone<B: Backend> {
     Densenet(DenseNet<B>),
 }
 
-impl<B: Backend> Backbone<B> {
+impl<B: LayerBackend> Backbone<B> {
     /// Runs the backbone; `final_relu` is the switch at its last layer.
     pub fn forward(&self, x: Tensor<B, 4>, final_relu: bool) -> Tensor<B, 2> {
         match self {
@@ -119,7 +122,9 @@ impl<B: Backend> Backbone<B> {
             Self::Densenet(m) => m.forward(x, final_relu),
         }
     }
+}
 
+impl<B: Backend> Backbone<B> {
     /// The backbone's output dimension.
     pub fn output_dim(&self) -> usize {
         match self {
@@ -186,7 +191,7 @@ impl SclModelConfig {
     }
 }
 
-impl<B: Backend> SclModel<B> {
+impl<B: LayerBackend> SclModel<B> {
     /// The embedding `h` after the final activation, before normalisation: `[N, dim]`.
     ///
     /// # Shapes
@@ -218,7 +223,9 @@ impl<B: Backend> SclModel<B> {
     pub fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.classifier.forward(self.features(images))
     }
+}
 
+impl<B: Backend> SclModel<B> {
     /// The embedding dimension.
     pub fn embedding_dim(&self) -> usize {
         match &self.projection {

@@ -5,6 +5,7 @@
 
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use scl_layers::LayerBackend;
 
 /// Configuration of [`Mlp`].
 #[derive(Config, Debug)]
@@ -57,7 +58,7 @@ impl MlpConfig {
     }
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: LayerBackend> Mlp<B> {
     /// `[N, C, H, W]` (or any shape with N first) to `[N, widths.last]`; `final_relu` switches
     /// the ReLU after the last layer.
     pub fn forward(&self, x: Tensor<B, 4>, final_relu: bool) -> Tensor<B, 2> {
@@ -66,7 +67,7 @@ impl<B: Backend> Mlp<B> {
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.linear.forward(h);
             if let Some(norm) = &layer.norm {
-                h = norm.forward(h);
+                h = scl_layers::batch_norm(norm, h);
             }
             if i < last || final_relu {
                 h = burn::tensor::activation::relu(h);
@@ -74,7 +75,9 @@ impl<B: Backend> Mlp<B> {
         }
         h
     }
+}
 
+impl<B: Backend> Mlp<B> {
     /// The embedding dimension.
     pub fn output_dim(&self) -> usize {
         let [_, out] = self.layers[self.layers.len() - 1].linear.weight.dims();

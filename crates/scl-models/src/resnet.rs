@@ -13,6 +13,7 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use scl_layers::{LayerBackend, batch_norm as norm, forward as conv};
 
 /// Configuration of [`ResNet18`].
 #[derive(Config, Debug)]
@@ -67,14 +68,16 @@ impl<B: Backend> BasicBlock<B> {
             downsample,
         }
     }
+}
 
+impl<B: LayerBackend> BasicBlock<B> {
     fn forward(&self, x: Tensor<B, 4>, end_relu: bool) -> Tensor<B, 4> {
         let shortcut = match &self.downsample {
-            Some(d) => d.norm.forward(d.conv.forward(x.clone())),
+            Some(d) => norm(&d.norm, conv(&d.conv, x.clone())),
             None => x.clone(),
         };
-        let h = relu(self.bn1.forward(self.conv1.forward(x)));
-        let h = self.bn2.forward(self.conv2.forward(h)) + shortcut;
+        let h = relu(norm(&self.bn1, conv(&self.conv1, x)));
+        let h = norm(&self.bn2, conv(&self.conv2, h)) + shortcut;
         if end_relu { relu(h) } else { h }
     }
 }
@@ -109,18 +112,20 @@ impl ResNet18Config {
     }
 }
 
-impl<B: Backend> ResNet18<B> {
+impl<B: LayerBackend> ResNet18<B> {
     /// `[N, C, H, W]` to `[N, 8 * width]`; `final_relu` switches the ReLU at the end of the
     /// last block.
     pub fn forward(&self, x: Tensor<B, 4>, final_relu: bool) -> Tensor<B, 2> {
-        let mut h = relu(self.bn1.forward(self.conv1.forward(x)));
+        let mut h = relu(norm(&self.bn1, conv(&self.conv1, x)));
         let last = self.blocks.len() - 1;
         for (i, block) in self.blocks.iter().enumerate() {
             h = block.forward(h, i < last || final_relu);
         }
         self.gap.forward(h).flatten(1, 3)
     }
+}
 
+impl<B: Backend> ResNet18<B> {
     /// The embedding dimension (512 for width 64).
     pub fn output_dim(&self) -> usize {
         let [o, _, _, _] = self.blocks[self.blocks.len() - 1].conv2.weight.dims();

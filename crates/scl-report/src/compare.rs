@@ -8,16 +8,15 @@ use std::path::{Path, PathBuf};
 
 use scl_experiments::experiment::Experiment;
 use scl_experiments::layout::experiment_root;
-use scl_experiments::records::{
-    read_deep_summaries, read_metrics_csv, read_revisions, read_summaries,
-};
+use scl_experiments::records::{UfmCellOutcome, read_metrics_csv, read_revisions, read_summaries};
+use scl_train::deep::DeepOutcome;
 
 use crate::ReportError;
 
 /// One backend's run of the experiment: its name and the results root it wrote under.
 #[derive(Debug, Clone)]
 pub struct BackendRun {
-    /// The backend's name (`ndarray`, `wgpu`, ...).
+    /// The backend's name (`flex`, `wgpu`, ...).
     pub backend: String,
     /// The results root of its sweep (`<root>/<experiment folder>/` holds its cells).
     pub results_root: PathBuf,
@@ -38,9 +37,9 @@ struct Measured {
 
 fn measure(experiment: &Experiment, root: &Path) -> BTreeMap<String, Measured> {
     let mut out = BTreeMap::new();
-    for s in read_summaries(experiment, root) {
-        let g = s.last.geometry.overall;
-        let n: usize = s.class_sizes.iter().sum();
+    for s in read_summaries::<_, UfmCellOutcome>(&experiment.cells, root) {
+        let g = s.outcome.last.geometry.overall;
+        let n: usize = s.outcome.class_sizes.iter().sum();
         out.insert(
             s.cell_id.clone(),
             Measured {
@@ -58,7 +57,7 @@ fn measure(experiment: &Experiment, root: &Path) -> BTreeMap<String, Measured> {
             },
         );
     }
-    for s in read_deep_summaries(experiment, root) {
+    for s in read_summaries::<_, DeepOutcome>(&experiment.deep_cells, root) {
         let Some(last) = s.outcome.metrics.last() else {
             continue;
         };

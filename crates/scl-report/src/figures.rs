@@ -159,7 +159,7 @@ fn traces(
                     mean_cosine: r.mean_cosine,
                 })
                 .collect(),
-            gram: s.class_mean_gram.clone(),
+            gram: s.outcome.class_mean_gram.clone(),
             x_label: "step",
         });
     }

@@ -36,9 +36,7 @@ use std::path::{Path, PathBuf};
 pub use figures::Figure;
 use scl_experiments::experiment::Experiment;
 use scl_experiments::layout::experiment_root;
-use scl_experiments::records::{
-    read_deep_summaries, read_failures, read_revisions, read_summaries,
-};
+use scl_experiments::records::{read_failures, read_revisions, read_summaries};
 
 /// What [`write_report`] wrote.
 #[derive(Debug, Clone)]
@@ -73,8 +71,8 @@ impl std::error::Error for ReportError {}
 pub fn write_report(experiment: &Experiment, results_root: &Path) -> Result<Report, ReportError> {
     let root = experiment_root(experiment, results_root);
     std::fs::create_dir_all(&root).map_err(|e| ReportError(format!("{}: {e}", root.display())))?;
-    let summaries = read_summaries(experiment, &root);
-    let deep = read_deep_summaries(experiment, &root);
+    let summaries = read_summaries(&experiment.cells, &root);
+    let deep = read_summaries(&experiment.deep_cells, &root);
     let failed = read_failures(experiment, &root);
     let figures =
         figures::draw_figures(experiment, &root, &summaries, &deep).map_err(ReportError)?;

@@ -116,23 +116,23 @@ fn render_ufm_means(s: &mut String, summaries: &[RunSummary]) {
         let n = runs.len() as f64;
         let of: Vec<f64> = runs
             .iter()
-            .map(|r| r.last.geometry.overall.of_distance)
+            .map(|r| r.outcome.last.geometry.overall.of_distance)
             .collect();
         let etf: Vec<f64> = runs
             .iter()
-            .map(|r| r.last.geometry.overall.etf_distance)
+            .map(|r| r.outcome.last.geometry.overall.etf_distance)
             .collect();
         let nc1 = runs
             .iter()
-            .map(|r| r.last.geometry.overall.nc1)
+            .map(|r| r.outcome.last.geometry.overall.nc1)
             .sum::<f64>()
             / n;
-        let gap = runs.iter().map(|r| r.loss_gap).sum::<f64>() / n;
+        let gap = runs.iter().map(|r| r.outcome.loss_gap).sum::<f64>() / n;
         let accepted = runs
             .iter()
-            .filter(|r| r.verdict.as_ref().is_some_and(|v| v.accepted()))
+            .filter(|r| r.outcome.verdict.as_ref().is_some_and(|v| v.accepted()))
             .count();
-        let validator = if runs.iter().all(|r| r.verdict.is_none()) {
+        let validator = if runs.iter().all(|r| r.outcome.verdict.is_none()) {
             "-".to_string()
         } else {
             format!("{accepted}/{} accepted", runs.len())
@@ -170,7 +170,7 @@ fn render_ufm_cells(s: &mut String, summaries: &[RunSummary]) {
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in summaries {
-        let g = &r.last.geometry.overall;
+        let g = &r.outcome.last.geometry.overall;
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {:.2e} | {:.4} | {:.3} | {:.5} | {:.5} | {:.2e} | {} | {:.1} |",
@@ -186,10 +186,10 @@ fn render_ufm_cells(s: &mut String, summaries: &[RunSummary]) {
             g.nc1,
             g.mean_cosine,
             g.norm_ratio,
-            r.last.loss,
-            r.orthogonal_frame_loss,
-            r.loss_gap,
-            verdict_text(r.verdict.as_ref()),
+            r.outcome.last.loss,
+            r.outcome.orthogonal_frame_loss,
+            r.outcome.loss_gap,
+            verdict_text(r.outcome.verdict.as_ref()),
             r.seconds
         );
     }

@@ -8,17 +8,17 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::backend::AutodiffBackend;
-use scl_loss::SupConBackend;
-
-use crate::RunError;
 use crate::config::{ConfigError, UfmConfig};
 use crate::ufm::UfmOutcome;
+use crate::{RunError, TrainBackend};
 
-/// A Burn backend, selected by name (`ndarray`, `wgpu`, `cuda`).
+/// A Burn backend, selected by name (`flex`, `ndarray`, `wgpu`, `cuda`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
-    /// Burn's embedded CPU backend (cargo feature `ndarray`, on by default).
+    /// Burn's Flex CPU backend, the default (cargo feature `flex`, on by default).
+    Flex,
+    /// Burn's older ndarray CPU backend (cargo feature `ndarray`, on by default), kept for
+    /// comparisons with earlier results.
     Ndarray,
     /// WebGPU through wgpu: Vulkan, Metal, DX12, or the CPU through Mesa's lavapipe
     /// (cargo feature `wgpu`).
@@ -34,9 +34,8 @@ pub enum BackendKind {
 /// # Example
 ///
 /// ```
-/// use burn::tensor::backend::AutodiffBackend;
 /// use burn::tensor::{ElementConversion, Tensor};
-/// use scl_loss::SupConBackend;
+/// use scl_train::TrainBackend;
 /// use scl_train::backend::{BackendKind, BackendTask};
 ///
 /// /// The sum of a vector of ones, on any backend.
@@ -44,37 +43,44 @@ pub enum BackendKind {
 ///
 /// impl BackendTask for SumOfOnes {
 ///     type Output = f32;
-///     fn run<B: AutodiffBackend + SupConBackend>(self, device: B::Device) -> f32 {
+///     fn run<B: TrainBackend>(self, device: B::Device) -> f32 {
 ///         Tensor::<B, 1>::ones([self.0], &device).sum().into_scalar().elem()
 ///     }
 /// }
 ///
-/// assert_eq!(BackendKind::Ndarray.run(0, SumOfOnes(3)).unwrap(), 3.0);
+/// assert_eq!(BackendKind::Flex.run(0, SumOfOnes(3)).unwrap(), 3.0);
 /// ```
 pub trait BackendTask {
     /// What the work returns.
     type Output;
 
     /// Runs the work on backend `B` (with autodiff), on `device`.
-    fn run<B: AutodiffBackend + SupConBackend>(self, device: B::Device) -> Self::Output;
+    fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output;
 }
 
 /// Every backend name, for error messages.
-pub const BACKEND_NAMES: &[&str] = &["ndarray", "wgpu", "cuda"];
+pub const BACKEND_NAMES: &[&str] = &["flex", "ndarray", "wgpu", "cuda"];
 
 impl BackendKind {
     /// The name used on the command line and in run records.
     pub fn name(self) -> &'static str {
         match self {
+            Self::Flex => "flex",
             Self::Ndarray => "ndarray",
             Self::Wgpu => "wgpu",
             Self::Cuda => "cuda",
         }
     }
 
+    /// Whether this backend runs on the CPU (its memory is the process's heap).
+    pub fn is_cpu(self) -> bool {
+        matches!(self, Self::Flex | Self::Ndarray)
+    }
+
     /// Whether this backend was compiled into the binary.
     pub fn compiled(self) -> bool {
         match self {
+            Self::Flex => cfg!(feature = "flex"),
             Self::Ndarray => cfg!(feature = "ndarray"),
             Self::Wgpu => cfg!(feature = "wgpu"),
             Self::Cuda => cfg!(feature = "cuda"),
@@ -83,7 +89,7 @@ impl BackendKind {
 
     /// The backends compiled into this binary.
     pub fn compiled_in() -> Vec<BackendKind> {
-        [Self::Ndarray, Self::Wgpu, Self::Cuda]
+        [Self::Flex, Self::Ndarray, Self::Wgpu, Self::Cuda]
             .into_iter()
             .filter(|b| b.compiled())
             .collect()
@@ -107,7 +113,7 @@ impl BackendKind {
         }
     }
 
-    /// Number of devices this backend sees: 1 for `ndarray` (the CPU), the adapters wgpu
+    /// Number of devices this backend sees: 1 for `flex` and `ndarray` (the CPU), the adapters wgpu
     /// enumerates (lavapipe counts as one), the CUDA devices the driver reports (0 without a
     /// driver). 0 when the backend is not compiled in. [`Self::probe`] says why there are none.
     pub fn device_count(self) -> usize {
@@ -124,7 +130,7 @@ impl BackendKind {
     pub fn probe(self) -> Result<usize, ConfigError> {
         self.check_available()?;
         match self {
-            Self::Ndarray => Ok(1),
+            Self::Flex | Self::Ndarray => Ok(1),
             #[cfg(feature = "wgpu")]
             Self::Wgpu => match wgpu_devices().len() {
                 0 => Err(ConfigError::new(
@@ -168,7 +174,7 @@ impl BackendKind {
         let count = self.device_count();
         match self {
             _ if count == 0 => Vec::new(),
-            Self::Ndarray => vec!["cpu".to_string()],
+            Self::Flex | Self::Ndarray => vec!["cpu".to_string()],
             #[cfg(feature = "wgpu")]
             Self::Wgpu => wgpu_devices().iter().map(|d| format!("{d:?}")).collect(),
             _ => (0..count).map(|i| format!("{}:{i}", self.name())).collect(),
@@ -195,8 +201,9 @@ impl BackendKind {
             return Ok(());
         }
         Err(ConfigError::new(match (self, count) {
-            (Self::Ndarray, _) => format!(
-                "device {index} does not exist: backend ndarray runs on the CPU, device 0 only"
+            (Self::Flex | Self::Ndarray, _) => format!(
+                "device {index} does not exist: backend {} runs on the CPU, device 0 only",
+                self.name()
             ),
             _ => format!(
                 "device {index} does not exist: backend {} has devices 0 to {}",
@@ -212,13 +219,20 @@ impl BackendKind {
     /// A [`ConfigError`] when the backend is not compiled in or the device does not exist
     /// ([`Self::check_device`]); nothing runs then.
     #[cfg_attr(
-        not(any(feature = "ndarray", feature = "wgpu", feature = "cuda")),
+        not(any(
+            feature = "flex",
+            feature = "ndarray",
+            feature = "wgpu",
+            feature = "cuda"
+        )),
         allow(unused_variables)
     )]
     pub fn run<T: BackendTask>(self, device: usize, task: T) -> Result<T::Output, ConfigError> {
         self.check_device(device)?;
         use burn::backend::Autodiff;
         Ok(match self {
+            #[cfg(feature = "flex")]
+            Self::Flex => task.run::<Autodiff<burn::backend::Flex>>(Default::default()),
             #[cfg(feature = "ndarray")]
             Self::Ndarray => task.run::<Autodiff<burn::backend::NdArray>>(Default::default()),
             #[cfg(feature = "wgpu")]
@@ -290,7 +304,7 @@ impl BackendKind {
         struct Ufm<'a, P>(&'a UfmConfig, P);
         impl<P: FnMut(usize)> BackendTask for Ufm<'_, P> {
             type Output = Result<UfmOutcome, RunError>;
-            fn run<B: AutodiffBackend + SupConBackend>(self, device: B::Device) -> Self::Output {
+            fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output {
                 crate::ufm::run_ufm::<B>(self.0, &device, self.1)
             }
         }
@@ -316,7 +330,7 @@ impl BackendKind {
         );
         impl<P: FnMut(usize)> BackendTask for Deep<'_, P> {
             type Output = Result<crate::deep::DeepOutcome, RunError>;
-            fn run<B: AutodiffBackend + SupConBackend>(self, device: B::Device) -> Self::Output {
+            fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output {
                 let mut progress = self.2;
                 crate::deep::train_deep::<B>(self.0, self.1, &device, |done, _| progress(done))
             }
@@ -403,6 +417,7 @@ impl FromStr for BackendKind {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "flex" => Ok(Self::Flex),
             "ndarray" => Ok(Self::Ndarray),
             "wgpu" => Ok(Self::Wgpu),
             "cuda" => Ok(Self::Cuda),

@@ -26,14 +26,15 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::backend::AutodiffBackend;
 use scl_batching::{BatchingConfig, Loader, Position, Schedule, ScheduleKind};
 use scl_data::{
     DataDir, ImageItem, ImageSet, Imbalance, LoadOptions, Manifest, SclBatcher, Split, ViewPreset,
 };
 use scl_geometry::probe::{ProbeConfig, ProbeReport, linear_probe};
 use scl_geometry::{Embeddings, GeometrySummary, geometry_summary};
-use scl_loss::{SupConBackend, SupConLoss, SupConLossConfig};
+use scl_loss::{SupConLoss, SupConLossConfig};
+
+use crate::TrainBackend;
 use scl_models::{
     Architecture, DenseNetConfig, FinalActivation, MlpConfig, ResNet18Config, SclModel,
     SclModelConfig, SmallCnnConfig,
@@ -412,6 +413,19 @@ struct State {
     loss_sum: f64,
     metrics: Vec<EpochMetrics>,
     config: DeepConfig,
+    /// The layout of the model's parameters ([`MODEL_FORMAT`]); 1 in checkpoints that do not
+    /// say.
+    #[serde(default = "first_model_format")]
+    model_format: u32,
+}
+
+/// The layout of the parameters in the checkpoints this version writes: 2 since the small
+/// CNN's convolutions are Burn's `Conv2d` (`[O, C, 3, 3]`); 1 before, when they were one
+/// `[9 C, O]` matrix. Only the small CNN changed; its format-1 checkpoints cannot be resumed.
+const MODEL_FORMAT: u32 = 2;
+
+fn first_model_format() -> u32 {
+    1
 }
 
 /// The SCL loss of one batch: `images` are `[N * V, C, H, W]` with the `V` views of each of
@@ -421,7 +435,7 @@ struct State {
 ///
 /// # Panics
 /// When the image count is not `N * V`.
-pub fn scl_batch_loss<B: AutodiffBackend + SupConBackend>(
+pub fn scl_batch_loss<B: TrainBackend>(
     model: &SclModel<B>,
     images: Tensor<B, 4>,
     labels: Tensor<B, 1, Int>,
@@ -457,7 +471,7 @@ fn class_minority(counts: &[usize]) -> Vec<usize> {
 
 /// Embeddings (normalised, as the loss sees them) of a whole set in eval mode, one view
 /// without augmentation.
-fn embed_set<B: Backend>(
+fn embed_set<B: scl_models::LayerBackend>(
     model: &SclModel<B>,
     set: &ImageSet,
     batcher: &SclBatcher,
@@ -524,7 +538,7 @@ fn ncc_accuracy(
 /// [`RunError::NonFinite`] when the loss stops being finite (the last checkpoint stays
 /// loadable); [`RunError::Interrupted`] after a stop was asked for ([`crate::interrupt`]) and
 /// a checkpoint saved; [`RunError::Io`] when a file cannot be written.
-pub fn train_deep<B: AutodiffBackend + SupConBackend>(
+pub fn train_deep<B: TrainBackend>(
     cfg: &DeepConfig,
     opts: &DeepRunOptions,
     device: &B::Device,
@@ -645,7 +659,7 @@ pub fn train_deep<B: AutodiffBackend + SupConBackend>(
     Ok(outcome)
 }
 
-struct Run<'a, B: AutodiffBackend + SupConBackend> {
+struct Run<'a, B: TrainBackend> {
     cfg: &'a DeepConfig,
     opts: &'a DeepRunOptions,
     train: &'a ImageSet,
@@ -660,7 +674,7 @@ struct Run<'a, B: AutodiffBackend + SupConBackend> {
 
 type Rec = BinFileRecorder<FullPrecisionSettings>;
 
-impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
+impl<B: TrainBackend> Run<'_, B> {
     fn optimise<O: Optimizer<SclModel<B>, B>>(
         &self,
         mut model: SclModel<B>,
@@ -676,11 +690,15 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
             loss_sum: 0.0,
             metrics: Vec::new(),
             config: cfg.clone(),
+            model_format: MODEL_FORMAT,
         };
         if self.opts.resume
             && let Some((loaded, m, o)) = self.load_latest(&ckpt_root, &model, &optim)?
         {
-            state = loaded;
+            state = State {
+                model_format: MODEL_FORMAT,
+                ..loaded
+            };
             model = m;
             optim = o;
         }
@@ -957,6 +975,14 @@ impl<B: AutodiffBackend + SupConBackend> Run<'_, B> {
         if state.config != *self.cfg {
             return Err(RunError::Config(ConfigError::new(format!(
                 "{} holds a checkpoint of a different configuration; use another run directory",
+                self.opts.run_dir.display()
+            ))));
+        }
+        if state.model_format < 2 && self.cfg.model == ModelKind::SmallCnn {
+            return Err(RunError::Config(ConfigError::new(format!(
+                "{} holds a checkpoint of the small CNN written by an earlier version (its \
+                 convolutions were stored as [9 C, O] matrices), which this version cannot \
+                 load; start the run again in a new run directory",
                 self.opts.run_dir.display()
             ))));
         }

@@ -28,7 +28,7 @@
 //!     schedule: None,
 //!     batch_size: None,
 //! };
-//! let outcome = BackendKind::Ndarray.run_ufm(0, &cfg, |_step| {}).unwrap();
+//! let outcome = BackendKind::Flex.run_ufm(0, &cfg, |_step| {}).unwrap();
 //! assert_eq!(outcome.points.len(), 3); // steps 0, 10 and 20
 //! ```
 #![warn(missing_docs)]
@@ -42,6 +42,26 @@ pub mod run_files;
 pub mod ufm;
 
 pub use config::ConfigError;
+
+use burn::tensor::backend::AutodiffBackend;
+use scl_loss::SupConBackend;
+use scl_models::LayerBackend;
+
+/// What training asks of a Burn backend: autodiff, the SupCon extension of `scl-loss` and
+/// the convolution extension of `scl-layers`, the latter also on the inner backend that
+/// evaluation runs on. Every backend of [`backend::BackendKind`] has it; so does any
+/// `Autodiff<B>` whose `B` implements both extensions.
+pub trait TrainBackend:
+    AutodiffBackend<InnerBackend: LayerBackend> + SupConBackend + LayerBackend
+{
+}
+
+impl<B> TrainBackend for B
+where
+    B: AutodiffBackend + SupConBackend + LayerBackend,
+    B::InnerBackend: LayerBackend,
+{
+}
 
 /// Why a run did not finish.
 #[derive(Debug, thiserror::Error)]

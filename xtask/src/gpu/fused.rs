@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use burn::tensor::backend::AutodiffBackend;
-use scl_loss::{ContrastMode, NoPositivePolicy, SupConBackend};
+use scl_loss::{ContrastMode, NoPositivePolicy};
+use scl_train::TrainBackend;
 use scl_train::backend::{BackendKind, BackendTask};
 
 use scl_train::backend::guarded;
@@ -58,7 +58,7 @@ fn cases(large: usize) -> Vec<Case> {
     out
 }
 
-fn check<B: AutodiffBackend + SupConBackend>(case: &Case) -> Result<(f64, f64), String> {
+fn check<B: TrainBackend>(case: &Case) -> Result<(f64, f64), String> {
     let (shape, labels, tau, mode, policy, seed) = case;
     fused_vs_reference::<B>(*shape, labels.as_deref(), *tau, *mode, *policy, *seed)
 }
@@ -73,7 +73,7 @@ struct Parity {
 impl BackendTask for Parity {
     type Output = ParityResult;
 
-    fn run<B: AutodiffBackend + SupConBackend>(self, _device: B::Device) -> ParityResult {
+    fn run<B: TrainBackend>(self, _device: B::Device) -> ParityResult {
         let start = Instant::now();
         let mut result = ParityResult {
             backend: self.kind.name().into(),

@@ -69,7 +69,7 @@ pub struct CheckArgs {
     /// lavapipe its first step, which autotunes the convolutions, takes many minutes).
     #[arg(long)]
     pub no_gpu_training: bool,
-    /// ResNet-18 training on the CPU backend (ndarray): images per batch. Small: in the bundle
+    /// ResNet-18 training on the CPU backend (flex): images per batch. Small: in the bundle
     /// build one step at batch 4 took 45 s on 2 cores.
     #[arg(long, default_value_t = 16)]
     pub cpu_batch: usize,
@@ -91,7 +91,7 @@ pub struct CheckArgs {
 /// One backend as the check found it.
 #[derive(Serialize, Debug, Clone)]
 pub struct BackendStatus {
-    /// `cuda`, `wgpu` or `ndarray`.
+    /// `cuda`, `wgpu` or `flex`.
     pub name: String,
     /// The devices found (empty when none).
     pub devices: Vec<String>,
@@ -382,7 +382,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .collect();
     if args.cpu_steps > 0 {
         let spec = train::Spec::new(args.cpu_batch, args.cpu_steps, 1);
-        trainings.push((BackendKind::Ndarray, spec, cpu_s));
+        trainings.push((BackendKind::Flex, spec, cpu_s));
     }
     for (kind, spec, limit) in trainings {
         let (batch, steps) = (spec.batch, spec.steps);

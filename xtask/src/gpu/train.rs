@@ -15,11 +15,11 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use scl_data::readers::cifar::{CifarVariant, PIXELS, parse_cifar_records};
-use scl_loss::{SupConBackend, SupConLossConfig};
+use scl_loss::SupConLossConfig;
 use scl_models::{Architecture, ResNet18Config, SclModel, SclModelConfig};
+use scl_train::TrainBackend;
 use scl_train::backend::{BackendKind, BackendTask};
 use scl_train::deep::scl_batch_loss;
 
@@ -152,12 +152,12 @@ struct Training<'a> {
 impl BackendTask for Training<'_> {
     type Output = TrainResult;
 
-    fn run<B: AutodiffBackend + SupConBackend>(self, device: B::Device) -> TrainResult {
+    fn run<B: TrainBackend>(self, device: B::Device) -> TrainResult {
         train::<B>(self.kind, self.spec, self.images, self.budget, &device)
     }
 }
 
-fn train<B: AutodiffBackend + SupConBackend>(
+fn train<B: TrainBackend>(
     kind: BackendKind,
     spec: &Spec,
     images: &Images,

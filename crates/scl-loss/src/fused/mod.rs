@@ -17,7 +17,7 @@
 //!
 //! - the trait's default methods, the reference: the `[Na, Nc]` logits in plain tensor ops,
 //!   so every Burn backend works;
-//! - the CPU kernel of [`cpu`] for the ndarray backend (f32): register-blocked SIMD
+//! - the CPU kernel of [`cpu`] for Burn's CPU backends, Flex and ndarray (f32): register-blocked SIMD
 //!   micro-kernels (AVX-512, AVX2 + FMA or portable, detected at run time), multi-threaded,
 //!   memory `O(N d + N)`;
 //! - with the cargo feature `cubecl`, CubeCL kernels for Burn's GPU backends (wgpu, CUDA;
@@ -46,7 +46,7 @@ use crate::{ContrastMode, SupConLoss, SupConTerms, l2_normalize};
 ///
 /// Both methods have default bodies (the reference, built from tensor ops, with the
 /// `[Na, Nc]` logits in memory), so `impl SupConBackend for MyBackend {}` is all a backend
-/// without a kernel needs. This crate implements it for `NdArray` (a CPU kernel),
+/// without a kernel needs. This crate implements it for `Flex` and `NdArray` (a CPU kernel),
 /// `Autodiff<B>` (the fused backward), and with the feature `cubecl` for `CubeBackend` and
 /// `Fusion<CubeBackend>` (wgpu, CUDA).
 pub trait SupConBackend: Backend {
@@ -175,6 +175,98 @@ fn host_f32<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
         .expect("a float tensor converts to f32")
 }
 
+/// [`SupConBackend::supcon_lse`] on the CPU kernel, for a CPU backend whose float tensors are
+/// `f32`: the features are read into one host buffer (a copy of `O(N d)`) and the `[Na]`
+/// result is written back.
+fn cpu_lse_op<B: Backend>(z: FloatTensor<B>, n_anchor: usize, temperature: f64) -> FloatTensor<B> {
+    let z = float::<B, 2>(z);
+    let [n_contrast, dim] = z.dims();
+    let device = z.device();
+    let values = host_f32::<B>(z.reshape([n_contrast * dim]).into_primitive().tensor());
+    let problem = cpu::Problem {
+        z: &values,
+        n_contrast,
+        n_anchor,
+        dim,
+        temperature: temperature as f32,
+    };
+    let lse = cpu::lse(&problem);
+    Tensor::<B, 1>::from_data(TensorData::new(lse, [n_anchor]), &device)
+        .into_primitive()
+        .tensor()
+}
+
+/// [`SupConBackend::supcon_lse_backward`] on the CPU kernel (see [`cpu_lse_op`]).
+fn cpu_lse_backward_op<B: Backend>(
+    z: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    temperature: f64,
+) -> FloatTensor<B> {
+    let z = float::<B, 2>(z);
+    let [n_contrast, dim] = z.dims();
+    let device = z.device();
+    let values = host_f32::<B>(z.reshape([n_contrast * dim]).into_primitive().tensor());
+    let lse = host_f32::<B>(lse);
+    let grad = host_f32::<B>(grad);
+    let problem = cpu::Problem {
+        z: &values,
+        n_contrast,
+        n_anchor: lse.len(),
+        dim,
+        temperature: temperature as f32,
+    };
+    let out = cpu::lse_backward(&problem, &lse, &grad);
+    Tensor::<B, 2>::from_data(TensorData::new(out, [n_contrast, dim]), &device)
+        .into_primitive()
+        .tensor()
+}
+
+#[cfg(feature = "flex")]
+mod flex_impl {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::DType;
+
+    /// Whether a Flex float tensor holds `f32` (Flex chooses the float type per tensor).
+    fn is_f32(t: &FloatTensor<Flex>) -> bool {
+        t.dtype() == DType::F32
+    }
+
+    /// The CPU kernel for `f32` tensors; tensors of other float types take the reference (the
+    /// kernel computes in `f32` and would lose precision).
+    impl SupConBackend for Flex {
+        fn supcon_lse(
+            z: FloatTensor<Self>,
+            n_anchor: usize,
+            temperature: f64,
+        ) -> FloatTensor<Self> {
+            if is_f32(&z) {
+                cpu_lse_op::<Self>(z, n_anchor, temperature)
+            } else {
+                reference_lse_op::<Self>(z, n_anchor, temperature)
+            }
+        }
+
+        fn supcon_lse_backward(
+            z: FloatTensor<Self>,
+            lse: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+            temperature: f64,
+        ) -> FloatTensor<Self> {
+            if is_f32(&z) {
+                cpu_lse_backward_op::<Self>(z, lse, grad, temperature)
+            } else {
+                reference_lse_backward_op::<Self>(z, lse, grad, temperature)
+            }
+        }
+
+        fn supcon_fused_available() -> bool {
+            true
+        }
+    }
+}
+
 #[cfg(feature = "ndarray")]
 mod ndarray_impl {
     use super::*;
@@ -197,24 +289,11 @@ mod ndarray_impl {
             n_anchor: usize,
             temperature: f64,
         ) -> FloatTensor<Self> {
-            if !Self::supcon_fused_available() {
-                return reference_lse_op::<Self>(z, n_anchor, temperature);
+            if Self::supcon_fused_available() {
+                cpu_lse_op::<Self>(z, n_anchor, temperature)
+            } else {
+                reference_lse_op::<Self>(z, n_anchor, temperature)
             }
-            let z = float::<Self, 2>(z);
-            let [n_contrast, dim] = z.dims();
-            let device = z.device();
-            let values = host_f32::<Self>(z.reshape([n_contrast * dim]).into_primitive().tensor());
-            let problem = cpu::Problem {
-                z: &values,
-                n_contrast,
-                n_anchor,
-                dim,
-                temperature: temperature as f32,
-            };
-            let lse = cpu::lse(&problem);
-            Tensor::<Self, 1>::from_data(TensorData::new(lse, [n_anchor]), &device)
-                .into_primitive()
-                .tensor()
         }
 
         fn supcon_lse_backward(
@@ -223,26 +302,11 @@ mod ndarray_impl {
             grad: FloatTensor<Self>,
             temperature: f64,
         ) -> FloatTensor<Self> {
-            if !Self::supcon_fused_available() {
-                return reference_lse_backward_op::<Self>(z, lse, grad, temperature);
+            if Self::supcon_fused_available() {
+                cpu_lse_backward_op::<Self>(z, lse, grad, temperature)
+            } else {
+                reference_lse_backward_op::<Self>(z, lse, grad, temperature)
             }
-            let z = float::<Self, 2>(z);
-            let [n_contrast, dim] = z.dims();
-            let device = z.device();
-            let values = host_f32::<Self>(z.reshape([n_contrast * dim]).into_primitive().tensor());
-            let lse = host_f32::<Self>(lse);
-            let grad = host_f32::<Self>(grad);
-            let problem = cpu::Problem {
-                z: &values,
-                n_contrast,
-                n_anchor: lse.len(),
-                dim,
-                temperature: temperature as f32,
-            };
-            let out = cpu::lse_backward(&problem, &lse, &grad);
-            Tensor::<Self, 2>::from_data(TensorData::new(out, [n_contrast, dim]), &device)
-                .into_primitive()
-                .tensor()
         }
 
         fn supcon_fused_available() -> bool {

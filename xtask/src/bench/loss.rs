@@ -1,6 +1,6 @@
 //! `cargo xtask bench loss`: SupCon forward + backward, reference vs fused, on every compiled
-//! backend (or those named by `--backends`); prints a table and writes `docs/benchmarks.md`
-//! and `docs/benchmarks.json`.
+//! backend (or those named by `--backends`); prints a table and writes its section of
+//! `docs/benchmarks.md` and `docs/benchmarks.json`.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -15,9 +15,7 @@ use crate::loss_timing::{
 
 /// Arguments of `cargo xtask bench loss`.
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {
-    /// What to benchmark (only `loss` today).
-    what: String,
+pub struct LossArgs {
     /// Batch sizes N.
     #[arg(
         long,
@@ -44,13 +42,10 @@ pub struct BenchArgs {
 
 /// How memory is measured on a backend.
 fn memory_note(backend: BackendKind) -> &'static str {
-    match backend {
-        BackendKind::Ndarray => {
-            "peak live heap allocation during one run beyond what was live before it"
-        }
-        _ => {
-            "growth of the device memory pool's reserved bytes over the first timed run (its high-water mark)"
-        }
+    if backend.is_cpu() {
+        "peak live heap allocation during one run beyond what was live before it"
+    } else {
+        "growth of the device memory pool's reserved bytes over the first timed run (its high-water mark)"
     }
 }
 
@@ -141,31 +136,9 @@ fn kernel_rows(n: usize, d: usize, repeats: usize) -> Vec<KernelRow> {
         .collect()
 }
 
-/// The backends to measure: `--backends`, else every compiled one.
-fn backends(names: &[String]) -> Result<Vec<BackendKind>, String> {
-    if names.is_empty() {
-        return Ok(BackendKind::compiled_in());
-    }
-    names
-        .iter()
-        .map(|name| {
-            let b: BackendKind = name.parse().map_err(|e| format!("{e}"))?;
-            b.check_available().map_err(|e| format!("{e}"))?;
-            Ok(b)
-        })
-        .collect()
-}
-
 /// Runs the benchmark.
-pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if args.what != "loss" {
-        eprintln!(
-            "error: bench {} is not allowed: the allowed benchmarks are loss",
-            args.what
-        );
-        return Ok(ExitCode::from(2));
-    }
-    let backends = match backends(&args.backends) {
+pub fn run(args: LossArgs) -> anyhow::Result<ExitCode> {
+    let backends = match super::backends(&args.backends, BackendKind::compiled_in()) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
@@ -196,7 +169,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // The kernel table at the largest measured size up to 8192 (the CPU target's size).
     let kernel_n = args.sizes.iter().copied().filter(|&n| n <= 8192).max();
     let kernels = match kernel_n {
-        Some(n) if backends.contains(&BackendKind::Ndarray) => (n, kernel_rows(n, d, args.repeats)),
+        Some(n) if backends.iter().any(|b| b.is_cpu()) => (n, kernel_rows(n, d, args.repeats)),
         _ => (0, Vec::new()),
     };
     let mut md = render(&args, &rows, peak, &peak_text);
@@ -219,7 +192,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.out)?;
     let page = args.out.join("benchmarks.md");
     let old = std::fs::read_to_string(&page).unwrap_or_default();
-    scl_fs::write(&page, splice(&old, &md))?;
+    scl_fs::write(&page, super::splice(&old, &md, "loss"))?;
     scl_fs::write(
         &args.out.join("benchmarks.json"),
         serde_json::to_string_pretty(&serde_json::json!({
@@ -237,7 +210,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn render(args: &BenchArgs, rows: &[Row], peak: f64, peak_text: &str) -> String {
+fn render(args: &LossArgs, rows: &[Row], peak: f64, peak_text: &str) -> String {
     let d = args.dim;
     let mut md = String::new();
     let _ = writeln!(
@@ -245,11 +218,11 @@ fn render(args: &BenchArgs, rows: &[Row], peak: f64, peak_text: &str) -> String 
         "## SupCon forward + backward (`cargo xtask bench loss`)\n\n\
          Burn backends with autodiff, f32, d = {d}, tau = 0.1, 10 classes, one view, \
          features L2-normalised inside the loss; median of {} runs after a warm-up. Memory: on \
-         ndarray the {}; on GPU backends the {}. CPU machine: {peak_text}. GFLOP/s counts \
+         the CPU backends the {}; on GPU backends the {}. CPU machine: {peak_text}. GFLOP/s counts \
          2 N^2 d flops per similarity pass: {REFERENCE_PASSES} passes for the reference, \
          {FUSED_PASSES} for the fused path.\n",
         args.repeats,
-        memory_note(BackendKind::Ndarray),
+        memory_note(BackendKind::Flex),
         memory_note(BackendKind::Wgpu),
     );
     let _ = writeln!(
@@ -268,7 +241,7 @@ fn render(args: &BenchArgs, rows: &[Row], peak: f64, peak_text: &str) -> String 
             ),
             None => ("skipped".into(), "-".into(), "-".into(), "-".into()),
         };
-        let share = if r.backend == BackendKind::Ndarray {
+        let share = if r.backend.is_cpu() {
             format!("{:.1}%", 100.0 * fused_gflops / peak)
         } else {
             "-".into()
@@ -282,7 +255,7 @@ fn render(args: &BenchArgs, rows: &[Row], peak: f64, peak_text: &str) -> String 
     // The CPU targets of the fused-kernel issue, checked against this run's numbers.
     let cpu = |n: usize| {
         rows.iter()
-            .find(|r| r.backend == BackendKind::Ndarray && r.n == n)
+            .find(|r| r.backend == BackendKind::Flex && r.n == n)
     };
     if cpu(8192).is_some() || cpu(16384).is_some() {
         let _ = writeln!(md, "\nCPU targets (recorded, not asserted):\n");
@@ -349,41 +322,4 @@ fn render_kernels(n: usize, d: usize, rows: &[KernelRow], peak: f64) -> String {
         );
     }
     md
-}
-
-const BEGIN: &str = "<!-- cargo xtask bench loss: begin (generated; edit outside the markers) -->";
-const END: &str = "<!-- cargo xtask bench loss: end -->";
-
-/// `page` with the generated section replaced by `section` (appended when absent), so the
-/// hand-written parts of docs/benchmarks.md stay.
-fn splice(page: &str, section: &str) -> String {
-    let block = format!("{BEGIN}\n{section}{END}\n");
-    match (page.find(BEGIN), page.find(END)) {
-        (Some(a), Some(b)) if a < b => {
-            format!(
-                "{}{block}{}",
-                &page[..a],
-                page[b + END.len()..].trim_start_matches('\n')
-            )
-        }
-        _ if page.trim().is_empty() => format!("# Benchmarks\n\n{block}"),
-        _ => format!("{}\n\n{block}", page.trim_end()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{BEGIN, END, splice};
-
-    #[test]
-    fn the_generated_section_is_replaced_and_the_rest_kept() {
-        let first = splice("", "table 1\n");
-        assert!(first.starts_with("# Benchmarks") && first.contains("table 1"));
-        let page = format!("{first}\n## GPU\nhand-written\n");
-        let second = splice(&page, "table 2\n");
-        assert!(second.contains("table 2") && !second.contains("table 1"));
-        assert!(second.contains("## GPU\nhand-written"));
-        assert_eq!(second.matches(BEGIN).count(), 1);
-        assert_eq!(second.matches(END).count(), 1);
-    }
 }

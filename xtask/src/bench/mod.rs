@@ -1,0 +1,97 @@
+//! `cargo xtask bench loss|train`: benchmarks that print a table and write their own section
+//! of `docs/benchmarks.md` (and a JSON file beside it).
+
+mod loss;
+mod train;
+
+use std::process::ExitCode;
+
+use scl_train::backend::BackendKind;
+
+/// Arguments of `cargo xtask bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Bench,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Bench {
+    /// SupCon forward + backward, reference vs fused, per backend and batch size.
+    Loss(loss::LossArgs),
+    /// One SCL training step of every scl-models network per backend, beside PyTorch's.
+    Train(train::TrainBenchArgs),
+}
+
+/// Runs the benchmark named on the command line.
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    match args.what {
+        Bench::Loss(args) => loss::run(args),
+        Bench::Train(args) => train::run(args),
+    }
+}
+
+/// The backends to measure: those named, each compiled in, else `default`.
+fn backends(names: &[String], default: Vec<BackendKind>) -> Result<Vec<BackendKind>, String> {
+    if names.is_empty() {
+        return Ok(default);
+    }
+    names
+        .iter()
+        .map(|name| {
+            let b: BackendKind = name.parse().map_err(|e| format!("{e}"))?;
+            b.check_available().map_err(|e| format!("{e}"))?;
+            Ok(b)
+        })
+        .collect()
+}
+
+fn markers(name: &str) -> (String, String) {
+    (
+        format!("<!-- cargo xtask bench {name}: begin (generated; edit outside the markers) -->"),
+        format!("<!-- cargo xtask bench {name}: end -->"),
+    )
+}
+
+/// `page` with the generated section of benchmark `name` replaced by `section` (appended when
+/// absent), so the hand-written parts of docs/benchmarks.md and the other benchmarks'
+/// sections stay.
+fn splice(page: &str, section: &str, name: &str) -> String {
+    let (begin, end) = markers(name);
+    let block = format!("{begin}\n{section}{end}\n");
+    match (page.find(&begin), page.find(&end)) {
+        (Some(a), Some(b)) if a < b => {
+            format!(
+                "{}{block}{}",
+                &page[..a],
+                page[b + end.len()..].trim_start_matches('\n')
+            )
+        }
+        _ if page.trim().is_empty() => format!("# Benchmarks\n\n{block}"),
+        _ => format!("{}\n\n{block}", page.trim_end()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{markers, splice};
+
+    #[test]
+    fn the_generated_section_is_replaced_and_the_rest_kept() {
+        let (begin, end) = markers("loss");
+        let first = splice("", "table 1\n", "loss");
+        assert!(first.starts_with("# Benchmarks") && first.contains("table 1"));
+        let page = format!("{first}\n## GPU\nhand-written\n");
+        let second = splice(&page, "table 2\n", "loss");
+        assert!(second.contains("table 2") && !second.contains("table 1"));
+        assert!(second.contains("## GPU\nhand-written"));
+        assert_eq!(second.matches(&begin).count(), 1);
+        assert_eq!(second.matches(&end).count(), 1);
+        // Another benchmark's section is added beside it and leaves it alone.
+        let third = splice(&second, "steps\n", "train");
+        assert!(third.contains("table 2") && third.contains("steps"));
+        let fourth = splice(&third, "steps 2\n", "train");
+        assert!(fourth.contains("table 2") && fourth.contains("steps 2"));
+        assert!(!fourth.contains("steps\n"));
+    }
+}
