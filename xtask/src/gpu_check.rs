@@ -12,6 +12,7 @@
 
 mod gpu;
 mod loss_timing;
+mod paper_step;
 
 use std::process::ExitCode;
 

@@ -29,6 +29,7 @@ mod bundle;
 mod compare;
 mod data;
 mod loss_timing;
+mod paper_step;
 mod report;
 mod slurm;
 mod sweep;

@@ -403,61 +403,10 @@ fn cpu_batch_norm_backward<B: Backend>(
     ]
 }
 
-#[cfg(feature = "flex")]
-impl LayerBackend for burn::backend::Flex {
-    fn scl_conv2d_input_grad(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        output_grad: FloatTensor<Self>,
-        options: ConvOptions<2>,
-    ) -> FloatTensor<Self> {
-        cpu_input_grad::<Self>(x, weight, output_grad, options)
-    }
-
-    fn scl_conv2d_weight_grad(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        output_grad: FloatTensor<Self>,
-        options: ConvOptions<2>,
-    ) -> FloatTensor<Self> {
-        cpu_weight_grad::<Self>(x, weight, output_grad, options)
-    }
-
-    fn scl_batch_norm(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        epsilon: f64,
-    ) -> [FloatTensor<Self>; 3] {
-        cpu_batch_norm::<Self>(x, gamma, beta, epsilon)
-    }
-
-    fn scl_batch_norm_backward(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        mean: FloatTensor<Self>,
-        var: FloatTensor<Self>,
-        output_grad: FloatTensor<Self>,
-        epsilon: f64,
-    ) -> [FloatTensor<Self>; 3] {
-        cpu_batch_norm_backward::<Self>(x, gamma, mean, var, output_grad, epsilon)
-    }
-}
-
-#[cfg(feature = "ndarray")]
-mod ndarray_impl {
-    use super::*;
-    use burn::backend::NdArray;
-    use burn::backend::ndarray::{
-        FloatNdArrayElement, IntNdArrayElement, NdArrayTensor, QuantElement, SharedArray,
-    };
-
-    impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> LayerBackend
-        for NdArray<E, I, Q>
-    where
-        NdArrayTensor: From<SharedArray<E>>,
-        NdArrayTensor: From<SharedArray<I>>,
-    {
+/// The methods of [`LayerBackend`] that run the host kernels, for a CPU backend's impl.
+#[allow(unused_macros)]
+macro_rules! cpu_layer_methods {
+    () => {
         fn scl_conv2d_input_grad(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
@@ -475,6 +424,7 @@ mod ndarray_impl {
         ) -> FloatTensor<Self> {
             cpu_weight_grad::<Self>(x, weight, output_grad, options)
         }
+
         fn scl_batch_norm(
             x: FloatTensor<Self>,
             gamma: FloatTensor<Self>,
@@ -494,6 +444,29 @@ mod ndarray_impl {
         ) -> [FloatTensor<Self>; 3] {
             cpu_batch_norm_backward::<Self>(x, gamma, mean, var, output_grad, epsilon)
         }
+    };
+}
+
+#[cfg(feature = "flex")]
+impl LayerBackend for burn::backend::Flex {
+    cpu_layer_methods!();
+}
+
+#[cfg(feature = "ndarray")]
+mod ndarray_impl {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::backend::ndarray::{
+        FloatNdArrayElement, IntNdArrayElement, NdArrayTensor, QuantElement, SharedArray,
+    };
+
+    impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> LayerBackend
+        for NdArray<E, I, Q>
+    where
+        NdArrayTensor: From<SharedArray<E>>,
+        NdArrayTensor: From<SharedArray<I>>,
+    {
+        cpu_layer_methods!();
     }
 }
 

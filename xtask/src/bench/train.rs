@@ -8,12 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use scl_loss::SupConLossConfig;
 use scl_loss::memory::measure_peak;
 use scl_models::{
     Architecture, DenseNetConfig, MlpConfig, ResNet18Config, SclModel, SclModelConfig,
@@ -141,14 +138,8 @@ impl Steps<'_> {
         B::seed(device, 0);
         let (config, [c, h, w]) = model_config(self.network);
         let mut model: SclModel<B> = config.init(device);
-        let mut optim = SgdConfig::new()
-            .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
-            .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
-            .init();
-        let loss = SupConLossConfig::new()
-            .with_temperature(0.1)
-            .with_base_temperature(0.07)
-            .init();
+        let mut optim = crate::paper_step::optimizer::<B>();
+        let loss = crate::paper_step::loss();
         let n = self.batch;
         let x = Tensor::<B, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), device);
         let labels: Vec<i64> = (0..n as i64).map(|i| i % 10).collect();

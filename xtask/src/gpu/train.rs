@@ -11,13 +11,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use scl_data::readers::cifar::{CifarVariant, PIXELS, parse_cifar_records};
-use scl_loss::SupConLossConfig;
 use scl_models::{Architecture, ResNet18Config, SclModel, SclModelConfig};
 use scl_train::TrainBackend;
 use scl_train::backend::{BackendKind, BackendTask};
@@ -167,14 +164,8 @@ fn train<B: TrainBackend>(
     B::seed(device, 0);
     let mut model: SclModel<B> =
         SclModelConfig::new(Architecture::Resnet18(ResNet18Config::new()), 10).init(device);
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
-        .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
-        .init();
-    let loss = SupConLossConfig::new()
-        .with_temperature(0.1)
-        .with_base_temperature(0.07)
-        .init();
+    let mut optim = crate::paper_step::optimizer::<B>();
+    let loss = crate::paper_step::loss();
     let mut result = TrainResult {
         backend: kind.name().into(),
         batch: spec.batch,

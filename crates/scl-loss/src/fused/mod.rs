@@ -38,7 +38,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
 use crate::{ContrastMode, SupConLoss, SupConTerms, l2_normalize};
 
@@ -175,10 +175,14 @@ fn host_f32<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
         .expect("a float tensor converts to f32")
 }
 
-/// [`SupConBackend::supcon_lse`] on the CPU kernel, for a CPU backend whose float tensors are
-/// `f32`: the features are read into one host buffer (a copy of `O(N d)`) and the `[Na]`
-/// result is written back.
+/// [`SupConBackend::supcon_lse`] on the CPU kernel, for a CPU backend: the features are read
+/// into one host buffer (a copy of `O(N d)`) and the `[Na]` result is written back. Tensors of
+/// another float type than `f32` take the reference (the kernel computes in `f32` and would
+/// lose precision).
 fn cpu_lse_op<B: Backend>(z: FloatTensor<B>, n_anchor: usize, temperature: f64) -> FloatTensor<B> {
+    if z.dtype() != burn::tensor::DType::F32 {
+        return reference_lse_op::<B>(z, n_anchor, temperature);
+    }
     let z = float::<B, 2>(z);
     let [n_contrast, dim] = z.dims();
     let device = z.device();
@@ -203,6 +207,9 @@ fn cpu_lse_backward_op<B: Backend>(
     grad: FloatTensor<B>,
     temperature: f64,
 ) -> FloatTensor<B> {
+    if z.dtype() != burn::tensor::DType::F32 {
+        return reference_lse_backward_op::<B>(z, lse, grad, temperature);
+    }
     let z = float::<B, 2>(z);
     let [n_contrast, dim] = z.dims();
     let device = z.device();
@@ -222,30 +229,16 @@ fn cpu_lse_backward_op<B: Backend>(
         .tensor()
 }
 
-#[cfg(feature = "flex")]
-mod flex_impl {
-    use super::*;
-    use burn::backend::Flex;
-    use burn::tensor::DType;
-
-    /// Whether a Flex float tensor holds `f32` (Flex chooses the float type per tensor).
-    fn is_f32(t: &FloatTensor<Flex>) -> bool {
-        t.dtype() == DType::F32
-    }
-
-    /// The CPU kernel for `f32` tensors; tensors of other float types take the reference (the
-    /// kernel computes in `f32` and would lose precision).
-    impl SupConBackend for Flex {
+/// The two kernel methods of [`SupConBackend`] on the CPU kernel, for a CPU backend's impl.
+#[allow(unused_macros)]
+macro_rules! cpu_supcon_methods {
+    () => {
         fn supcon_lse(
             z: FloatTensor<Self>,
             n_anchor: usize,
             temperature: f64,
         ) -> FloatTensor<Self> {
-            if is_f32(&z) {
-                cpu_lse_op::<Self>(z, n_anchor, temperature)
-            } else {
-                reference_lse_op::<Self>(z, n_anchor, temperature)
-            }
+            cpu_lse_op::<Self>(z, n_anchor, temperature)
         }
 
         fn supcon_lse_backward(
@@ -254,16 +247,18 @@ mod flex_impl {
             grad: FloatTensor<Self>,
             temperature: f64,
         ) -> FloatTensor<Self> {
-            if is_f32(&z) {
-                cpu_lse_backward_op::<Self>(z, lse, grad, temperature)
-            } else {
-                reference_lse_backward_op::<Self>(z, lse, grad, temperature)
-            }
+            cpu_lse_backward_op::<Self>(z, lse, grad, temperature)
         }
+    };
+}
 
-        fn supcon_fused_available() -> bool {
-            true
-        }
+/// The CPU kernel for `f32` tensors (Flex chooses the float type per tensor).
+#[cfg(feature = "flex")]
+impl SupConBackend for burn::backend::Flex {
+    cpu_supcon_methods!();
+
+    fn supcon_fused_available() -> bool {
+        true
     }
 }
 
@@ -276,38 +271,14 @@ mod ndarray_impl {
     };
     use burn::tensor::DType;
 
-    /// The CPU kernel for `f32`; other float types take the reference (the kernel computes in
-    /// `f32` and would lose precision).
+    /// The CPU kernel for `NdArray<f32>`; other float types take the reference.
     impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> SupConBackend
         for NdArray<E, I, Q>
     where
         NdArrayTensor: From<SharedArray<E>>,
         NdArrayTensor: From<SharedArray<I>>,
     {
-        fn supcon_lse(
-            z: FloatTensor<Self>,
-            n_anchor: usize,
-            temperature: f64,
-        ) -> FloatTensor<Self> {
-            if Self::supcon_fused_available() {
-                cpu_lse_op::<Self>(z, n_anchor, temperature)
-            } else {
-                reference_lse_op::<Self>(z, n_anchor, temperature)
-            }
-        }
-
-        fn supcon_lse_backward(
-            z: FloatTensor<Self>,
-            lse: FloatTensor<Self>,
-            grad: FloatTensor<Self>,
-            temperature: f64,
-        ) -> FloatTensor<Self> {
-            if Self::supcon_fused_available() {
-                cpu_lse_backward_op::<Self>(z, lse, grad, temperature)
-            } else {
-                reference_lse_backward_op::<Self>(z, lse, grad, temperature)
-            }
-        }
+        cpu_supcon_methods!();
 
         fn supcon_fused_available() -> bool {
             E::dtype() == DType::F32
