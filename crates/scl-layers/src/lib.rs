@@ -112,6 +112,20 @@ pub trait LayerBackend: Backend {
     ) -> [FloatTensor<Self>; 3] {
         reference_batch_norm_backward::<Self>(x, gamma, mean, var, output_grad, epsilon)
     }
+
+    /// Batch normalisation in inference mode, with the running statistics: `y = gamma (x -
+    /// mean) / sqrt(var + eps) + beta` for `x` `[N, C, S]`; `gamma`, `beta`, `mean` and `var`
+    /// are `[C]`.
+    fn scl_batch_norm_inference(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        reference_batch_norm_inference::<Self>(x, gamma, beta, mean, var, epsilon)
+    }
 }
 
 fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
@@ -144,6 +158,23 @@ pub fn reference_batch_norm<B: Backend>(
         primitive(mean.reshape([c])),
         primitive(var.reshape([c])),
     ]
+}
+
+/// The default body of [`LayerBackend::scl_batch_norm_inference`], in tensor operations (the
+/// formula of Burn's `BatchNorm` in inference mode).
+pub fn reference_batch_norm_inference<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    mean: FloatTensor<B>,
+    var: FloatTensor<B>,
+    epsilon: f64,
+) -> FloatTensor<B> {
+    let x = float::<B, 3>(x);
+    let c = x.dims()[1];
+    let channel = |t: FloatTensor<B>| float::<B, 1>(t).reshape([1, c, 1]);
+    let std = channel(var).add_scalar(epsilon).sqrt();
+    primitive((x - channel(mean)) / std * channel(gamma) + channel(beta))
 }
 
 /// The default body of [`LayerBackend::scl_batch_norm_backward`], in tensor operations.
@@ -182,12 +213,26 @@ pub fn batch_norm<B: LayerBackend, const D: usize>(
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
     let device = x.device();
-    if D < 2 || !B::ad_enabled(&device) {
+    if D < 2 {
         return bn.forward(x);
     }
     let dims = x.dims();
     let (n, c) = (dims[0], dims[1]);
     let s = dims[2..].iter().product::<usize>();
+    if !B::ad_enabled(&device) {
+        let stat = |state: &burn::module::RunningState<Tensor<B, 1>>| {
+            primitive(state.value().to_device(&device))
+        };
+        let y = B::scl_batch_norm_inference(
+            primitive(x.reshape([n, c, s])),
+            primitive(bn.gamma.val()),
+            primitive(bn.beta.val()),
+            stat(&bn.running_mean),
+            stat(&bn.running_var),
+            bn.epsilon,
+        );
+        return float::<B, 3>(y).reshape(dims);
+    }
     let [y, mean, var] = B::scl_batch_norm(
         primitive(x.reshape([n, c, s])),
         primitive(bn.gamma.val()),
@@ -277,16 +322,6 @@ fn host<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
         .expect("an f32 tensor reads as f32")
 }
 
-fn device_tensor<B: Backend>(
-    values: Vec<f32>,
-    shape: [usize; 4],
-    device: &B::Device,
-) -> FloatTensor<B> {
-    Tensor::<B, 4>::from_data(TensorData::new(values, shape), device)
-        .into_primitive()
-        .tensor()
-}
-
 /// [`LayerBackend::scl_conv2d_input_grad`] on the CPU kernel for a CPU backend.
 fn cpu_input_grad<B: Backend>(
     x: FloatTensor<B>,
@@ -299,7 +334,7 @@ fn cpu_input_grad<B: Backend>(
     };
     let device = B::float_device(&x);
     let dx = cpu::input_grad(&shape, &host::<B>(weight), &host::<B>(output_grad));
-    device_tensor::<B>(dx, [shape.n, shape.c, shape.h, shape.w], &device)
+    tensor_of::<B, 4>(dx, [shape.n, shape.c, shape.h, shape.w], &device)
 }
 
 /// [`LayerBackend::scl_conv2d_weight_grad`] on the CPU kernel for a CPU backend.
@@ -314,7 +349,7 @@ fn cpu_weight_grad<B: Backend>(
     };
     let device = B::float_device(&x);
     let dw = cpu::weight_grad(&shape, &host::<B>(x), &host::<B>(output_grad));
-    device_tensor::<B>(
+    tensor_of::<B, 4>(
         dw,
         [shape.o, shape.c, shape.kernel[0], shape.kernel[1]],
         &device,
@@ -403,6 +438,33 @@ fn cpu_batch_norm_backward<B: Backend>(
     ]
 }
 
+/// [`LayerBackend::scl_batch_norm_inference`] on the host loops of [`norm`], for a CPU
+/// backend.
+fn cpu_batch_norm_inference<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    mean: FloatTensor<B>,
+    var: FloatTensor<B>,
+    epsilon: f64,
+) -> FloatTensor<B> {
+    if !is_f32::<B>(&[&x, &gamma, &beta, &mean, &var]) {
+        return reference_batch_norm_inference::<B>(x, gamma, beta, mean, var, epsilon);
+    }
+    let [n, c, s] = x.shape().dims();
+    let device = B::float_device(&x);
+    let widen = |t: FloatTensor<B>| host::<B>(t).into_iter().map(f64::from).collect::<Vec<_>>();
+    let y = norm::normalise(
+        &host::<B>(x),
+        [n, c, s],
+        (&widen(mean), &widen(var)),
+        &host::<B>(gamma),
+        &host::<B>(beta),
+        epsilon,
+    );
+    tensor_of::<B, 3>(y, [n, c, s], &device)
+}
+
 /// The methods of [`LayerBackend`] that run the host kernels, for a CPU backend's impl.
 #[allow(unused_macros)]
 macro_rules! cpu_layer_methods {
@@ -443,6 +505,17 @@ macro_rules! cpu_layer_methods {
             epsilon: f64,
         ) -> [FloatTensor<Self>; 3] {
             cpu_batch_norm_backward::<Self>(x, gamma, mean, var, output_grad, epsilon)
+        }
+
+        fn scl_batch_norm_inference(
+            x: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            mean: FloatTensor<Self>,
+            var: FloatTensor<Self>,
+            epsilon: f64,
+        ) -> FloatTensor<Self> {
+            cpu_batch_norm_inference::<Self>(x, gamma, beta, mean, var, epsilon)
         }
     };
 }

@@ -171,12 +171,13 @@ fn uneven_padding_takes_burns_forward() {
 }
 
 /// Output, input and parameter gradients, and running statistics of `sum(bn(x) * g)`,
-/// through Burn's `BatchNorm::forward` or [`crate::batch_norm`].
-fn run_norm<B: AutodiffBackend + LayerBackend, const D: usize>(
+/// through Burn's `BatchNorm::forward` or [`crate::batch_norm`]; then the output of the
+/// module in inference mode (`valid()`, the running statistics just updated) on `x`.
+fn run_norm<B: AutodiffBackend<InnerBackend: LayerBackend> + LayerBackend, const D: usize>(
     x: &[f32],
     shape: [usize; D],
     ours: bool,
-) -> [Vec<f32>; 6] {
+) -> [Vec<f32>; 7] {
     use burn::nn::{BatchNorm, BatchNormConfig};
     let device = Default::default();
     let c = shape[1];
@@ -189,6 +190,8 @@ fn run_norm<B: AutodiffBackend + LayerBackend, const D: usize>(
         burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(gamma, [c]), &device));
     bn.beta =
         burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(beta, [c]), &device));
+    let x_inference =
+        Tensor::<B::InnerBackend, D>::from_data(TensorData::new(x.to_vec(), shape), &device);
     let x = Tensor::<B, D>::from_data(TensorData::new(x.to_vec(), shape), &device).require_grad();
     let y = if ours {
         crate::batch_norm(&bn, x.clone())
@@ -201,6 +204,12 @@ fn run_norm<B: AutodiffBackend + LayerBackend, const D: usize>(
     let g = Tensor::<B, D>::from_data(TensorData::new(g, shape), &device);
     let grads = (y.clone() * g).sum().backward();
     let host = |t: Tensor<B::InnerBackend, 1>| t.into_data().to_vec::<f32>().unwrap();
+    let valid = burn::module::AutodiffModule::valid(&bn);
+    let y_inference = if ours {
+        crate::batch_norm(&valid, x_inference)
+    } else {
+        valid.forward(x_inference)
+    };
     [
         y.into_data().to_vec().unwrap(),
         x.grad(&grads).unwrap().into_data().to_vec().unwrap(),
@@ -208,19 +217,22 @@ fn run_norm<B: AutodiffBackend + LayerBackend, const D: usize>(
         host(bn.beta.grad(&grads).unwrap()),
         bn.running_mean.value().into_data().to_vec().unwrap(),
         bn.running_var.value().into_data().to_vec().unwrap(),
+        y_inference.into_data().to_vec().unwrap(),
     ]
 }
 
-fn check_norm<B: AutodiffBackend + LayerBackend>(name: &str) {
+fn check_norm<B: AutodiffBackend<InnerBackend: LayerBackend> + LayerBackend>(name: &str) {
     let mut rng = StdRng::seed_from_u64(9);
-    let compare = |what: &str, ours: [Vec<f32>; 6], burn: [Vec<f32>; 6]| {
+    let compare = |what: &str, ours: [Vec<f32>; 7], burn: [Vec<f32>; 7]| {
         let parts = [
             "output",
             "input gradient",
             "gamma gradient",
             "beta gradient",
         ];
-        let parts = parts.iter().chain(&["running mean", "running variance"]);
+        let parts = parts
+            .iter()
+            .chain(&["running mean", "running variance", "inference output"]);
         for (part, (a, b)) in parts.zip(ours.iter().zip(&burn)) {
             assert_eq!(a.len(), b.len(), "{name} {what} {part}: sizes");
             let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
@@ -288,7 +300,7 @@ fn the_reference_batch_norm_matches_the_host_loops() {
             .unwrap()
     };
     let ours = B::scl_batch_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5);
-    let reference = crate::reference_batch_norm::<B>(x.clone(), gamma.clone(), beta, 1e-5);
+    let reference = crate::reference_batch_norm::<B>(x.clone(), gamma.clone(), beta.clone(), 1e-5);
     let back = |[_, mean, var]: [burn::tensor::ops::FloatTensor<B>; 3], reference: bool| {
         let args = (x.clone(), gamma.clone(), mean, var, dy.clone());
         if reference {
@@ -297,12 +309,38 @@ fn the_reference_batch_norm_matches_the_host_loops() {
             B::scl_batch_norm_backward(args.0, args.1, args.2, args.3, args.4, 1e-5)
         }
     };
+    // Inference mode with running statistics of the shape the module keeps (`var` > 0).
+    let running_mean = tensor(c, vec![c], &mut rng);
+    let running_var: Vec<f32> = (0..c).map(|_| rng.random_range(0.2..2.0)).collect();
+    let running_var = <B as burn::tensor::ops::FloatTensorOps<B>>::float_from_data(
+        TensorData::new(running_var, [c]),
+        &device,
+    );
+    let inference = |reference: bool| {
+        let args = (x.clone(), gamma.clone(), beta.clone());
+        let stats = (running_mean.clone(), running_var.clone());
+        if reference {
+            crate::reference_batch_norm_inference::<B>(
+                args.0, args.1, args.2, stats.0, stats.1, 1e-5,
+            )
+        } else {
+            B::scl_batch_norm_inference(args.0, args.1, args.2, stats.0, stats.1, 1e-5)
+        }
+    };
+    let ours_inference = inference(false);
+    let reference_inference = inference(true);
     let ours_back = back(ours.clone(), false);
     let reference_back = back(reference.clone(), true);
     for (a, b) in ours
         .into_iter()
         .chain(ours_back)
-        .zip(reference.into_iter().chain(reference_back))
+        .chain([ours_inference])
+        .zip(
+            reference
+                .into_iter()
+                .chain(reference_back)
+                .chain([reference_inference]),
+        )
     {
         let (a, b) = (host(a), host(b));
         for (u, v) in a.iter().zip(&b) {
