@@ -1,7 +1,6 @@
 //! `cargo xtask slurm`: an sbatch job-array script whose task `i` runs cell `i` of an
 //! experiment (`cargo xtask sweep --cell $SLURM_ARRAY_TASK_ID`) into a shared results folder.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -52,6 +51,15 @@ pub struct SlurmArgs {
     /// Where to write the script (default: `<out>/<experiment>/slurm.sbatch`).
     #[arg(long)]
     script: Option<PathBuf>,
+    /// Data directory of the deep cells' datasets, passed to every task (default: the tasks'
+    /// $SCL_DATA_DIR, else `datasets/cache` under `--workdir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Seconds before the time limit at which Slurm warns a task (`--signal=B:USR1@S`): the
+    /// cell then saves a checkpoint and the task requeues itself. Slurm may send the warning
+    /// up to a minute earlier than asked.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    signal_lead: u32,
 }
 
 /// The script's settings, resolved.
@@ -82,6 +90,29 @@ pub struct SlurmPlan<'a> {
     pub workdir: &'a Path,
     /// Where the script is written.
     pub script: &'a Path,
+    /// Data directory passed to the tasks, if any.
+    pub data_dir: Option<&'a Path>,
+    /// Seconds between Slurm's warning and the time limit.
+    pub signal_lead: u32,
+}
+
+/// `text` as one shell word: unchanged when it holds only characters the shell leaves alone,
+/// else in single quotes.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// A path as one shell word.
+fn shell_path(path: &Path) -> String {
+    shell_word(&path.display().to_string())
 }
 
 /// The sbatch script text.
@@ -91,80 +122,126 @@ pub fn render(p: &SlurmPlan<'_>) -> String {
     let root = p.out.join(&folder);
     let profile = p
         .profile
-        .map(|x| format!(" --profile {x}"))
+        .map(|x| format!(" --profile {}", shell_word(x)))
         .unwrap_or_default();
+    let data_dir = p
+        .data_dir
+        .map(|d| format!(" --data-dir {}", shell_path(d)))
+        .unwrap_or_default();
+    let binary = shell_path(p.binary);
+    let experiment_file = shell_path(p.experiment_file);
+    let out = shell_path(p.out);
     let sweep = format!(
-        "{} sweep --experiment {}{profile} --backend {} --out {}",
-        p.binary.display(),
-        p.experiment_file.display(),
+        "{binary} sweep --experiment {experiment_file}{profile} --backend {} --out {out}{data_dir}",
         p.backend,
-        p.out.display()
     );
+    let build = match p.backend {
+        b if b.is_cpu() => String::new(),
+        b => format!(" --features {b}"),
+    };
+    let array_limit = p
+        .max_concurrent
+        .map(|m| format!("%{m}"))
+        .unwrap_or_default();
     let mut s = String::new();
-    let _ = writeln!(s, "#!/bin/bash");
-    let _ = writeln!(
-        s,
+    let mut line = |text: String| {
+        s.push_str(&text);
+        s.push('\n');
+    };
+    line("#!/bin/bash".into());
+    line(format!(
         "# Slurm job array for experiment {folder}: {n} cells, task i runs cell i."
-    );
-    let _ = writeln!(
-        s,
-        "# Written by `cargo xtask slurm`. Before submitting, build the binary once:"
-    );
-    let _ = writeln!(
-        s,
-        "#   cargo build --release -p xtask{}",
-        match p.backend {
-            b if b.is_cpu() => String::new(),
-            b => format!(" --features {b}"),
-        }
-    );
-    let _ = writeln!(s, "# then: sbatch {}", p.script.display());
-    let _ = writeln!(
-        s,
+    ));
+    line("# Written by `cargo xtask slurm`. Before submitting, build the binary once:".into());
+    line(format!("#   cargo build --release -p xtask{build}"));
+    line(format!("# then: sbatch {}", shell_path(p.script)));
+    line(
         "# A finished cell is skipped and an interrupted one resumes from its last checkpoint,"
+            .into(),
     );
-    let _ = writeln!(
-        s,
+    line(
         "# so resubmitting this script completes whatever is missing. Merge the report at any time:"
+            .into(),
     );
-    let _ = writeln!(
-        s,
-        "#   {} report --experiment {}{profile} --out {}",
-        p.binary.display(),
-        p.experiment_file.display(),
-        p.out.display()
+    line(format!(
+        "#   {binary} report --experiment {experiment_file}{profile} --out {out}"
+    ));
+    line(format!(
+        "# {} s before the time limit Slurm sends USR1 (--signal): the cell saves a checkpoint and",
+        p.signal_lead
+    ));
+    line(
+        "# stops, and the task requeues itself to resume from it. A task that Slurm requeues or"
+            .into(),
     );
-    let _ = writeln!(s, "#SBATCH --job-name=scl-{folder}");
-    let _ = writeln!(
-        s,
-        "#SBATCH --array=0-{}{}",
-        n.saturating_sub(1),
-        p.max_concurrent
-            .map(|m| format!("%{m}"))
-            .unwrap_or_default()
+    line(
+        "# preempts gets SIGTERM: the cell saves a checkpoint and resumes when the task runs again"
+            .into(),
     );
+    line(
+        "# (--requeue). Every run of task i appends to .slurm/task-i.out in the results folder."
+            .into(),
+    );
+    line(format!("#SBATCH --job-name=scl-{folder}"));
+    line(format!(
+        "#SBATCH --array=0-{}{array_limit}",
+        n.saturating_sub(1)
+    ));
     if let Some(part) = p.partition {
-        let _ = writeln!(s, "#SBATCH --partition={part}");
+        line(format!("#SBATCH --partition={part}"));
     }
     if p.gpus_per_task > 0 {
-        let _ = writeln!(s, "#SBATCH --gpus-per-task={}", p.gpus_per_task);
+        line(format!("#SBATCH --gpus-per-task={}", p.gpus_per_task));
     }
-    let _ = writeln!(s, "#SBATCH --ntasks=1");
-    let _ = writeln!(s, "#SBATCH --cpus-per-task={}", p.cpus_per_task);
-    let _ = writeln!(s, "#SBATCH --time={}", p.time);
-    let _ = writeln!(s, "#SBATCH --chdir={}", p.workdir.display());
-    let _ = writeln!(
-        s,
-        "#SBATCH --output={}/%A_%a.out",
+    line("#SBATCH --ntasks=1".into());
+    line(format!("#SBATCH --cpus-per-task={}", p.cpus_per_task));
+    line(format!("#SBATCH --time={}", p.time));
+    line(format!("#SBATCH --chdir={}", p.workdir.display()));
+    line(format!(
+        "#SBATCH --output={}/task-%a.out",
         slurm_dir(&root).display()
+    ));
+    line("#SBATCH --open-mode=append".into());
+    line(format!("#SBATCH --signal=B:USR1@{}", p.signal_lead));
+    line("#SBATCH --requeue".into());
+    line("set -uo pipefail".into());
+    line(format!("cd {}", shell_path(p.workdir)));
+    line(
+        "echo \"== task $SLURM_ARRAY_TASK_ID of job $SLURM_ARRAY_JOB_ID, run \
+         $((${SLURM_RESTART_COUNT:-0} + 1)), on $(hostname) at $(date -u +%FT%TZ)\""
+            .into(),
     );
-    let _ = writeln!(s, "set -euo pipefail");
-    let _ = writeln!(s, "cd {}", p.workdir.display());
-    let _ = writeln!(
-        s,
-        "# Slurm exposes the task's GPU as device 0 (CUDA_VISIBLE_DEVICES)."
+    line("# Slurm exposes the task's GPU as device 0 (CUDA_VISIBLE_DEVICES).".into());
+    line(format!("{sweep} --cell \"$SLURM_ARRAY_TASK_ID\" &"));
+    line("cell=$!".into());
+    line(
+        "# USR1 (the time limit is near): the cell checkpoints and stops, then the task requeues."
+            .into(),
     );
-    let _ = writeln!(s, "exec {sweep} --cell \"$SLURM_ARRAY_TASK_ID\"");
+    line(
+        "# SIGTERM (requeue, preemption, scancel) reaches the cell from Slurm itself: only wait."
+            .into(),
+    );
+    line("requeue=0 status=1".into());
+    line("trap 'trapped=1 requeue=1; kill -TERM \"$cell\" 2>/dev/null' USR1".into());
+    line("trap 'trapped=1' TERM".into());
+    line("# A trapped signal ends `wait` early; wait again for the cell's own exit status.".into());
+    line("trapped=1".into());
+    line("while [ \"$trapped\" = 1 ]; do".into());
+    line("  trapped=0".into());
+    line("  wait \"$cell\"".into());
+    line("  code=$?".into());
+    line("  [ \"$code\" = 127 ] || status=$code".into());
+    line("done".into());
+    line("if [ \"$requeue\" = 1 ]; then".into());
+    line(
+        "  echo \"== the cell stopped (exit $status); requeueing the task to resume from its \
+         checkpoint\""
+            .into(),
+    );
+    line("  scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"".into());
+    line("fi".into());
+    line("exit \"$status\"".into());
     s
 }
 
@@ -209,6 +286,8 @@ pub fn run(args: SlurmArgs) -> anyhow::Result<ExitCode> {
         binary: &args.binary,
         workdir: &workdir,
         script: &script,
+        data_dir: args.data_dir.as_deref(),
+        signal_lead: args.signal_lead,
     });
     // sbatch does not create the folder of --output.
     std::fs::create_dir_all(slurm_dir(&root))?;
