@@ -99,13 +99,45 @@ pub fn prepare(
 ) -> Result<(Experiment, BackendKind), ExitCode> {
     let backend: BackendKind = backend.parse().map_err(|e| config_error(&e))?;
     backend.check_available().map_err(|e| config_error(&e))?;
-    for &d in devices {
+    for (i, &d) in devices.iter().enumerate() {
         backend.check_device(d).map_err(|e| config_error(&e))?;
+        if devices[..i].contains(&d) {
+            return Err(config_error(&ConfigError::new(format!(
+                "--devices lists device {d} twice: give each device once"
+            ))));
+        }
     }
+    check_out_dir(out).map_err(|e| config_error(&e))?;
     let experiment = Experiment::load(experiment, profile).map_err(|e| config_error(&e))?;
     check_results_dir(&experiment, &experiment_root(&experiment, out))
         .map_err(|e| config_error(&e))?;
     Ok((experiment, backend))
+}
+
+/// `--out` must be a folder, or a path whose nearest existing parent is a writable folder.
+fn check_out_dir(out: &Path) -> Result<(), ConfigError> {
+    let existing = out
+        .ancestors()
+        .find(|p| p.exists() || p.as_os_str().is_empty());
+    let Some(existing) = existing.filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let shown = out.display();
+    match std::fs::metadata(existing) {
+        Ok(m) if !m.is_dir() => Err(ConfigError::new(format!(
+            "--out {shown} is not allowed: {} is a file, not a folder",
+            existing.display()
+        ))),
+        Ok(m) if m.permissions().readonly() => Err(ConfigError::new(format!(
+            "--out {shown} is not allowed: {} is read-only",
+            existing.display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(ConfigError::new(format!(
+            "--out {shown} is not allowed: {} cannot be read ({e})",
+            existing.display()
+        ))),
+    }
 }
 
 /// The datasets of deep cells must be present and verified before anything runs (a dry run

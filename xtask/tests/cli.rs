@@ -66,6 +66,30 @@ fn config_errors_exit_2_with_one_sentence_and_write_nothing() {
             GOOD.replace("seed = 0", "seed = 0\nbatchsize = 3"),
             "unknown key `batchsize` in [base]: the allowed keys are num_classes, dim,",
         ),
+        (
+            GOOD.replace("steps = 2", "steps = 0"),
+            "steps = 0 is not allowed: it must be at least 1",
+        ),
+        (
+            GOOD.replace("lr = 0.1", "lr = 50.0"),
+            "lr = 50 is not allowed: it must be a number above 0 and at most 10",
+        ),
+        (
+            GOOD.replace("num_classes = 4", "num_classes = 100000"),
+            "num_classes = 100000, n_majority = 6 and dim = 200000 are not allowed together: \
+             the run would hold about",
+        ),
+        (
+            KILLABLE.replace(
+                "mlp_widths = [32, 16]",
+                "mlp_widths = [32, 16]\nprojection = 0",
+            ),
+            "projection = 0 is not allowed: it must be at least 1",
+        ),
+        (
+            KILLABLE.replace("lr = 0.05\nbatch_size", "lr = 1e3\nbatch_size"),
+            "lr = 1000 is not allowed: it must be a number above 0 and at most 10",
+        ),
     ];
     for (text, expected) in cases {
         let (code, err, wrote) = sweep_with(&text, &[]);
@@ -323,6 +347,11 @@ fn runner_bad_inputs_exit_2_and_write_nothing() {
             vec!["--cell", "7"],
             "--cell 7 does not exist: the experiment has cells 0 to 1",
         ),
+        (
+            GOOD.to_string(),
+            vec!["--devices", "0,0"],
+            "--devices lists device 0 twice: give each device once",
+        ),
     ];
     for (text, extra, expected) in cases {
         let (code, err, wrote) = sweep_with(&text, &extra);
@@ -333,6 +362,26 @@ fn runner_bad_inputs_exit_2_and_write_nothing() {
         // got past the checks; it must not.
         assert!(!wrote, "{expected}: nothing may be written");
     }
+
+    // A results folder under a file.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), GOOD).unwrap();
+    let (code, err) = xtask(
+        dir.path(),
+        &[
+            "sweep",
+            "--experiment",
+            "exp.toml",
+            "--out",
+            "exp.toml/runs",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--out exp.toml/runs is not allowed: exp.toml is a file, not a folder"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err:?}");
 
     // A results folder holding another configuration under a cell's id: a finished run whose
     // stored configuration differs in one value (as after editing a file by hand).

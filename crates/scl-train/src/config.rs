@@ -124,6 +124,18 @@ impl UfmConfig {
         self.dim.unwrap_or(2 * self.num_classes)
     }
 
+    /// Bytes a run of this configuration holds at once, roughly: the `N x d` features with
+    /// their gradient and the optimiser's two moments in f32 (`16 N d`), their f64 copy for the
+    /// geometry (`8 N d`), the class means and their Gram matrix (`8 K d + 8 K^2`). The loss
+    /// kernel keeps no `N x N` matrix on the CPU backends.
+    pub fn memory_estimate_bytes(&self) -> f64 {
+        let n: f64 = (0..self.num_classes)
+            .map(|c| self.class_size(c) as f64)
+            .sum();
+        let (d, k) = (self.dim() as f64, self.num_classes as f64);
+        24.0 * n * d + 8.0 * k * d + 8.0 * k * k
+    }
+
     /// Checks every value; the error names the first wrong key and what is allowed.
     ///
     /// # Errors
@@ -176,11 +188,34 @@ impl UfmConfig {
                 ),
             );
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("lr", &self.lr, "it must be a finite number above 0");
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= crate::MAX_LR) {
+            return bad(
+                "lr",
+                &self.lr,
+                &format!("it must be a number above 0 and at most {}", crate::MAX_LR),
+            );
+        }
+        if self.steps < 1 {
+            return bad("steps", &self.steps, "it must be at least 1");
         }
         if self.log_every < 1 {
             return bad("log_every", &self.log_every, "it must be at least 1");
+        }
+        if let Some(available) = crate::machine_memory_bytes() {
+            let needed = self.memory_estimate_bytes();
+            if needed > available as f64 {
+                let gib = |b: f64| b / f64::from(1u32 << 30);
+                return Err(ConfigError::new(format!(
+                    "num_classes = {}, n_majority = {} and dim = {} are not allowed together: \
+                     the run would hold about {:.1} GiB, more than this machine's {:.1} GiB of \
+                     memory; lower one of them",
+                    self.num_classes,
+                    self.n_majority,
+                    self.dim(),
+                    gib(needed),
+                    gib(available as f64)
+                )));
+            }
         }
         match (self.schedule, self.batch_size) {
             (None, None) => {}

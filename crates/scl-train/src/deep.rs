@@ -257,6 +257,18 @@ impl DeepConfig {
         positive("temperature", self.temperature)?;
         positive("base_temperature", self.base_temperature)?;
         positive("lr", self.lr)?;
+        if self.lr > crate::MAX_LR {
+            return Err(ConfigError::new(format!(
+                "lr = {} is not allowed: it must be a number above 0 and at most {}",
+                self.lr,
+                crate::MAX_LR
+            )));
+        }
+        if self.projection == Some(0) {
+            return Err(ConfigError::new(
+                "projection = 0 is not allowed: it must be at least 1 (or absent: no projection head)",
+            ));
+        }
         positive("lr_gamma", self.lr_gamma)?;
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(ConfigError::new(format!(
@@ -811,6 +823,9 @@ impl<B: TrainBackend> Run<'_, B> {
                     source: e,
                 }
             })?;
+        if geometry.overall.of_distance.is_nan() {
+            return Err(RunError::DegenerateGeometry { step });
+        }
         // The training class means classify the test set (not the test means, which the
         // authors' released code used by mistake).
         let classes: Vec<usize> = (0..k).collect();

@@ -75,6 +75,17 @@ pub enum RunError {
         /// The step at which it happened.
         step: usize,
     },
+    /// The geometry stopped being defined: the OF distance of the class means is not a
+    /// number, because a class mean has zero norm (every feature 0 after the final ReLU, as
+    /// after a learning rate far too large) or the features overflowed.
+    #[error(
+        "the geometry became undefined at step {step}: the OF distance is not a number (a class \
+         mean of zero norm, e.g. every feature 0 after the final ReLU, or overflowing features)"
+    )]
+    DegenerateGeometry {
+        /// The step at which it was measured.
+        step: usize,
+    },
     /// A stop was asked for ([`interrupt`]). A deep-network run saved a checkpoint at its
     /// current step and resumes from it; a UFM run has none and starts again.
     #[error("interrupted at step {step}; {}", match .checkpoint {
@@ -102,6 +113,24 @@ pub enum RunError {
     /// Anything else, described.
     #[error("{0}")]
     Other(String),
+}
+
+/// The largest learning rate a configuration may ask for: a guard against a slip such as
+/// `1e3` for `1e-3`, which would otherwise run to the end on dead or overflowing features.
+pub const MAX_LR: f64 = 10.0;
+
+/// Total memory of this machine in bytes (`MemTotal` of `/proc/meminfo`); `None` where the
+/// system does not say.
+pub fn machine_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 impl From<ConfigError> for RunError {

@@ -295,6 +295,9 @@ impl<B: AutodiffBackend + SupConBackend> Problem<'_, B> {
                                 what: format!("geometry at step {step}"),
                                 source: e,
                             })?;
+                    if geometry.overall.of_distance.is_nan() {
+                        return Err(crate::RunError::DegenerateGeometry { step });
+                    }
                     final_gram =
                         scl_geometry::class_mean_gram(&embeddings, self.labels, cfg.num_classes)
                             .map_err(|e| crate::RunError::Geometry {
