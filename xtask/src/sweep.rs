@@ -292,9 +292,16 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     };
     let report = scl_report::write_report(&experiment, &args.out)?;
     if scl_train::interrupt::requested() {
+        // A deep cell stops at a checkpoint; a UFM cell has none and starts again.
+        let saved = outcome
+            .interrupted
+            .iter()
+            .filter(|(_, what)| what.contains("checkpoint saved"))
+            .count();
         eprintln!(
-            "interrupted: {} cells ran to the end, {} saved a checkpoint and stopped, the rest did \
-             not start; report of the finished cells: {}. Run the same command again to continue.",
+            "interrupted: {} cells ran to the end, {} stopped ({saved} of them at a saved \
+             checkpoint), the rest did not start; report of the finished cells: {}. Run the same \
+             command again to continue.",
             outcome.ran,
             outcome.interrupted.len(),
             report.markdown.display()
@@ -320,7 +327,15 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     for (id, e) in &outcome.failed {
         eprintln!("  failed {id}: {e}");
     }
-    Ok(if outcome.failed.is_empty() {
+    if !outcome.busy.is_empty() {
+        eprintln!(
+            "not finished here: {} cells are being run by another process ({}); run the same \
+             command again once it has ended",
+            outcome.busy.len(),
+            outcome.busy.join(", ")
+        );
+    }
+    Ok(if outcome.failed.is_empty() && outcome.busy.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -356,15 +371,21 @@ fn run_one(
                 let line = match &status {
                     CellStatus::Finished(line) => format!("finished {line}"),
                     CellStatus::AlreadyFinished => "already finished".to_string(),
-                    CellStatus::Busy => "busy: another process is running it".to_string(),
+                    CellStatus::Busy => format!(
+                        "busy: another process has been running it for over {} s",
+                        scl_experiments::runner::LOCK_WAIT.as_secs()
+                    ),
                     CellStatus::Interrupted(what) => what.clone(),
                 };
                 eprintln!("cell {index} {id}: {line}");
             }
-            if matches!(status, CellStatus::Interrupted(_)) && !args.supervised {
-                ExitCode::from(scl_train::interrupt::EXIT_CODE)
-            } else {
-                ExitCode::SUCCESS
+            match status {
+                CellStatus::Interrupted(_) if !args.supervised => {
+                    ExitCode::from(scl_train::interrupt::EXIT_CODE)
+                }
+                // Not done here: the other process finishes it, or a rerun does.
+                CellStatus::Busy if !args.supervised => ExitCode::FAILURE,
+                _ => ExitCode::SUCCESS,
             }
         }
         Err(RunError::Config(e)) => config_error(&e),

@@ -634,6 +634,29 @@ fn a_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_results() {
         "the interrupted cell resumed from its checkpoint instead of starting again"
     );
     assert_eq!(results(&root), expected);
+
+    // Killed again and rerun at once: the cell process of the killed sweep still holds its
+    // lock for a moment; the rerun waits for it to let go instead of skipping the cell, and
+    // ends complete, with no temporary file or folder of the dead processes left.
+    let root = dir.path().join("fast/kill");
+    let mut child = killable_sweep(dir.path(), "fast").spawn().unwrap();
+    wait_for_partial_checkpoint(&root, &mut child);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let out = killable_sweep(dir.path(), "fast")
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the immediate rerun failed: {err}");
+    assert_eq!(results(&root), expected, "{err}");
+    let leftovers: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-") || n.starts_with(".partial-") || n.starts_with(".lock-"))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }
 
 /// Counts the distinct colours of a PNG (a blank or one-colour image has 1).

@@ -261,7 +261,10 @@ impl Cluster {
         loop {
             let tasks = self.tasks(job);
             if tasks != last {
-                eprintln!("job {job} at {:.1} s: {tasks:?}", start.elapsed().as_secs_f64());
+                eprintln!(
+                    "job {job} at {:.1} s: {tasks:?}",
+                    start.elapsed().as_secs_f64()
+                );
                 last = tasks.clone();
             }
             if tasks.is_empty() {

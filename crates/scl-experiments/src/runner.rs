@@ -61,7 +61,8 @@ pub struct SweepOutcome {
     pub deep_summaries: Vec<DeepSummary>,
     /// Cells run by this call.
     pub ran: usize,
-    /// Cells skipped because they had finished before.
+    /// Cells skipped because they had finished (before this call, or in another process
+    /// while it ran).
     pub skipped: usize,
     /// Cells skipped because another process holds their lock (running elsewhere).
     pub busy: Vec<String>,
@@ -118,8 +119,14 @@ fn same_config<T: Serialize + serde::de::DeserializeOwned + 'static>(
     })
 }
 
+/// How long a cell waits for the lock another live process holds before it counts as busy:
+/// the cell processes of a sweep killed a moment ago notice within about two seconds that
+/// their parent is gone, save a checkpoint and release their locks.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs cell `index` of `experiment` in this process on `device` (resuming a deep cell from
-/// its newest checkpoint), unless it has finished or another process is running it.
+/// its newest checkpoint), unless it has finished or another process is running it (after
+/// waiting up to [`LOCK_WAIT`] for that process to let go).
 ///
 /// `progress(done, total)` follows the cell. A failure is recorded in
 /// `<root>/.failed-<id>.json` (removed again when the cell later finishes) and returned.
@@ -147,8 +154,18 @@ pub fn run_cell(
     if is_finished(&root, &id) {
         return Ok(CellStatus::AlreadyFinished);
     }
-    let Some(_lock) = lock_cell(&root, &id)? else {
-        return Ok(CellStatus::Busy);
+    let waited_since = Instant::now();
+    let _lock = loop {
+        if let Some(lock) = lock_cell(&root, &id)? {
+            break lock;
+        }
+        if is_finished(&root, &id) {
+            return Ok(CellStatus::AlreadyFinished);
+        }
+        if waited_since.elapsed() >= LOCK_WAIT || scl_train::interrupt::requested() {
+            return Ok(CellStatus::Busy);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     };
     if is_finished(&root, &id) {
         return Ok(CellStatus::AlreadyFinished);
@@ -259,7 +276,7 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
     let tally = pool.finish();
     Ok(SweepOutcome {
         ran: tally.ran,
-        skipped,
+        skipped: skipped + tally.finished_elsewhere,
         busy: tally.busy,
         failed: tally.failed,
         interrupted: tally.interrupted,
@@ -272,6 +289,8 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
 #[derive(Default)]
 struct Tally {
     ran: usize,
+    /// Cells another process finished after this sweep had planned them.
+    finished_elsewhere: usize,
     busy: Vec<String>,
     failed: Vec<(String, String)>,
     interrupted: Vec<(String, String)>,
@@ -374,15 +393,16 @@ impl<'a> Pool<'a> {
                     eprintln!("finished {id}: {line}");
                 }
             }
-            Ok(CellStatus::AlreadyFinished) => tally.ran += 1,
+            Ok(CellStatus::AlreadyFinished) => tally.finished_elsewhere += 1,
             Ok(CellStatus::Interrupted(what)) => {
                 let _ = self.multi.println(format!("cell {id} {what}"));
                 tally.interrupted.push((id, what));
             }
             Ok(CellStatus::Busy) => {
-                let _ = self
-                    .multi
-                    .println(format!("cell {id} skipped: another process is running it"));
+                let _ = self.multi.println(format!(
+                    "cell {id} skipped: another process has been running it for over {} s",
+                    LOCK_WAIT.as_secs()
+                ));
                 tally.busy.push(id);
             }
             Err(e) => {
