@@ -292,7 +292,10 @@ fn a_sweep_interrupted_with_sigint_checkpoints_and_resumes() {
     let status = child.wait().unwrap();
     let err = std::fs::read_to_string(dir.path().join("cut.log")).unwrap();
     assert_eq!(status.code(), Some(130), "{err}");
-    assert!(err.contains("saved a checkpoint and stopped"), "{err}");
+    assert!(
+        err.contains("1 stopped (1 of them at a saved checkpoint)"),
+        "{err}"
+    );
     assert!(err.contains("Run the same command again"), "{err}");
     assert!(err.contains(&format!("{id}: interrupted at step")), "{err}");
     assert!(!root.join(format!(".failed-{id}.json")).exists());
