@@ -73,6 +73,58 @@ fn the_quick_sweep_reproduces_the_unconstrained_features_geometry() {
     }
     assert!(report.contains("probe bal acc"));
 
+    // results.csv: a header, then one row per cell in grid order with its axis values and the
+    // final metrics of its summary; every row as wide as the header.
+    let table = std::fs::read_to_string(root.join("results.csv")).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    let head = csv_fields(lines[0]);
+    assert_eq!(&head[..2], ["cell_id", "kind"]);
+    for axis in [
+        "ratio",
+        "relu",
+        "imbalance",
+        "final_activation",
+        "of_distance",
+    ] {
+        assert!(
+            head.iter().any(|h| h == axis),
+            "results.csv lacks {axis}: {head:?}"
+        );
+    }
+    assert_eq!(lines.len(), 1 + experiment.len(), "{table}");
+    let column = |name: &str| head.iter().position(|h| h == name).unwrap();
+    for (line, id) in lines[1..].iter().zip(experiment.ids()) {
+        let row = csv_fields(line);
+        assert_eq!(row.len(), head.len(), "{line}");
+        assert_eq!(row[0], id);
+        assert_eq!(
+            row[1],
+            if id.starts_with("ufm-") {
+                "ufm"
+            } else {
+                "deep"
+            }
+        );
+        let of: f64 = row[column("of_distance")].parse().unwrap();
+        let want = outcome
+            .summaries
+            .iter()
+            .map(|s| {
+                (
+                    s.cell_id.as_str(),
+                    s.outcome.last.geometry.overall.of_distance,
+                )
+            })
+            .chain(outcome.deep_summaries.iter().map(|s| {
+                let m = s.outcome.metrics.last().unwrap();
+                (s.cell_id.as_str(), m.geometry.overall.of_distance)
+            }))
+            .find(|(cell, _)| *cell == id)
+            .unwrap()
+            .1;
+        assert_eq!(of, want, "{id}");
+    }
+
     // Every row of every table has as many columns as its header (the "Every cell" table
     // once had two values more than header columns).
     let columns = |line: &str| line.trim().trim_matches('|').split('|').count();
@@ -89,4 +141,22 @@ fn the_quick_sweep_reproduces_the_unconstrained_features_geometry() {
             }
         }
     }
+}
+
+/// The fields of one CSV line (RFC 4180 quoting: `"a,b"`, `""` for a quote inside).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let (mut quoted, mut chars) = (false, line.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().unwrap().push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (c, _) => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
 }

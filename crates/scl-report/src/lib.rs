@@ -8,6 +8,7 @@
 //! ```text
 //! runs/<experiment>/
 //!   report.md
+//!   results.csv                         one row per finished cell: grid values, final metrics
 //!   figures/<setting>-of_distance.png   OF distance along training, ReLU | no ReLU, one curve per R
 //!   figures/<setting>-nc1.png           NC1, log scale
 //!   figures/<setting>-mean_cosine.png   mean off-diagonal cosine of the class means
@@ -30,6 +31,7 @@
 pub mod compare;
 pub mod figures;
 pub mod markdown;
+pub mod results;
 
 use std::path::{Path, PathBuf};
 
@@ -81,6 +83,8 @@ pub fn write_report(experiment: &Experiment, results_root: &Path) -> Result<Repo
         markdown::render_report(experiment, &summaries, &deep, &failed, &figures, &revisions);
     let path = root.join("report.md");
     scl_fs::write(&path, text).map_err(|e| ReportError(e.to_string()))?;
+    let table = results::render_results_csv(experiment, &summaries, &deep);
+    scl_fs::write(&root.join("results.csv"), table).map_err(|e| ReportError(e.to_string()))?;
     Ok(Report {
         markdown: path,
         figures,

@@ -1,0 +1,143 @@
+//! `results.csv`: one row per finished cell with its grid values and its final metrics, for
+//! pandas, R or a spreadsheet.
+//!
+//! Columns: `cell_id`, `kind` (`ufm` or `deep`), one column per grid axis of the experiment
+//! (every part's axes, in the order they first appear; empty where a cell's part has no such
+//! axis), `backend`, `seconds`, then the last logged (UFM) or evaluated (deep) point: `step`,
+//! `epoch` (deep), `loss` (UFM: the full-batch loss; deep: the epoch's mean training loss),
+//! `of_distance`, `etf_distance`, `nc1`, `mean_cosine`, `norm_ratio`, `loss_gap` (UFM: the
+//! loss minus the orthogonal frame's), `ncc_accuracy`, `balanced_accuracy`, `probe_accuracy`,
+//! `probe_balanced_accuracy` (deep; the probe's only where it ran). Rows follow the grid order.
+
+use scl_experiments::experiment::Experiment;
+use scl_experiments::records::{DeepSummary, RunSummary};
+
+/// The metric columns after the axes.
+const METRICS: [&str; 15] = [
+    "backend",
+    "seconds",
+    "step",
+    "epoch",
+    "loss",
+    "of_distance",
+    "etf_distance",
+    "nc1",
+    "mean_cosine",
+    "norm_ratio",
+    "loss_gap",
+    "ncc_accuracy",
+    "balanced_accuracy",
+    "probe_accuracy",
+    "probe_balanced_accuracy",
+];
+
+/// A CSV field: quoted when it holds a comma, a quote or a line break.
+fn field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// The text of `results.csv` for the finished cells `ufm` and `deep` of `experiment`.
+pub fn render_results_csv(
+    experiment: &Experiment,
+    ufm: &[RunSummary],
+    deep: &[DeepSummary],
+) -> String {
+    let mut axes: Vec<&str> = Vec::new();
+    for cell in experiment.iter() {
+        for (name, _) in cell.axes() {
+            if !axes.contains(&name.as_str()) {
+                axes.push(name);
+            }
+        }
+    }
+    let metrics = &METRICS;
+    let mut out = String::new();
+    let header: Vec<String> = ["cell_id", "kind"]
+        .iter()
+        .chain(axes.iter())
+        .chain(metrics.iter())
+        .map(|h| field(h))
+        .collect();
+    out.push_str(&header.join(","));
+    out.push('\n');
+    let number = |v: f64| {
+        if v.is_finite() {
+            format!("{v}")
+        } else {
+            String::new()
+        }
+    };
+    for cell in experiment.iter() {
+        let mut values: Vec<(&str, String)> = Vec::new();
+        let kind;
+        if let Some(s) = ufm.iter().find(|s| s.cell_id == cell.id()) {
+            kind = "ufm";
+            let last = &s.outcome.last;
+            let g = &last.geometry.overall;
+            values.extend([
+                ("backend", s.backend.clone()),
+                ("seconds", number(s.seconds)),
+                ("step", last.step.to_string()),
+                ("loss", number(last.loss)),
+                ("of_distance", number(g.of_distance)),
+                ("etf_distance", number(g.etf_distance)),
+                ("nc1", number(g.nc1)),
+                ("mean_cosine", number(g.mean_cosine)),
+                ("norm_ratio", number(g.norm_ratio)),
+                ("loss_gap", number(s.outcome.loss_gap)),
+            ]);
+        } else if let Some(s) = deep.iter().find(|s| s.cell_id == cell.id()) {
+            kind = "deep";
+            values.extend([
+                ("backend", s.backend.clone()),
+                ("seconds", number(s.seconds)),
+            ]);
+            if let Some(m) = s.outcome.metrics.last() {
+                let g = &m.geometry.overall;
+                values.extend([
+                    ("step", m.step.to_string()),
+                    ("epoch", m.epoch.to_string()),
+                    ("loss", number(m.train_loss)),
+                    ("of_distance", number(g.of_distance)),
+                    ("etf_distance", number(g.etf_distance)),
+                    ("nc1", number(g.nc1)),
+                    ("mean_cosine", number(g.mean_cosine)),
+                    ("norm_ratio", number(g.norm_ratio)),
+                    ("ncc_accuracy", number(m.ncc_accuracy)),
+                    ("balanced_accuracy", number(m.balanced_accuracy)),
+                ]);
+                if let Some(p) = &m.probe {
+                    values.extend([
+                        ("probe_accuracy", number(p.accuracy)),
+                        ("probe_balanced_accuracy", number(p.balanced_accuracy)),
+                    ]);
+                }
+            }
+        } else {
+            continue;
+        }
+        let mut row = vec![field(cell.id()), kind.to_string()];
+        for axis in &axes {
+            let value = cell
+                .axes()
+                .iter()
+                .find(|(name, _)| name == axis)
+                .map_or(String::new(), |(_, v)| v.clone());
+            row.push(field(&value));
+        }
+        for column in metrics {
+            let value = values
+                .iter()
+                .find(|(name, _)| name == column)
+                .map_or(String::new(), |(_, v)| v.clone());
+            row.push(field(&value));
+        }
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
