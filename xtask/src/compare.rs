@@ -68,7 +68,14 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     let mut plans = Vec::new();
     for name in &args.backends {
         let out = base.join(name);
-        match prepare(&args.experiment, args.profile.as_deref(), name, &[0], &out) {
+        match prepare(
+            &args.experiment,
+            args.profile.as_deref(),
+            &[],
+            name,
+            &[0],
+            &out,
+        ) {
             Ok((experiment, backend)) => plans.push((experiment, backend, out)),
             Err(code) => return Ok(code),
         }
@@ -87,6 +94,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
         let child = child_args(
             &args.experiment,
             args.profile.as_deref(),
+            &[],
             *backend,
             out,
             args.data_dir.as_deref(),

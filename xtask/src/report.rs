@@ -20,11 +20,16 @@ pub struct ReportArgs {
     /// Results root; the report goes to `<out>/<experiment>/report.md`.
     #[arg(long, default_value = "runs")]
     out: PathBuf,
+    /// The `--set key=value` arguments the sweep ran with (they change the cells' ids).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 /// Writes the report.
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let experiment = match Experiment::load(&args.experiment, args.profile.as_deref()) {
+    let experiment = match crate::sweep::parse_sets(&args.set)
+        .and_then(|sets| Experiment::load_with(&args.experiment, args.profile.as_deref(), &sets))
+    {
         Ok(e) => e,
         Err(e) => return Ok(config_error(&e)),
     };

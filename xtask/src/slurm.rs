@@ -60,6 +60,10 @@ pub struct SlurmArgs {
     /// up to a minute earlier than asked.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=65535))]
     signal_lead: u32,
+    /// Replace a base key of the cells (repeatable), passed to every task and to the report
+    /// command the script names.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 /// The script's settings, resolved.
@@ -94,6 +98,8 @@ pub struct SlurmPlan<'a> {
     pub data_dir: Option<&'a Path>,
     /// Seconds between Slurm's warning and the time limit.
     pub signal_lead: u32,
+    /// `--set key=value` arguments passed to the tasks.
+    pub sets: &'a [String],
 }
 
 /// `text` as one shell word: unchanged when it holds only characters the shell leaves alone,
@@ -120,10 +126,13 @@ pub fn render(p: &SlurmPlan<'_>) -> String {
     let n = p.experiment.len();
     let folder = p.experiment.folder_name();
     let root = p.out.join(&folder);
-    let profile = p
+    let mut selection = p
         .profile
         .map(|x| format!(" --profile {}", shell_word(x)))
         .unwrap_or_default();
+    for set in p.sets {
+        selection.push_str(&format!(" --set {}", shell_word(set)));
+    }
     let data_dir = p
         .data_dir
         .map(|d| format!(" --data-dir {}", shell_path(d)))
@@ -132,7 +141,7 @@ pub fn render(p: &SlurmPlan<'_>) -> String {
     let experiment_file = shell_path(p.experiment_file);
     let out = shell_path(p.out);
     let sweep = format!(
-        "{binary} sweep --experiment {experiment_file}{profile} --backend {} --out {out}{data_dir}",
+        "{binary} sweep --experiment {experiment_file}{selection} --backend {} --out {out}{data_dir}",
         p.backend,
     );
     let build = match p.backend {
@@ -164,7 +173,7 @@ pub fn render(p: &SlurmPlan<'_>) -> String {
             .into(),
     );
     line(format!(
-        "#   {binary} report --experiment {experiment_file}{profile} --out {out}"
+        "#   {binary} report --experiment {experiment_file}{selection} --out {out}"
     ));
     line(format!(
         "# {} s before the time limit Slurm sends USR1 (--signal): the cell saves a checkpoint and",
@@ -256,7 +265,9 @@ pub fn run(args: SlurmArgs) -> anyhow::Result<ExitCode> {
             "--max-concurrent 0 is not allowed: it must be at least 1",
         )));
     }
-    let experiment = match Experiment::load(&args.experiment, args.profile.as_deref()) {
+    let experiment = match crate::sweep::parse_sets(&args.set)
+        .and_then(|sets| Experiment::load_with(&args.experiment, args.profile.as_deref(), &sets))
+    {
         Ok(e) => e,
         Err(e) => return Ok(config_error(&e)),
     };
@@ -288,6 +299,7 @@ pub fn run(args: SlurmArgs) -> anyhow::Result<ExitCode> {
         script: &script,
         data_dir: args.data_dir.as_deref(),
         signal_lead: args.signal_lead,
+        sets: &args.set,
     });
     // sbatch does not create the folder of --output.
     std::fs::create_dir_all(slurm_dir(&root))?;

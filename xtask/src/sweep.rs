@@ -54,6 +54,10 @@ pub struct SweepArgs {
     /// datasets/cache).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Replace a base key of the experiment's cells, as if written in the file (repeatable):
+    /// `--set lr=0.1 --set epochs=5`. A grid axis cannot be set this way.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Internal: this process is a cell started by a sweep (progress lines on stdout; exits
     /// when its stdin closes).
     #[arg(long, hide = true)]
@@ -73,6 +77,7 @@ impl Default for SweepArgs {
             cell: None,
             device: None,
             data_dir: None,
+            set: Vec::new(),
             supervised: false,
         }
     }
@@ -93,6 +98,7 @@ pub fn config_error(e: &ConfigError) -> ExitCode {
 pub fn prepare(
     experiment: &Path,
     profile: Option<&str>,
+    sets: &[String],
     backend: &str,
     devices: &[usize],
     out: &Path,
@@ -108,10 +114,22 @@ pub fn prepare(
         }
     }
     check_out_dir(out).map_err(|e| config_error(&e))?;
-    let experiment = Experiment::load(experiment, profile).map_err(|e| config_error(&e))?;
+    let sets = parse_sets(sets).map_err(|e| config_error(&e))?;
+    let experiment =
+        Experiment::load_with(experiment, profile, &sets).map_err(|e| config_error(&e))?;
     check_results_dir(&experiment, &experiment_root(&experiment, out))
         .map_err(|e| config_error(&e))?;
     Ok((experiment, backend))
+}
+
+/// The `--set key=value` arguments, parsed.
+///
+/// # Errors
+/// The sentence of the first malformed one.
+pub fn parse_sets(sets: &[String]) -> Result<Vec<(String, toml::Value)>, ConfigError> {
+    sets.iter()
+        .map(|s| scl_experiments::experiment::parse_set(s))
+        .collect()
 }
 
 /// `--out` must be a folder, or a path whose nearest existing parent is a writable folder.
@@ -170,6 +188,7 @@ pub fn check_datasets(experiment: &Experiment, data_dir: Option<&Path>) -> Resul
 pub fn child_args(
     experiment: &Path,
     profile: Option<&str>,
+    sets: &[String],
     backend: BackendKind,
     out: &Path,
     data_dir: Option<&Path>,
@@ -188,6 +207,9 @@ pub fn child_args(
     }
     if let Some(d) = data_dir {
         v.extend(["--data-dir".into(), d.into()]);
+    }
+    for set in sets {
+        v.extend(["--set".into(), set.into()]);
     }
     Arc::new(move |request: CellRequest| {
         let mut args = v.clone();
@@ -222,6 +244,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let (experiment, backend) = match prepare(
         &args.experiment,
         args.profile.as_deref(),
+        &args.set,
         &args.backend,
         &devices,
         &args.out,
@@ -278,6 +301,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
             args: child_args(
                 &args.experiment,
                 args.profile.as_deref(),
+                &args.set,
                 backend,
                 &args.out,
                 args.data_dir.as_deref(),

@@ -33,6 +33,9 @@ pub struct TrainArgs {
     /// Device index of the backend (default 0).
     #[arg(long, default_value_t = 0)]
     device: usize,
+    /// Replace a key of `--config` (repeatable): `--set lr=0.1 --set epochs=5`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 /// Runs `cargo xtask train`.
@@ -53,7 +56,32 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             ))));
         }
     };
-    let config: DeepConfig = match toml::from_str(&text) {
+    let mut table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            let e: toml::de::Error = e;
+            return Ok(config_error(&ConfigError::new(format!(
+                "{}: {}",
+                args.config.display(),
+                e.message().trim()
+            ))));
+        }
+    };
+    let sets = match crate::sweep::parse_sets(&args.set) {
+        Ok(s) => s,
+        Err(e) => return Ok(config_error(&e)),
+    };
+    for (key, value) in sets {
+        if !scl_train::deep::DEEP_KEYS.contains(&key.as_str()) {
+            return Ok(config_error(&ConfigError::new(format!(
+                "--set {key}={value} is not allowed: {key} is not a key of a deep run; the keys \
+                 are {}",
+                scl_train::deep::DEEP_KEYS.join(", ")
+            ))));
+        }
+        table.insert(key, value);
+    }
+    let config: DeepConfig = match table.try_into() {
         Ok(c) => c,
         Err(e) => {
             return Ok(config_error(&ConfigError::new(format!(

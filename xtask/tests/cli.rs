@@ -209,6 +209,122 @@ fn train_runs_refuses_to_overwrite_and_resumes() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown field `epoch`"), "{err}");
     assert!(!dir.path().join("o2").exists());
+    // --set replaces a key of the file, with the file's checks.
+    let (code, err) = xtask(
+        dir.path(),
+        &[
+            "train", "--config", "run.toml", "--out", "o3", "--set", "epochs=1", "--set", "seed=7",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("o3/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["config"]["epochs"], 1, "{record}");
+    assert_eq!(record["config"]["seed"], 7, "{record}");
+    let metrics = std::fs::read_to_string(dir.path().join("o3/metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "one evaluated epoch: {metrics}");
+    for (set, expected) in [
+        (
+            "epoch=2",
+            "--set epoch=2 is not allowed: epoch is not a key of a deep run",
+        ),
+        (
+            "epochs=0",
+            "epochs = 0 is not allowed: it must be at least 1",
+        ),
+        ("epochs", "--set epochs is not allowed: write key=value"),
+    ] {
+        let (code, err) = xtask(
+            dir.path(),
+            &["train", "--config", "run.toml", "--out", "o4", "--set", set],
+        );
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        assert_eq!(err.trim().lines().count(), 1, "one sentence: {err:?}");
+        assert!(!dir.path().join("o4").exists());
+    }
+}
+
+#[test]
+fn set_replaces_base_keys_of_a_sweep_and_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), GOOD).unwrap();
+    let sweep = |extra: &[&str]| {
+        let mut args = vec!["sweep", "--experiment", "exp.toml"];
+        args.extend_from_slice(extra);
+        xtask(dir.path(), &args)
+    };
+    let (code, err) = sweep(&["--set", "steps=3", "--set", "temperature=0.5"]);
+    assert_eq!(code, 0, "{err}");
+    let root = dir.path().join("runs/cli");
+    let cells = finished(&root);
+    assert_eq!(cells.len(), 2);
+    for (id, _) in &cells {
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join(id).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config["config"]["steps"], 3, "{config}");
+        assert_eq!(config["config"]["temperature"], 0.5, "{config}");
+    }
+    // The same sets find the same cells (the report merges them); without them the cells are
+    // other ones.
+    let (code, err) = sweep(&["--set", "steps=3", "--set", "temperature=0.5"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("0 cells ran, 2 were already finished"),
+        "{err}"
+    );
+    let (code, err) = xtask(
+        dir.path(),
+        &[
+            "report",
+            "--experiment",
+            "exp.toml",
+            "--set",
+            "steps=3",
+            "--set",
+            "temperature=0.5",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let dry_run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .current_dir(dir.path())
+            .args(["sweep", "--experiment", "exp.toml", "--dry-run"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let with = dry_run(&["--set", "steps=3", "--set", "temperature=0.5"]);
+    let without = dry_run(&[]);
+    for (id, _) in &cells {
+        assert!(with.contains(&format!("done     {id}")), "{with}");
+        assert!(!without.contains(id.as_str()), "{without}");
+    }
+    assert_eq!(without.matches("pending").count(), 2, "{without}");
+    // Wrong uses: one sentence, exit 2, nothing written.
+    for (set, expected) in [
+        (
+            "ratio=3",
+            "--set ratio=3 is not allowed: ratio is a grid axis; --set replaces base keys only",
+        ),
+        (
+            "epochs=3",
+            "--set epochs=3 is not allowed: no cell of this experiment has the key epochs",
+        ),
+        ("steps=0", "steps = 0 is not allowed: it must be at least 1"),
+        ("=3", "--set =3 is not allowed: the key before = is empty"),
+    ] {
+        let (code, err, wrote) = sweep_with(GOOD, &["--set", set]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        assert_eq!(err.trim().lines().count(), 1, "one sentence: {err:?}");
+        assert!(!wrote, "{set}: nothing may be written");
+    }
 }
 
 #[test]

@@ -301,6 +301,19 @@ impl Experiment {
     /// # Errors
     /// A [`ConfigError`] naming the file and the wrong key.
     pub fn load(path: &Path, profile: Option<&str>) -> Result<Self, ConfigError> {
+        Self::load_with(path, profile, &[])
+    }
+
+    /// [`Experiment::load`] with `sets` (from `--set key=value`, see [`parse_set`]) replacing
+    /// base keys of every grid whose cells have that key.
+    ///
+    /// # Errors
+    /// As [`Experiment::load`]; also a key no grid has, or one that is a grid axis.
+    pub fn load_with(
+        path: &Path,
+        profile: Option<&str>,
+        sets: &[(String, Value)],
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(format!(
                 "cannot read experiment file {}: {e}",
@@ -311,7 +324,7 @@ impl Experiment {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "experiment".into());
-        Self::parse(&text, &stem, profile)
+        Self::parse_with(&text, &stem, profile, sets)
             .map_err(|e| ConfigError::new(format!("{}: {}", path.display(), e.message())))
     }
 
@@ -324,6 +337,20 @@ impl Experiment {
         default_name: &str,
         profile: Option<&str>,
     ) -> Result<Self, ConfigError> {
+        Self::parse_with(text, default_name, profile, &[])
+    }
+
+    /// [`Experiment::parse`] with `sets` replacing base keys (see [`Experiment::load_with`]).
+    ///
+    /// # Errors
+    /// As [`Experiment::load_with`].
+    pub fn parse_with(
+        text: &str,
+        default_name: &str,
+        profile: Option<&str>,
+        sets: &[(String, Value)],
+    ) -> Result<Self, ConfigError> {
+        let mut used = vec![false; sets.len()];
         let table: Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::new(format!("invalid TOML: {e}")))?;
@@ -380,7 +407,7 @@ impl Experiment {
             let over = chosen
                 .as_ref()
                 .map(|(p, t)| (format!("[profiles.{p}]"), t.clone()));
-            experiment.add_grid(kind, base, grid, zip, over, "")?;
+            experiment.add_grid(kind, (base, grid, zip), over, (sets, &mut used), "")?;
         }
         for (part, value) in sub_table(&table, "parts")?.unwrap_or_default() {
             let Value::Table(part_table) = value else {
@@ -411,7 +438,13 @@ impl Experiment {
                 }
                 None => None,
             };
-            experiment.add_grid(part_kind, base, grid, zip, over, &format!(" of {place}"))?;
+            experiment.add_grid(
+                part_kind,
+                (base, grid, zip),
+                over,
+                (sets, &mut used),
+                &format!(" of {place}"),
+            )?;
         }
         if let Some((p, t)) = &chosen {
             for part in sub_table(t, "parts")?.unwrap_or_default().keys() {
@@ -423,6 +456,11 @@ impl Experiment {
                     )));
                 }
             }
+        }
+        if let Some(((key, value), _)) = sets.iter().zip(&used).find(|(_, used)| !**used) {
+            return Err(ConfigError::new(format!(
+                "--set {key}={value} is not allowed: no cell of this experiment has the key {key}"
+            )));
         }
         if experiment.is_empty() {
             return Err(ConfigError::new(
@@ -442,10 +480,9 @@ impl Experiment {
     fn add_grid(
         &mut self,
         kind: CellKind,
-        mut base: Table,
-        mut grid: Table,
-        mut zip: Table,
+        (mut base, mut grid, mut zip): (Table, Table, Table),
         over: Option<(String, Table)>,
+        (sets, used): (&[(String, Value)], &mut [bool]),
         place: &str,
     ) -> Result<(), ConfigError> {
         if let Some((_, o)) = &over {
@@ -466,6 +503,19 @@ impl Experiment {
         check_keys(&base, keys, &format!("[base]{place}"))?;
         check_keys(&grid, keys, &format!("[grid]{place}"))?;
         check_keys(&zip, keys, &format!("[zip]{place}"))?;
+        for ((key, value), used) in sets.iter().zip(used.iter_mut()) {
+            if !keys.contains(&key.as_str()) {
+                continue;
+            }
+            if grid.contains_key(key) || zip.contains_key(key) {
+                return Err(ConfigError::new(format!(
+                    "--set {key}={value} is not allowed: {key} is a grid axis{place}; --set \
+                     replaces base keys only (change the axis in the file or in a profile)"
+                )));
+            }
+            base.insert(key.clone(), value.clone());
+            *used = true;
+        }
 
         let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
         for (key, value) in &grid {
@@ -604,6 +654,33 @@ fn resolve<T: serde::de::DeserializeOwned>(
         })?;
     validate(&config).map_err(|e| ConfigError::new(format!("{}{where_}", e.message())))?;
     Ok(config)
+}
+
+/// One `--set key=value` argument as a key and a TOML value: the value is read as TOML
+/// (`lr=0.1`, `relu=true`, `mlp_widths=[64, 32]`, `imbalance={ kind = "step", ratio = 10 }`)
+/// and, where it is not valid TOML, taken as a string (`dataset=mnist`).
+///
+/// # Errors
+/// A sentence when `arg` has no `=` or an empty key.
+pub fn parse_set(arg: &str) -> Result<(String, Value), ConfigError> {
+    let Some((key, text)) = arg.split_once('=') else {
+        return Err(ConfigError::new(format!(
+            "--set {arg} is not allowed: write key=value, e.g. --set lr=0.1"
+        )));
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(ConfigError::new(format!(
+            "--set {arg} is not allowed: the key before = is empty"
+        )));
+    }
+    let text = text.trim();
+    let value = format!("v = {text}")
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(text.to_string()));
+    Ok((key.to_string(), value))
 }
 
 /// Serde's name of a unit enum value (`relu`, `mlp`, `scl`), for ids and tables.
