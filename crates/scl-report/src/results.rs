@@ -31,6 +31,15 @@ const METRICS: [&str; 15] = [
     "probe_balanced_accuracy",
 ];
 
+/// A number as the shortest text that reads back to it; empty when it is not finite.
+fn number(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        String::new()
+    }
+}
+
 /// A CSV field: quoted when it holds a comma, a quote or a line break.
 fn field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) {
@@ -64,12 +73,14 @@ pub fn render_results_csv(
         .collect();
     out.push_str(&header.join(","));
     out.push('\n');
-    let number = |v: f64| {
-        if v.is_finite() {
-            format!("{v}")
-        } else {
-            String::new()
-        }
+    let geometry = |g: &scl_geometry::GeometryReport| {
+        [
+            ("of_distance", number(g.of_distance)),
+            ("etf_distance", number(g.etf_distance)),
+            ("nc1", number(g.nc1)),
+            ("mean_cosine", number(g.mean_cosine)),
+            ("norm_ratio", number(g.norm_ratio)),
+        ]
     };
     for cell in experiment.iter() {
         let mut values: Vec<(&str, String)> = Vec::new();
@@ -83,13 +94,9 @@ pub fn render_results_csv(
                 ("seconds", number(s.seconds)),
                 ("step", last.step.to_string()),
                 ("loss", number(last.loss)),
-                ("of_distance", number(g.of_distance)),
-                ("etf_distance", number(g.etf_distance)),
-                ("nc1", number(g.nc1)),
-                ("mean_cosine", number(g.mean_cosine)),
-                ("norm_ratio", number(g.norm_ratio)),
                 ("loss_gap", number(s.outcome.loss_gap)),
             ]);
+            values.extend(geometry(g));
         } else if let Some(s) = deep.iter().find(|s| s.cell_id == cell.id()) {
             kind = "deep";
             values.extend([
@@ -102,14 +109,10 @@ pub fn render_results_csv(
                     ("step", m.step.to_string()),
                     ("epoch", m.epoch.to_string()),
                     ("loss", number(m.train_loss)),
-                    ("of_distance", number(g.of_distance)),
-                    ("etf_distance", number(g.etf_distance)),
-                    ("nc1", number(g.nc1)),
-                    ("mean_cosine", number(g.mean_cosine)),
-                    ("norm_ratio", number(g.norm_ratio)),
                     ("ncc_accuracy", number(m.ncc_accuracy)),
                     ("balanced_accuracy", number(m.balanced_accuracy)),
                 ]);
+                values.extend(geometry(g));
                 if let Some(p) = &m.probe {
                     values.extend([
                         ("probe_accuracy", number(p.accuracy)),
