@@ -134,10 +134,11 @@ pub fn parse_sets(sets: &[String]) -> Result<Vec<(String, toml::Value)>, ConfigE
 
 /// `--out` must be a folder, or a path whose nearest existing parent is a writable folder.
 fn check_out_dir(out: &Path) -> Result<(), ConfigError> {
-    let existing = out
+    // A relative path ends in "", the current folder, which is not checked.
+    let Some(existing) = out
         .ancestors()
-        .find(|p| p.exists() || p.as_os_str().is_empty());
-    let Some(existing) = existing.filter(|p| !p.as_os_str().is_empty()) else {
+        .find(|p| !p.as_os_str().is_empty() && p.exists())
+    else {
         return Ok(());
     };
     let shown = out.display();
