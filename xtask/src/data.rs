@@ -187,7 +187,13 @@ fn check(dir: DataDir) -> anyhow::Result<ExitCode> {
         }
         for f in &m.files {
             let state = match file_state(&folder, f) {
-                Ok(FileState::Verified) => "verified (md5 ok)".to_string(),
+                Ok(FileState::Verified { path }) if path.ends_with(&f.name) => {
+                    "verified (md5 ok)".to_string()
+                }
+                Ok(FileState::Verified { path }) => format!(
+                    "verified as the unpacked copy {} (md5 ok)",
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                ),
                 Ok(FileState::Missing) => {
                     all_verified = false;
                     format!(
@@ -199,10 +205,17 @@ fn check(dir: DataDir) -> anyhow::Result<ExitCode> {
                         }
                     )
                 }
-                Ok(FileState::Mismatch { found }) => {
+                Ok(FileState::Mismatch {
+                    path,
+                    expected,
+                    found,
+                }) => {
                     all_verified = false;
                     bad = true;
-                    format!("MD5 MISMATCH: expected {}, found {found}", f.md5)
+                    format!(
+                        "MD5 MISMATCH: {} has {found}, expected {expected}",
+                        path.display()
+                    )
                 }
                 Err(e) => {
                     all_verified = false;

@@ -148,6 +148,14 @@ pub enum DataError {
         /// What is wrong.
         message: String,
     },
+    /// A folder (or another non-file) where a dataset file should be.
+    #[error(
+        "{path} is not a file (a folder or another kind of entry is in its place); remove it and put the dataset file there"
+    )]
+    NotAFile {
+        /// The entry concerned.
+        path: PathBuf,
+    },
     /// Dataset files are missing and could not be downloaded.
     #[error("{0}")]
     Missing(String),

@@ -61,11 +61,11 @@ fn class_names_for(manifest: &Manifest, opts: &LoadOptions) -> Vec<String> {
 }
 
 fn path_of(dir: &std::path::Path, manifest: &Manifest, role: &str) -> PathBuf {
-    dir.join(
-        &manifest
+    crate::store::located(
+        dir,
+        manifest
             .file(role)
-            .expect("manifests are checked to have the roles of their format")
-            .name,
+            .expect("manifests are checked to have the roles of their format"),
     )
 }
 

@@ -37,6 +37,19 @@ pub struct FileEntry {
     pub md5: String,
     /// Where it can be downloaded, tried in order; empty when there is no stable address.
     pub urls: Vec<String>,
+    /// For a gzip file (`name` ending in `.gz`): md5 of its decompressed content, so that an
+    /// unpacked copy under the name without `.gz` is accepted in its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_md5: Option<String>,
+}
+
+impl FileEntry {
+    /// The name and md5 of the unpacked copy that may stand in for this file: `name` without
+    /// `.gz`, when the manifest gives its md5.
+    pub fn unpacked(&self) -> Option<(&str, &str)> {
+        let raw = self.raw_md5.as_deref()?;
+        Some((self.name.strip_suffix(".gz")?, raw))
+    }
 }
 
 /// A dataset manifest (one `manifests/<name>.toml` of this crate).
@@ -141,6 +154,20 @@ impl Manifest {
                     "{}: md5 `{}` is not 32 hex digits",
                     file.name, file.md5
                 ));
+            }
+            if let Some(raw) = &file.raw_md5 {
+                if !file.name.ends_with(".gz") {
+                    return Err(format!(
+                        "{}: raw_md5 is only for gzip files (a name ending in .gz)",
+                        file.name
+                    ));
+                }
+                if raw.len() != 32 || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "{}: raw_md5 `{raw}` is not 32 hex digits",
+                        file.name
+                    ));
+                }
             }
         }
         Ok(())

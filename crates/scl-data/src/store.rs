@@ -86,12 +86,20 @@ pub enum Fetch {
 /// The state of one dataset file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FileState {
-    /// Not in the dataset's folder.
+    /// Not in the dataset's folder (neither as published nor as an unpacked copy).
     Missing,
     /// Present and its md5 equals the manifest's.
-    Verified,
+    Verified {
+        /// The file that is read: the published name, or the unpacked copy without `.gz`
+        /// when only that is there.
+        path: PathBuf,
+    },
     /// Present but its md5 differs.
     Mismatch {
+        /// The file hashed.
+        path: PathBuf,
+        /// The md5 the manifest gives for it.
+        expected: String,
         /// md5 of the file.
         found: String,
     },
@@ -186,26 +194,61 @@ pub fn md5_file(path: &Path) -> Result<String, DataError> {
 }
 
 /// The state of `entry` in `dir`, hashing the file unless a record of an earlier
-/// verification with the same size and modification time exists.
+/// verification with the same size and modification time exists. The published name is
+/// looked at first; where it is absent, an unpacked copy (the name without `.gz`, for entries
+/// whose manifest gives the decompressed md5) stands in for it.
+///
+/// # Errors
+/// [`DataError::NotAFile`] when a folder or another non-file has the file's name;
+/// [`DataError::Io`] when the file cannot be read.
 pub fn file_state(dir: &Path, entry: &FileEntry) -> Result<FileState, DataError> {
-    let path = dir.join(&entry.name);
-    if !path.is_file() {
-        return Ok(FileState::Missing);
+    let mut candidates = vec![(entry.name.as_str(), entry.md5.as_str())];
+    candidates.extend(entry.unpacked());
+    for (name, md5) in candidates {
+        let path = dir.join(name);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => return verify(dir, name, md5),
+            Ok(_) => return Err(DataError::NotAFile { path }),
+            Err(_) => {}
+        }
     }
+    Ok(FileState::Missing)
+}
+
+/// Checks `dir/name` against `md5` (or the record of an earlier check).
+fn verify(dir: &Path, name: &str, md5: &str) -> Result<FileState, DataError> {
+    let path = dir.join(name);
     let key = stamp_key(&path);
-    if let (Some((bytes, mtime_ns)), Some(stamp)) = (key, load_stamps(dir).get(&entry.name))
+    if let (Some((bytes, mtime_ns)), Some(stamp)) = (key, load_stamps(dir).get(name))
         && stamp.bytes == bytes
         && stamp.mtime_ns == mtime_ns
-        && stamp.md5 == entry.md5
+        && stamp.md5 == md5
     {
-        return Ok(FileState::Verified);
+        return Ok(FileState::Verified { path });
     }
     let found = md5_file(&path)?;
-    if found != entry.md5 {
-        return Ok(FileState::Mismatch { found });
+    if found != md5 {
+        return Ok(FileState::Mismatch {
+            path,
+            expected: md5.to_string(),
+            found,
+        });
     }
-    remember_verified(dir, &entry.name, found);
-    Ok(FileState::Verified)
+    remember_verified(dir, name, found);
+    Ok(FileState::Verified { path })
+}
+
+/// The file of `entry` in `dir` that readers open: the published name, or its unpacked copy
+/// when only that is there.
+pub fn located(dir: &Path, entry: &FileEntry) -> PathBuf {
+    let published = dir.join(&entry.name);
+    if published.exists() {
+        return published;
+    }
+    match entry.unpacked() {
+        Some((raw, _)) if dir.join(raw).is_file() => dir.join(raw),
+        _ => published,
+    }
 }
 
 /// Makes sure every file of `manifest` is present and verified in its folder under
@@ -224,11 +267,15 @@ pub fn ensure_files(
     let mut missing = Vec::new();
     for entry in &manifest.files {
         match file_state(&dir, entry)? {
-            FileState::Verified => {}
-            FileState::Mismatch { found } => {
+            FileState::Verified { .. } => {}
+            FileState::Mismatch {
+                path,
+                expected,
+                found,
+            } => {
                 return Err(DataError::Checksum {
-                    path: dir.join(&entry.name),
-                    expected: entry.md5.clone(),
+                    path,
+                    expected,
                     found,
                 });
             }

@@ -398,8 +398,93 @@ fn one_file_manifest(name: &str, bytes: &[u8], urls: Vec<String>) -> Manifest {
         bytes: bytes.len() as u64,
         md5: format!("{:x}", md5::compute(bytes)),
         urls,
+        raw_md5: None,
     }];
     m
+}
+
+/// An IDX manifest `toy` for the files of [`idx_files`] (three classes of 2x3 images, the same
+/// five examples in both splits), with the md5 of each gzip file and of its content.
+fn idx_manifest() -> (Manifest, Vec<(String, Vec<u8>)>) {
+    let pixels: Vec<u8> = (0..5)
+        .flat_map(|i| (0..6).map(move |p| 10 * i + p))
+        .collect();
+    let images = encode_idx(&[5, 2, 3], &pixels);
+    let labels = encode_idx(&[5], &[0, 1, 2, 0, 1]);
+    let mut m = Manifest::named("mnist").unwrap();
+    m.name = "toy".into();
+    m.num_classes = 3;
+    m.class_names = names(3);
+    m.image_shape = [1, 2, 3];
+    let mut raw = Vec::new();
+    m.files = ["train", "test"]
+        .into_iter()
+        .flat_map(|split| {
+            [("images", images.clone()), ("labels", labels.clone())].map(|(kind, content)| {
+                let name = format!("{split}-{kind}-ubyte");
+                let packed = gzip(&content);
+                let entry = FileEntry {
+                    role: format!("{split}-{kind}"),
+                    name: format!("{name}.gz"),
+                    bytes: packed.len() as u64,
+                    md5: format!("{:x}", md5::compute(&packed)),
+                    urls: vec![],
+                    raw_md5: Some(format!("{:x}", md5::compute(&content))),
+                };
+                raw.push((name, content));
+                entry
+            })
+        })
+        .collect();
+    (m, raw)
+}
+
+#[test]
+fn unpacked_idx_files_stand_in_for_the_gzip_ones_and_a_folder_in_place_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, raw) = idx_manifest();
+    for (name, content) in &raw {
+        write(&dir.path().join("toy").join(name), content);
+    }
+    let opts = LoadOptions::offline(DataDir::at(dir.path(), "--data-dir"));
+    let set = load(&m, Split::Train, &opts).unwrap();
+    assert_eq!(set.labels(), [0, 1, 2, 0, 1]);
+    assert_eq!(set.image(3), [30, 31, 32, 33, 34, 35]);
+    assert_eq!(split_counts(&m, Split::Test, &opts).unwrap(), [2, 2, 1]);
+    assert_eq!(
+        file_state(&dir.path().join("toy"), &m.files[0]).unwrap(),
+        store::FileState::Verified {
+            path: dir.path().join("toy/train-images-ubyte")
+        }
+    );
+    // An unpacked copy is checked against the md5 of the content.
+    write(
+        &dir.path().join("toy/test-labels-ubyte"),
+        &encode_idx(&[5], &[0, 0, 2, 0, 1]),
+    );
+    let msg = load(&m, Split::Test, &opts).unwrap_err().to_string();
+    assert!(
+        msg.contains("test-labels-ubyte: md5 mismatch: expected "),
+        "{msg}"
+    );
+    // A folder with the published name is named as such, not reported missing.
+    std::fs::create_dir_all(dir.path().join("toy/train-labels-ubyte.gz")).unwrap();
+    let msg = load(&m, Split::Train, &opts).unwrap_err().to_string();
+    assert!(
+        msg.contains("toy/train-labels-ubyte.gz is not a file"),
+        "{msg}"
+    );
+    std::fs::remove_dir(dir.path().join("toy/train-labels-ubyte.gz")).unwrap();
+    for (name, content) in &raw {
+        write(&dir.path().join("toy").join(name), content);
+    }
+    // Without the md5 of the content, an unpacked copy is not accepted.
+    let mut strict = m.clone();
+    strict.files[2].raw_md5 = None;
+    let msg = ensure_files(&strict, &opts.data_dir, Fetch::Never)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("missing 1 file(s)"), "{msg}");
 }
 
 #[test]
