@@ -1,7 +1,7 @@
 //! Deep-network training on a tiny real subset (the embedded sklearn digits, STEP-imbalanced):
 //! the loss and the OF distance fall, a run resumed from a checkpoint ends with exactly the
 //! metrics of an uninterrupted one, and a non-finite loss stops the run with the last
-//! checkpoint still loadable.
+//! checkpoint still loadable, and a damaged checkpoint gives way to the previous intact one.
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
@@ -118,4 +118,55 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint() {
             &Default::default(),
         )
         .expect("the last checkpoint loads");
+}
+
+#[test]
+fn a_damaged_checkpoint_falls_back_to_the_previous_intact_one() {
+    let cfg = tiny();
+    let whole = tempfile::tempdir().unwrap();
+    let full = run(&cfg, whole.path(), false, None).unwrap();
+
+    // Checkpoints at epochs 4 and 8; the newest is truncated: the run resumes from epoch 4 and
+    // still ends exactly as the uninterrupted one.
+    let dir = tempfile::tempdir().unwrap();
+    run(&cfg, dir.path(), false, Some(8)).unwrap();
+    let ckpt = dir.path().join("checkpoints");
+    let model = ckpt.join("epoch-0008/model.bin");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    let resumed = run(&cfg, dir.path(), true, None).unwrap();
+    assert_eq!(resumed.metrics, full.metrics);
+
+    // A state edited to a position the run cannot have reached is damaged too, even in a
+    // checkpoint without a file list (written by an earlier version).
+    let dir = tempfile::tempdir().unwrap();
+    run(&cfg, dir.path(), false, Some(4)).unwrap();
+    let only = dir.path().join("checkpoints/epoch-0004");
+    std::fs::remove_file(only.join("files.json")).unwrap();
+    let state = std::fs::read_to_string(only.join("state.json")).unwrap();
+    let edited = state.replacen("\"epochs_done\": 4,", "\"epochs_done\": 500,", 1);
+    assert_ne!(edited, state, "state.json: {state}");
+    std::fs::write(only.join("state.json"), edited).unwrap();
+    let err = run(&cfg, dir.path(), true, None).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, RunError::DamagedCheckpoint(_)), "{msg}");
+    assert!(
+        msg.contains("epoch-0004/state.json: it says 500 epochs are done, but the run has 12"),
+        "{msg}"
+    );
+
+    // With its file list, any change to a file is found before loading: named with the file.
+    let dir = tempfile::tempdir().unwrap();
+    run(&cfg, dir.path(), false, Some(4)).unwrap();
+    std::fs::write(
+        dir.path().join("checkpoints/epoch-0004/optimizer.bin"),
+        b"garbage",
+    )
+    .unwrap();
+    let msg = run(&cfg, dir.path(), true, None).unwrap_err().to_string();
+    assert!(
+        msg.contains("no intact checkpoint in ")
+            && msg.contains("epoch-0004/optimizer.bin is 7 bytes, the checkpoint recorded "),
+        "{msg}"
+    );
 }

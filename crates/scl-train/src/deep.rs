@@ -595,6 +595,12 @@ pub fn train_deep<B: TrainBackend>(
     .map_err(|e| ConfigError::new(format!("schedule: {e}")))?;
 
     std::fs::create_dir_all(opts.run_dir.join("checkpoints")).map_err(io(&opts.run_dir))?;
+    for path in scl_fs::remove_temporaries(&opts.run_dir, true, &scl_fs::is_abandoned) {
+        eprintln!(
+            "note: removed {}, left by a process that stopped while writing it",
+            path.display()
+        );
+    }
     let record = DeepRunRecord {
         backend: opts.backend.clone(),
         class_counts: selection.counts.clone(),
@@ -823,9 +829,7 @@ impl<B: TrainBackend> Run<'_, B> {
                     source: e,
                 }
             })?;
-        if geometry.overall.of_distance.is_nan() {
-            return Err(RunError::DegenerateGeometry { step });
-        }
+        let geometry = crate::defined_geometry(geometry, step)?;
         // The training class means classify the test set (not the test means, which the
         // authors' released code used by mistake).
         let classes: Vec<usize> = (0..k).collect();
@@ -968,12 +972,21 @@ impl<B: TrainBackend> Run<'_, B> {
             .map_err(io(tmp))?;
         Recorder::<B>::record(&rec, optim.to_record(), tmp.join("optimizer")).map_err(io(tmp))?;
         write_json(&tmp.join("state.json"), state)?;
+        write_json(&tmp.join(CHECKPOINT_FILES), &FileList::of(tmp)?)?;
         let dest = root.join(&name);
         staged.commit(&dest)?;
         scl_fs::write(&root.join("latest"), &name)?;
         Ok(dest)
     }
 
+    /// The newest intact checkpoint under `root`, with the model and optimiser loaded from
+    /// it: the one `latest` names, else (with a warning naming what is wrong with each newer
+    /// one) the next older intact one. `None` when there is no checkpoint.
+    ///
+    /// # Errors
+    /// [`RunError::Config`] for a checkpoint of another configuration or of a model layout
+    /// this version cannot read; [`RunError::DamagedCheckpoint`] when checkpoints exist but
+    /// none is intact.
     #[allow(clippy::type_complexity)]
     fn load_latest<O: Optimizer<SclModel<B>, B> + Clone>(
         &self,
@@ -981,35 +994,234 @@ impl<B: TrainBackend> Run<'_, B> {
         model: &SclModel<B>,
         optim: &O,
     ) -> Result<Option<(State, SclModel<B>, O)>, RunError> {
-        let Ok(name) = std::fs::read_to_string(root.join("latest")) else {
+        let candidates = checkpoint_candidates(root);
+        if candidates.is_empty() {
             return Ok(None);
-        };
-        let dir = root.join(name.trim());
-        let text = std::fs::read_to_string(dir.join("state.json")).map_err(io(&dir))?;
-        let state: State = serde_json::from_str(&text).map_err(io(&dir))?;
+        }
+        let mut damaged = Vec::new();
+        for dir in &candidates {
+            match self.load_checkpoint(dir, model, optim) {
+                Ok(loaded) => {
+                    for why in &damaged {
+                        eprintln!("warning: damaged checkpoint: {why}");
+                    }
+                    if !damaged.is_empty() {
+                        eprintln!(
+                            "warning: resuming from the intact checkpoint {}",
+                            dir.display()
+                        );
+                    }
+                    return Ok(Some(loaded));
+                }
+                Err(Loaded::Damaged(why)) => damaged.push(why),
+                Err(Loaded::Refused(e)) => return Err(e),
+            }
+        }
+        Err(RunError::DamagedCheckpoint(format!(
+            "no intact checkpoint in {} ({}); remove the damaged ones to start the run again",
+            root.display(),
+            damaged.join("; ")
+        )))
+    }
+
+    /// Validates and loads one checkpoint folder.
+    #[allow(clippy::type_complexity)]
+    fn load_checkpoint<O: Optimizer<SclModel<B>, B> + Clone>(
+        &self,
+        dir: &Path,
+        model: &SclModel<B>,
+        optim: &O,
+    ) -> Result<(State, SclModel<B>, O), Loaded> {
+        FileList::check(dir).map_err(Loaded::Damaged)?;
+        let state_path = dir.join("state.json");
+        let state: State = std::fs::read_to_string(&state_path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+            .map_err(|e| Loaded::Damaged(format!("{}: {e}", state_path.display())))?;
         if state.config != *self.cfg {
-            return Err(RunError::Config(ConfigError::new(format!(
-                "{} holds a checkpoint of a different configuration; use another run directory",
-                self.opts.run_dir.display()
+            return Err(Loaded::Refused(RunError::Config(ConfigError::new(
+                format!(
+                    "{} holds a checkpoint of a different configuration; use another run directory",
+                    self.opts.run_dir.display()
+                ),
             ))));
         }
         if state.model_format < 2 && self.cfg.model == ModelKind::SmallCnn {
-            return Err(RunError::Config(ConfigError::new(format!(
-                "{} holds a checkpoint of the small CNN written by an earlier version (its \
+            return Err(Loaded::Refused(RunError::Config(ConfigError::new(
+                format!(
+                    "{} holds a checkpoint of the small CNN written by an earlier version (its \
                  convolutions were stored as [9 C, O] matrices), which this version cannot \
                  load; start the run again in a new run directory",
-                self.opts.run_dir.display()
+                    self.opts.run_dir.display()
+                ),
             ))));
         }
+        self.check_position(&state)
+            .map_err(|why| Loaded::Damaged(format!("{}: {why}", state_path.display())))?;
         let rec = Rec::new();
         let model = model
             .clone()
             .load_file(dir.join("model"), &rec, self.device)
-            .map_err(io(&dir))?;
+            .map_err(|e| Loaded::Damaged(format!("{}: {e:?}", dir.join("model.bin").display())))?;
         let record =
-            Recorder::<B>::load(&rec, dir.join("optimizer"), self.device).map_err(io(&dir))?;
+            Recorder::<B>::load(&rec, dir.join("optimizer"), self.device).map_err(|e| {
+                Loaded::Damaged(format!("{}: {e:?}", dir.join("optimizer.bin").display()))
+            })?;
         let optim = optim.clone().load_record(record);
-        Ok(Some((state, model, optim)))
+        Ok((state, model, optim))
+    }
+
+    /// Whether a checkpoint's position agrees with the run: at most `epochs` epochs done, a
+    /// batch inside its epoch, the step count those imply, and one metrics row per evaluated
+    /// epoch so far.
+    fn check_position(&self, state: &State) -> Result<(), String> {
+        let cfg = self.cfg;
+        let batches = |epoch: usize| self.schedule.epoch(epoch as u64).len();
+        if state.epochs_done > cfg.epochs {
+            return Err(format!(
+                "it says {} epochs are done, but the run has {}",
+                state.epochs_done, cfg.epochs
+            ));
+        }
+        if state.batch_in_epoch > 0
+            && (state.epochs_done == cfg.epochs
+                || state.batch_in_epoch >= batches(state.epochs_done))
+        {
+            return Err(format!(
+                "it is at batch {} of epoch {}, which has {} batches",
+                state.batch_in_epoch,
+                state.epochs_done + 1,
+                batches(state.epochs_done.min(cfg.epochs.saturating_sub(1)))
+            ));
+        }
+        let step: usize = (0..state.epochs_done).map(batches).sum::<usize>() + state.batch_in_epoch;
+        if state.step != step {
+            return Err(format!(
+                "it says {} steps were taken, but its position implies {step}",
+                state.step
+            ));
+        }
+        let evaluated: Vec<usize> = (1..=state.epochs_done)
+            .filter(|e| e.is_multiple_of(cfg.eval_every) || *e == cfg.epochs)
+            .collect();
+        let rows: Vec<usize> = state.metrics.iter().map(|m| m.epoch).collect();
+        if rows != evaluated {
+            return Err(format!(
+                "it holds metrics of epochs {rows:?}, but epochs {evaluated:?} were evaluated"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a checkpoint was not loaded.
+enum Loaded {
+    /// It is damaged (a file missing, truncated, changed or unreadable; a position the run
+    /// cannot have reached): an older one may be used instead.
+    Damaged(String),
+    /// It is intact but belongs to another run: nothing is resumed.
+    Refused(RunError),
+}
+
+/// The checkpoint folders under `root`, the one `latest` names first, then the others from
+/// the newest position to the oldest.
+fn checkpoint_candidates(root: &Path) -> Vec<PathBuf> {
+    let position = |name: &str| -> Option<(usize, usize)> {
+        let rest = name.strip_prefix("epoch-")?;
+        let (epoch, batch) = match rest.split_once("-batch-") {
+            Some((e, b)) => (e, b.parse().ok()?),
+            None => (rest, 0),
+        };
+        Some((epoch.parse().ok()?, batch))
+    };
+    let mut found: Vec<((usize, usize), PathBuf)> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| Some((position(&e.file_name().to_string_lossy())?, e.path())))
+        .collect();
+    found.sort_by_key(|(position, _)| std::cmp::Reverse(*position));
+    let mut dirs: Vec<PathBuf> = found.into_iter().map(|(_, p)| p).collect();
+    if let Ok(name) = std::fs::read_to_string(root.join("latest"))
+        && let Some(i) = dirs.iter().position(|d| d.ends_with(name.trim()))
+    {
+        let named = dirs.remove(i);
+        dirs.insert(0, named);
+    }
+    dirs
+}
+
+/// The name of the list of a checkpoint's files (sizes and md5s), written last.
+const CHECKPOINT_FILES: &str = "files.json";
+
+/// Size and md5 of every file of a checkpoint, so that a truncated or changed file is found
+/// before anything is loaded from it.
+#[derive(Serialize, Deserialize)]
+struct FileList {
+    files: std::collections::BTreeMap<String, FileStamp>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq)]
+struct FileStamp {
+    bytes: u64,
+    md5: String,
+}
+
+impl FileList {
+    fn stamp(path: &Path) -> std::io::Result<FileStamp> {
+        let bytes = std::fs::read(path)?;
+        Ok(FileStamp {
+            bytes: bytes.len() as u64,
+            md5: format!("{:x}", md5::compute(&bytes)),
+        })
+    }
+
+    /// The files directly in `dir` (the list itself excluded).
+    fn of(dir: &Path) -> Result<Self, RunError> {
+        let mut files = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != CHECKPOINT_FILES && entry.file_type().is_ok_and(|t| t.is_file()) {
+                files.insert(name, Self::stamp(&entry.path()).map_err(io(&entry.path()))?);
+            }
+        }
+        Ok(Self { files })
+    }
+
+    /// Compares `dir`'s files with its list; a checkpoint written before lists existed has
+    /// none and passes.
+    fn check(dir: &Path) -> Result<(), String> {
+        let list_path = dir.join(CHECKPOINT_FILES);
+        let text = match std::fs::read_to_string(&list_path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", list_path.display())),
+        };
+        let list: Self =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", list_path.display()))?;
+        for (name, recorded) in &list.files {
+            let path = dir.join(name);
+            let found = Self::stamp(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if found.bytes != recorded.bytes {
+                return Err(format!(
+                    "{} is {} bytes, the checkpoint recorded {}",
+                    path.display(),
+                    found.bytes,
+                    recorded.bytes
+                ));
+            }
+            if found.md5 != recorded.md5 {
+                return Err(format!(
+                    "{} has md5 {}, the checkpoint recorded {}",
+                    path.display(),
+                    found.md5,
+                    recorded.md5
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

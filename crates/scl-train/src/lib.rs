@@ -76,11 +76,11 @@ pub enum RunError {
         step: usize,
     },
     /// The geometry stopped being defined: the OF distance of the class means is not a
-    /// number, because a class mean has zero norm (every feature 0 after the final ReLU, as
+    /// number, because every class mean is zero (every feature 0 after the final ReLU, as
     /// after a learning rate far too large) or the features overflowed.
     #[error(
-        "the geometry became undefined at step {step}: the OF distance is not a number (a class \
-         mean of zero norm, e.g. every feature 0 after the final ReLU, or overflowing features)"
+        "the geometry became undefined at step {step}: the OF distance is not a number (every \
+         class mean is zero, e.g. every feature 0 after the final ReLU, or overflowing features)"
     )]
     DegenerateGeometry {
         /// The step at which it was measured.
@@ -98,6 +98,10 @@ pub enum RunError {
         /// The checkpoint directory, where one was saved.
         checkpoint: Option<String>,
     },
+    /// A run directory's checkpoints exist but none is intact (each is named with what is
+    /// wrong with it).
+    #[error("{0}")]
+    DamagedCheckpoint(String),
     /// Reading or writing a file failed.
     #[error(transparent)]
     Io(#[from] scl_fs::FsError),
@@ -136,5 +140,52 @@ pub fn machine_memory_bytes() -> Option<u64> {
 impl From<ConfigError> for RunError {
     fn from(e: ConfigError) -> Self {
         RunError::Config(e)
+    }
+}
+
+/// `geometry` unchanged while its OF distance is a number; [`RunError::DegenerateGeometry`]
+/// at `step` once it is not (every class mean zero, overflowing features), so a run never
+/// "finishes" with undefined geometry.
+pub(crate) fn defined_geometry(
+    geometry: scl_geometry::GeometrySummary,
+    step: usize,
+) -> Result<scl_geometry::GeometrySummary, RunError> {
+    if geometry.overall.of_distance.is_nan() {
+        return Err(RunError::DegenerateGeometry { step });
+    }
+    Ok(geometry)
+}
+
+#[cfg(test)]
+mod geometry_tests {
+    use super::*;
+    use scl_geometry::{Embeddings, geometry_summary};
+
+    #[test]
+    fn features_that_all_died_make_the_geometry_degenerate() {
+        // Three classes of two samples in R^3.
+        let labels = [0, 0, 1, 1, 2, 2];
+        let alive = [
+            1.0, 0.1, 0.0, 0.9, 0.0, 0.1, 0.0, 1.0, 0.2, 0.1, 0.8, 0.0, 0.1, 0.0, 1.0, 0.0, 0.1,
+            0.9,
+        ];
+        let x = Embeddings::new(6, 3, alive.to_vec()).unwrap();
+        let geometry = geometry_summary(&x, &labels, 3, &[2]).unwrap();
+        assert!(defined_geometry(geometry, 40).is_ok());
+        // One dead class still has a defined geometry (far from the OF).
+        let mut one_dead = alive;
+        one_dead[12..].fill(0.0);
+        let x = Embeddings::new(6, 3, one_dead.to_vec()).unwrap();
+        let geometry = geometry_summary(&x, &labels, 3, &[2]).unwrap();
+        assert!(defined_geometry(geometry, 40).is_ok());
+        // Every feature 0, as after a final ReLU whose inputs all went negative.
+        let x = Embeddings::new(6, 3, vec![0.0; 18]).unwrap();
+        let geometry = geometry_summary(&x, &labels, 3, &[2]).unwrap();
+        let err = defined_geometry(geometry, 40).unwrap_err();
+        assert!(
+            matches!(err, RunError::DegenerateGeometry { step: 40 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("at step 40"), "{err}");
     }
 }

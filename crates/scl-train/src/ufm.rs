@@ -295,9 +295,7 @@ impl<B: AutodiffBackend + SupConBackend> Problem<'_, B> {
                                 what: format!("geometry at step {step}"),
                                 source: e,
                             })?;
-                    if geometry.overall.of_distance.is_nan() {
-                        return Err(crate::RunError::DegenerateGeometry { step });
-                    }
+                    let geometry = crate::defined_geometry(geometry, step)?;
                     final_gram =
                         scl_geometry::class_mean_gram(&embeddings, self.labels, cfg.num_classes)
                             .map_err(|e| crate::RunError::Geometry {
