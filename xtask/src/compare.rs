@@ -80,7 +80,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
             Err(code) => return Ok(code),
         }
     }
-    if let Err(code) = check_datasets(&plans[0].0, args.data_dir.as_deref()) {
+    if let Err(code) = check_datasets(&plans[0].0, args.data_dir.as_deref(), true) {
         return Ok(code);
     }
     let mut failed = 0;

@@ -46,6 +46,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         ))));
     }
     let report = scl_report::write_report(&experiment, &args.out)?;
+    crate::sweep::note_removed(&report.removed_temporaries);
     println!(
         "{}: {} of {} cells finished, {} failed, {} figures",
         report.markdown.display(),

@@ -160,11 +160,17 @@ fn check_out_dir(out: &Path) -> Result<(), ConfigError> {
 }
 
 /// The datasets of deep cells must be present and verified before anything runs (a dry run
-/// needs none).
+/// needs none), and with `check_sizes` every deep cell's imbalance must fit its training
+/// split (a sweep checks this once; its `--cell` children skip it).
 ///
 /// # Errors
-/// The exit code 2 after printing what is missing and how to get it.
-pub fn check_datasets(experiment: &Experiment, data_dir: Option<&Path>) -> Result<(), ExitCode> {
+/// The exit code 2 after printing what is missing and how to get it, or which cell asks for
+/// more examples than a class has.
+pub fn check_datasets(
+    experiment: &Experiment,
+    data_dir: Option<&Path>,
+    check_sizes: bool,
+) -> Result<(), ExitCode> {
     let data_dir = scl_data::DataDir::resolve(data_dir);
     let mut datasets: Vec<&str> = experiment
         .deep_cells
@@ -174,11 +180,44 @@ pub fn check_datasets(experiment: &Experiment, data_dir: Option<&Path>) -> Resul
     datasets.sort_unstable();
     datasets.dedup();
     for name in datasets {
-        let checked = scl_data::Manifest::named(name)
-            .and_then(|m| scl_data::store::ensure_files(&m, &data_dir, scl_data::Fetch::Never));
-        if let Err(e) = checked {
-            eprintln!("error: {e}\n(`cargo xtask data fetch {name}` downloads it)");
-            return Err(ExitCode::from(2));
+        let found = scl_data::Manifest::named(name).and_then(|m| {
+            scl_data::store::ensure_files(&m, &data_dir, scl_data::Fetch::Never).map(|_| m)
+        });
+        let manifest = match found {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("error: {e}\n(`cargo xtask data fetch {name}` downloads it)");
+                return Err(ExitCode::from(2));
+            }
+        };
+        if !check_sizes {
+            continue;
+        }
+        // Every cell's imbalance must fit the training split: a class cannot keep more
+        // examples than it has (checked here, before any cell writes a file).
+        let opts = scl_data::LoadOptions::offline(data_dir.clone());
+        let available = match scl_data::split_counts(&manifest, scl_data::Split::Train, &opts) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(ExitCode::from(2));
+            }
+        };
+        for cell in experiment
+            .deep_cells
+            .iter()
+            .filter(|c| c.config.dataset == name)
+        {
+            if let Err(e) = cell.config.imbalance.target_counts(&available) {
+                eprintln!(
+                    "error: cell {}: {e} (the training split of {name} has {} to {} examples \
+                     per class)",
+                    cell.id,
+                    available.iter().min().copied().unwrap_or(0),
+                    available.iter().max().copied().unwrap_or(0)
+                );
+                return Err(ExitCode::from(2));
+            }
         }
     }
     Ok(())
@@ -269,7 +308,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if let Err(code) = check_datasets(&experiment, args.data_dir.as_deref()) {
+    if let Err(code) = check_datasets(&experiment, args.data_dir.as_deref(), args.cell.is_none()) {
         return Ok(code);
     }
     let opts = SweepOptions {
@@ -315,7 +354,20 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         Err(RunError::Config(e)) => return Ok(config_error(&e)),
         Err(e) => return Err(e.into()),
     };
-    let report = scl_report::write_report(&experiment, &args.out)?;
+    // The cells are accounted for before the report is written: a report that cannot be
+    // written (a full disk) must not hide which cells failed or were not recorded.
+    let report = scl_report::write_report(&experiment, &args.out);
+    let report_line = match &report {
+        Ok(r) => {
+            note_removed(&r.removed_temporaries);
+            format!(
+                "report: {} ({} figures)",
+                r.markdown.display(),
+                r.figures.len()
+            )
+        }
+        Err(_) => "the report could not be written (below)".to_string(),
+    };
     if scl_train::interrupt::requested() {
         // A deep cell stops at a checkpoint; a UFM cell has none and starts again.
         let saved = outcome
@@ -325,11 +377,10 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
             .count();
         eprintln!(
             "interrupted: {} cells ran to the end, {} stopped ({saved} of them at a saved \
-             checkpoint), the rest did not start; report of the finished cells: {}. Run the same \
-             command again to continue.",
+             checkpoint), the rest did not start; {report_line}. Run the same command again to \
+             continue.",
             outcome.ran,
             outcome.interrupted.len(),
-            report.markdown.display()
         );
         for (id, what) in &outcome.interrupted {
             eprintln!("  {id}: {what}");
@@ -337,7 +388,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(scl_train::interrupt::EXIT_CODE));
     }
     eprintln!(
-        "{} cells ran, {} were already finished, {} failed{}; report: {} ({} figures)",
+        "{} cells ran, {} were already finished, {} failed{}; {report_line}",
         outcome.ran,
         outcome.skipped,
         outcome.failed.len(),
@@ -346,11 +397,24 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         } else {
             format!(", {} running in another process", outcome.busy.len())
         },
-        report.markdown.display(),
-        report.figures.len()
     );
     for (id, e) in &outcome.failed {
         eprintln!("  failed {id}: {e}");
+    }
+    let unrecorded: Vec<&str> = outcome
+        .failed
+        .iter()
+        .filter(|(id, _)| !failure_file(&root, id).is_file())
+        .map(|(id, _)| id.as_str())
+        .collect();
+    if !unrecorded.is_empty() {
+        eprintln!(
+            "not recorded: {} failed cells have no failure record in {} (it could not be \
+             written): {}",
+            unrecorded.len(),
+            root.display(),
+            unrecorded.join(", ")
+        );
     }
     if !outcome.busy.is_empty() {
         eprintln!(
@@ -360,11 +424,25 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
             outcome.busy.join(", ")
         );
     }
+    if let Err(e) = report {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(if outcome.failed.is_empty() && outcome.busy.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Says which temporaries of stopped processes were removed before the report was written.
+pub fn note_removed(paths: &[PathBuf]) {
+    for path in paths {
+        eprintln!(
+            "note: removed {}, left by a process that stopped while writing it",
+            path.display()
+        );
+    }
 }
 
 /// `--cell I`: one cell in this process.

@@ -577,6 +577,179 @@ fn a_dry_run_lists_cells_whose_dataset_is_missing() {
     assert!(!dir.path().join("runs").exists());
 }
 
+#[test]
+fn a_deep_imbalance_larger_than_the_data_exits_2_before_writing() {
+    let text = KILLABLE.replace("n_majority = 60 }", "n_majority = 100000 }");
+    let (code, err, wrote) = sweep_with(&text, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("class 0 has 143 examples, step-R10 asks for 100000"),
+        "{err}"
+    );
+    assert!(err.contains("error: cell sklearn-digits-mlp"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err:?}");
+    assert!(!wrote, "nothing may be written");
+}
+
+/// The id of a process that has ended (a temporary named after it was left by a dead writer).
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// Sets a file's modification time `secs` seconds into the past.
+fn age(path: &Path, secs: u64) {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+    let f = std::fs::File::open(path).unwrap();
+    f.set_modified(then).unwrap();
+}
+
+#[test]
+fn temporaries_of_killed_writers_are_removed_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), GOOD).unwrap();
+    let (code, err) = xtask(dir.path(), &["sweep", "--experiment", "exp.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let root = dir.path().join("runs/cli");
+    let cells: Vec<String> = finished(&root).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(cells.len(), 2);
+    // What a process killed while writing leaves: the staging folder and failure-record
+    // temporary of a cell that must run again, a half-written figure and report.
+    let pid = dead_pid();
+    let rerun = &cells[0];
+    std::fs::remove_dir_all(root.join(rerun)).unwrap();
+    let staging = root.join(format!(".{rerun}.tmp-{pid}-0"));
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("summary.json"), "{}").unwrap();
+    let record = root.join(format!("..failed-{rerun}.tmp-{pid}-1.json"));
+    std::fs::write(&record, "").unwrap();
+    let figure = root.join(format!("figures/.old.tmp-{pid}-2.png"));
+    let report = root.join(format!(".report.tmp-{pid}-3.md"));
+    // Another machine may be writing this one right now (its process id means nothing here):
+    // it is fresh, so it stays.
+    let fresh = root.join(format!("figures/.new.tmp-{pid}-4.png"));
+    for f in [&figure, &report, &fresh] {
+        std::fs::write(f, "").unwrap();
+    }
+    age(&figure, 120);
+    age(&report, 120);
+    let (code, err) = xtask(dir.path(), &["sweep", "--experiment", "exp.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("1 cells ran, 1 were already finished"),
+        "{err}"
+    );
+    // The cell's own leftovers are removed by the process that runs it (noted in its log),
+    // the report's by the sweep.
+    let log = std::fs::read_to_string(root.join(format!(".logs/{rerun}.log"))).unwrap();
+    for (gone, said) in [
+        (&staging, &log),
+        (&record, &log),
+        (&figure, &err),
+        (&report, &err),
+    ] {
+        assert!(!gone.exists(), "{} is still there: {err}", gone.display());
+        let shown = gone.strip_prefix(dir.path()).unwrap().display().to_string();
+        assert!(
+            said.contains(&format!(
+                "note: removed {shown}, left by a process that stopped"
+            )),
+            "{shown} not named: {said}"
+        );
+    }
+    assert!(fresh.exists(), "a fresh temporary was removed: {err}");
+    assert!(root.join(rerun).join("summary.json").is_file());
+}
+
+/// Every file or folder under `root` whose name contains one of `marks`.
+fn leftovers_under(root: &Path, marks: &[&str]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if marks.iter().any(|m| name.contains(m)) {
+                found.push(e.path());
+            } else if e.path().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+/// A tmpfs of `kib` KiB mounted on a new folder, unmounted when dropped; `None` where this
+/// process may not mount one (not root, or in a container without the right).
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(kib: usize) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_names_every_cell_it_could_not_record_and_leaves_no_temporaries() {
+    let Some(disk) = SmallDisk::mount(400) else {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root and the right to mount)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), KILLABLE).unwrap();
+    let out = disk.0.path().to_str().unwrap();
+    let (code, err) = xtask(
+        dir.path(),
+        &["sweep", "--experiment", "exp.toml", "--out", out],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    let root = disk.0.path().join("kill");
+    let done: Vec<String> = finished(&root).into_iter().map(|(id, _)| id).collect();
+    assert!(done.len() < 4, "the disk did not fill up: {err}");
+    // Every cell is either finished or named, with its error, in the last lines.
+    let listed = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(dir.path())
+        .args(["sweep", "--experiment", "exp.toml", "--dry-run"])
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 4);
+    for id in &ids {
+        assert!(
+            done.contains(id) || err.contains(&format!("  failed {id}: ")),
+            "{id} is neither finished nor named: {err}"
+        );
+    }
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") || last.starts_with("not recorded: "),
+        "the last line must say what went wrong: {err}"
+    );
+    let leftovers = leftovers_under(&root, &[".tmp-"]);
+    assert!(
+        leftovers.is_empty(),
+        "temporaries left: {leftovers:?}\n{err}"
+    );
+}
+
 /// An experiment of two UFM cells and two deep cells with checkpoints every 2 epochs.
 const KILLABLE: &str = r#"
 [experiment]
@@ -776,6 +949,39 @@ fn a_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_results() {
         .filter(|n| n.contains(".tmp-") || n.starts_with(".partial-") || n.starts_with(".lock-"))
         .collect();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+
+    // Killed at several moments in a row, each rerun started at once: a cell finished once
+    // is never computed again, and the last run ends with the uninterrupted results.
+    let root = dir.path().join("many/kill");
+    let mut seen: Vec<(String, std::time::SystemTime)> = Vec::new();
+    for delay_ms in [150, 700, 1300, 400, 2000] {
+        let mut child = killable_sweep(dir.path(), "many").spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let now = finished(&root);
+        for (id, t) in &seen {
+            let again = now
+                .iter()
+                .find(|(i, _)| i == id)
+                .expect("a finished cell vanished");
+            assert_eq!(&again.1, t, "{id} was computed twice");
+        }
+        seen = now;
+    }
+    let out = killable_sweep(dir.path(), "many")
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the last rerun failed: {err}");
+    assert_eq!(results(&root), expected, "{err}");
+    for (id, t) in &seen {
+        let again = finished(&root).into_iter().find(|(i, _)| i == id).unwrap();
+        assert_eq!(&again.1, t, "{id} was computed twice");
+    }
+    let leftovers = leftovers_under(&root, &[".tmp-", ".partial-", ".lock-"]);
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}\n{err}");
 }
 
 /// Counts the distinct colours of a PNG (a blank or one-colour image has 1).

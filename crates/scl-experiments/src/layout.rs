@@ -10,6 +10,8 @@
 //!   .partial-<cell-id>/                 a deep cell in progress (checkpoints), renamed when done
 //!   .failed-<cell-id>.json              why the cell's last attempt failed
 //!   .lock-<cell-id>                     held by the process running the cell (`host pid`)
+//!   .<name>.tmp-<pid>-<n>[.ext]         a file or folder being written (`scl_fs`); one left by
+//!                                       a killed process is removed by the next run
 //!   .logs/<cell-id>.log                 the stderr of the cell's process
 //!   .slurm/                             logs of cluster job-array tasks
 //! ```
@@ -75,6 +77,40 @@ pub fn failure_file(root: &Path, id: &str) -> PathBuf {
 /// The lock file of cell `id`.
 pub fn lock_file(root: &Path, id: &str) -> PathBuf {
     root.join(format!(".lock-{id}"))
+}
+
+/// Removes what a process that stopped while writing cell `id` left behind: the cell's staging
+/// folder, the temporary of its failure record, and every temporary inside its `.partial-`
+/// folder (checkpoints, metrics). Call it only while holding the cell's lock: no other
+/// process writes these then. Returns the paths removed.
+pub fn remove_cell_temporaries(root: &Path, id: &str) -> Vec<PathBuf> {
+    let failure = failure_file(root, id);
+    let failure_stem = failure
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut removed =
+        scl_fs::remove_temporaries(root, false, &|_, t| t.stem == id || t.stem == failure_stem);
+    removed.extend(scl_fs::remove_temporaries(
+        &partial_dir(root, id),
+        true,
+        &|_, _| true,
+    ));
+    removed
+}
+
+/// Removes the temporaries directly in an experiment's folder and in its `figures/` that were
+/// abandoned ([`scl_fs::is_abandoned`]: their process is not running on this machine and they
+/// have not changed for a minute), such as a report figure or a cell's staging folder of a
+/// process killed while writing. Returns the paths removed.
+pub fn remove_abandoned_temporaries(root: &Path) -> Vec<PathBuf> {
+    let mut removed = scl_fs::remove_temporaries(root, false, &scl_fs::is_abandoned);
+    removed.extend(scl_fs::remove_temporaries(
+        &root.join("figures"),
+        false,
+        &scl_fs::is_abandoned,
+    ));
+    removed
 }
 
 /// The folder of the cells' logs.

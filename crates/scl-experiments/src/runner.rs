@@ -22,7 +22,7 @@ use crate::child::{CellRequest, CellStatus, ChildProtocol, Launcher};
 use crate::experiment::{Cell, CellRef, DeepCell, Experiment};
 use crate::layout::{
     CONFIG, METRICS, SUMMARY, cell_dir, experiment_root, failure_file, is_finished, log_file,
-    logs_dir, partial_dir, summary_problem,
+    logs_dir, partial_dir, remove_cell_temporaries, summary_problem,
 };
 use crate::lock::lock_cell;
 use crate::records::{
@@ -169,6 +169,12 @@ pub fn run_cell(
     };
     if is_finished(&root, &id) {
         return Ok(CellStatus::AlreadyFinished);
+    }
+    for path in remove_cell_temporaries(&root, &id) {
+        eprintln!(
+            "note: removed {}, left by a process that stopped while writing it",
+            path.display()
+        );
     }
     let (total, _) = cell.length();
     let total = total as u64;

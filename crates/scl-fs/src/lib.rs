@@ -60,6 +60,97 @@ pub fn is_temporary(name: &str) -> bool {
     name.starts_with('.') && name.contains(MARKER)
 }
 
+/// A temporary name taken apart: `.<stem>.tmp-<pid>-<n>[.<extension>]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TemporaryName<'a> {
+    /// The name the temporary stands for, without its extension (`of` for
+    /// `.of.tmp-12-0.png`, `epoch-0003` for a checkpoint folder).
+    pub stem: &'a str,
+    /// The process that created it.
+    pub pid: u32,
+}
+
+/// Takes a temporary name apart; `None` for any other name.
+pub fn parse_temporary(name: &str) -> Option<TemporaryName<'_>> {
+    let rest = name.strip_prefix('.')?;
+    let at = rest.rfind(MARKER)?;
+    let (stem, tail) = (&rest[..at], &rest[at + MARKER.len()..]);
+    let (pid, tail) = tail.split_once('-')?;
+    let counter = tail.split('.').next()?;
+    if stem.is_empty()
+        || counter.is_empty()
+        || !counter.bytes().all(|b| b.is_ascii_digit())
+        || !pid.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some(TemporaryName {
+        stem,
+        pid: pid.parse().ok()?,
+    })
+}
+
+/// How long a temporary must have been left unchanged before [`is_abandoned`] gives it up:
+/// far longer than any single write of this workspace takes.
+pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether the process `pid` is running on this machine. Where that cannot be known (no
+/// `/proc`), every process counts as running.
+pub fn process_is_running(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+/// Whether the temporary at `path` was left behind by a process that has gone: its process
+/// is not running on this machine and it has not changed for [`ABANDONED_AFTER`] (so a
+/// writer on another machine sharing the folder, whose process id means nothing here, is
+/// never disturbed).
+pub fn is_abandoned(path: &Path, name: &TemporaryName<'_>) -> bool {
+    let unchanged_for = std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    !process_is_running(name.pid) && unchanged_for.is_some_and(|d| d >= ABANDONED_AFTER)
+}
+
+/// Removes the temporaries directly in `dir` (and, with `recursive`, in its sub-folders)
+/// that `select` picks, and returns their paths. What cannot be read or removed is left as it
+/// is: this is clean-up, never a reason to fail.
+pub fn remove_temporaries(
+    dir: &Path,
+    recursive: bool,
+    select: &dyn Fn(&Path, &TemporaryName<'_>) -> bool,
+) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        match parse_temporary(&name.to_string_lossy()) {
+            Some(t) if select(&path, &t) => {
+                let gone = if is_dir {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                if gone.is_ok() {
+                    removed.push(path);
+                }
+            }
+            Some(_) => {}
+            None if recursive && is_dir => {
+                removed.extend(remove_temporaries(&path, true, select));
+            }
+            None => {}
+        }
+    }
+    removed.sort();
+    removed
+}
+
 /// A hidden name unique in this process: `.<stem><MARKER><pid>-<n>`.
 fn temporary_name(stem: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -244,6 +335,92 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn temporary_names_are_taken_apart_and_nothing_else_is() {
+        let figure = temporary_sibling(Path::new("figures/of.png"));
+        let name = figure.file_name().unwrap().to_string_lossy().into_owned();
+        let t = parse_temporary(&name).unwrap();
+        assert_eq!((t.stem, t.pid), ("of", std::process::id()));
+        assert_eq!(
+            parse_temporary(".failed-cell-1.tmp-42-7.json"),
+            Some(TemporaryName {
+                stem: "failed-cell-1",
+                pid: 42
+            })
+        );
+        for other in [
+            "of.png",
+            ".lock-cell",
+            ".partial-cell",
+            ".x.tmp-",
+            ".x.tmp-12",
+            ".x.tmp-a-1",
+            ".x.tmp-1-",
+            "..tmp-1-2",
+        ] {
+            assert_eq!(parse_temporary(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn temporaries_are_removed_as_selected_and_other_files_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/checkpoints/.epoch-0002.tmp-9-0")).unwrap();
+        std::fs::write(
+            root.join("a/checkpoints/.epoch-0002.tmp-9-0/model.mpk"),
+            "x",
+        )
+        .unwrap();
+        std::fs::write(root.join("a/.metrics.tmp-9-1.csv"), "").unwrap();
+        std::fs::write(root.join("a/metrics.csv"), "kept").unwrap();
+        std::fs::write(root.join(".report.tmp-9-2.md"), "").unwrap();
+        std::fs::write(root.join(".b.tmp-9-3"), "").unwrap();
+        // Not recursive: only the top level, and only what is selected.
+        let removed = remove_temporaries(root, false, &|_, t| t.stem == "report");
+        assert_eq!(removed, [root.join(".report.tmp-9-2.md")]);
+        let removed = remove_temporaries(&root.join("a"), true, &|_, _| true);
+        assert_eq!(
+            removed,
+            [
+                root.join("a/.metrics.tmp-9-1.csv"),
+                root.join("a/checkpoints/.epoch-0002.tmp-9-0")
+            ]
+        );
+        assert_eq!(names(&root.join("a")), ["checkpoints", "metrics.csv"]);
+        assert!(names(&root.join("a/checkpoints")).is_empty());
+        assert_eq!(names(root), [".b.tmp-9-3", "a"]);
+    }
+
+    #[test]
+    fn a_fresh_temporary_or_one_of_a_running_process_is_not_abandoned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".x.tmp-1-0");
+        std::fs::write(&path, "").unwrap();
+        let own = TemporaryName {
+            stem: "x",
+            pid: std::process::id(),
+        };
+        assert!(process_is_running(own.pid));
+        assert!(!is_abandoned(&path, &own));
+        // Old but written by this (running) process: kept.
+        let old = std::time::SystemTime::now() - 2 * ABANDONED_AFTER;
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(!is_abandoned(&path, &own));
+        // Old, and its process id is beyond any the kernel hands out: abandoned.
+        let gone = TemporaryName {
+            stem: "x",
+            pid: u32::MAX,
+        };
+        assert_eq!(is_abandoned(&path, &gone), !process_is_running(u32::MAX));
+        assert!(is_abandoned(&path, &gone) || !Path::new("/proc/self").exists());
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub struct Report {
     pub finished: usize,
     /// Failed cells (with a failure record and no summary).
     pub failed: Vec<(String, String)>,
+    /// Temporary files and folders abandoned by stopped processes that were removed first
+    /// (see [`scl_experiments::layout::remove_abandoned_temporaries`]).
+    pub removed_temporaries: Vec<PathBuf>,
 }
 
 /// An error of writing a report: the file and what went wrong.
@@ -73,6 +76,7 @@ impl std::error::Error for ReportError {}
 pub fn write_report(experiment: &Experiment, results_root: &Path) -> Result<Report, ReportError> {
     let root = experiment_root(experiment, results_root);
     std::fs::create_dir_all(&root).map_err(|e| ReportError(format!("{}: {e}", root.display())))?;
+    let removed_temporaries = scl_experiments::layout::remove_abandoned_temporaries(&root);
     let summaries = read_summaries(&experiment.cells, &root);
     let deep = read_summaries(&experiment.deep_cells, &root);
     let failed = read_failures(experiment, &root);
@@ -90,5 +94,6 @@ pub fn write_report(experiment: &Experiment, results_root: &Path) -> Result<Repo
         figures,
         finished: summaries.len() + deep.len(),
         failed,
+        removed_temporaries,
     })
 }
