@@ -935,20 +935,7 @@ fn a_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_results() {
     wait_for_partial_checkpoint(&root, &mut child);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let out = killable_sweep(dir.path(), "fast")
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the immediate rerun failed: {err}");
-    assert_eq!(results(&root), expected, "{err}");
-    let leftovers: Vec<String> = std::fs::read_dir(&root)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp-") || n.starts_with(".partial-") || n.starts_with(".lock-"))
-        .collect();
-    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    rerun_to_the_end(dir.path(), "fast", &expected);
 
     // Killed at several moments in a row, each rerun started at once: a cell finished once
     // is never computed again, and the last run ends with the uninterrupted results.
@@ -969,19 +956,30 @@ fn a_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_results() {
         }
         seen = now;
     }
-    let out = killable_sweep(dir.path(), "many")
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the last rerun failed: {err}");
-    assert_eq!(results(&root), expected, "{err}");
+    rerun_to_the_end(dir.path(), "many", &expected);
     for (id, t) in &seen {
         let again = finished(&root).into_iter().find(|(i, _)| i == id).unwrap();
         assert_eq!(&again.1, t, "{id} was computed twice");
     }
-    let leftovers = leftovers_under(&root, &[".tmp-", ".partial-", ".lock-"]);
-    assert!(leftovers.is_empty(), "left behind: {leftovers:?}\n{err}");
+}
+
+/// Runs the `KILLABLE` sweep into `dir/<out>` to its end and checks it: success, the results
+/// of an uninterrupted sweep, and no temporary, partial folder or lock left anywhere.
+fn rerun_to_the_end(
+    dir: &Path,
+    out: &str,
+    expected: &std::collections::BTreeMap<String, serde_json::Value>,
+) {
+    let root = dir.join(out).join("kill");
+    let run = killable_sweep(dir, out)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "the rerun failed: {err}");
+    assert_eq!(&results(&root), expected, "{err}");
+    let left = leftovers_under(&root, &[".tmp-", ".partial-", ".lock-"]);
+    assert!(left.is_empty(), "left behind: {left:?}\n{err}");
 }
 
 /// Counts the distinct colours of a PNG (a blank or one-colour image has 1).
