@@ -208,14 +208,31 @@ pub fn check_datasets(
             .iter()
             .filter(|c| c.config.dataset == name)
         {
-            if let Err(e) = cell.config.imbalance.target_counts(&available) {
-                eprintln!(
-                    "error: cell {}: {e} (the training split of {name} has {} to {} examples \
-                     per class)",
-                    cell.id,
-                    available.iter().min().copied().unwrap_or(0),
-                    available.iter().max().copied().unwrap_or(0)
-                );
+            let cfg = &cell.config;
+            let counts = match cfg.imbalance.target_counts(&available) {
+                Ok(counts) => counts,
+                Err(e) => {
+                    eprintln!(
+                        "error: cell {}: {e} (the training split of {name} has {} to {} \
+                         examples per class)",
+                        cell.id,
+                        available.iter().min().copied().unwrap_or(0),
+                        available.iter().max().copied().unwrap_or(0)
+                    );
+                    return Err(ExitCode::from(2));
+                }
+            };
+            // The batches of the subsampled split, as training will draw them (a batch larger
+            // than the data, binding examples a class does not have).
+            let labels: Vec<usize> = counts
+                .iter()
+                .enumerate()
+                .flat_map(|(class, &n)| std::iter::repeat_n(class, n))
+                .collect();
+            let batching = scl_batching::BatchingConfig::new(cfg.schedule, cfg.batch_size);
+            if let Err(e) = scl_batching::Schedule::new(&labels, counts.len(), &batching, cfg.seed)
+            {
+                eprintln!("error: cell {}: {e}", cell.id);
                 return Err(ExitCode::from(2));
             }
         }

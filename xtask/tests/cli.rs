@@ -578,7 +578,7 @@ fn a_dry_run_lists_cells_whose_dataset_is_missing() {
 }
 
 #[test]
-fn a_deep_imbalance_larger_than_the_data_exits_2_before_writing() {
+fn a_deep_imbalance_or_batch_larger_than_the_data_exits_2_before_writing() {
     let text = KILLABLE.replace("n_majority = 60 }", "n_majority = 100000 }");
     let (code, err, wrote) = sweep_with(&text, &[]);
     assert_eq!(code, 2, "{err}");
@@ -587,6 +587,21 @@ fn a_deep_imbalance_larger_than_the_data_exits_2_before_writing() {
         "{err}"
     );
     assert!(err.contains("error: cell sklearn-digits-mlp"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err:?}");
+    assert!(!wrote, "nothing may be written");
+
+    // 5 x 60 + 5 x 6 = 330 examples after the imbalance: a batch of 331 would leave every
+    // epoch without a batch.
+    let text = KILLABLE.replace("batch_size = 50", "batch_size = 331");
+    let (code, err, wrote) = sweep_with(&text, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "batch_size = 331 is not allowed: the training set has 330 examples and incomplete \
+             batches are dropped"
+        ),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "one sentence: {err:?}");
     assert!(!wrote, "nothing may be written");
 }

@@ -129,6 +129,18 @@ pub enum BatchingError {
         /// Its size.
         size: usize,
     },
+    /// Incomplete batches are dropped and the batch is larger than the data it is drawn
+    /// from, so an epoch would have no batch and training would take no step.
+    #[error(
+        "batch_size = {batch_size} is not allowed: the training set has {n} examples and \
+         incomplete batches are dropped, so an epoch would have no batch; it must be at most {n}"
+    )]
+    LargerThanData {
+        /// Requested `B`.
+        batch_size: usize,
+        /// Examples the batches are drawn from.
+        n: usize,
+    },
     /// A class-balanced batch cannot hold one example of every class.
     #[error(
         "batch_size = {batch_size} is not allowed for class-balanced batches: it must be at \
@@ -218,6 +230,20 @@ impl Schedule {
                     }
                 }
             }
+        }
+        let shuffled = match config.kind {
+            ScheduleKind::Shuffle | ScheduleKind::Fixed => labels.len(),
+            ScheduleKind::BatchBinding if config.exclude_binding_from_shuffle => {
+                labels.len() - binding.len()
+            }
+            ScheduleKind::BatchBinding => labels.len(),
+            ScheduleKind::ClassBalanced => usize::MAX,
+        };
+        if config.drop_last && config.batch_size > shuffled {
+            return Err(BatchingError::LargerThanData {
+                batch_size: config.batch_size,
+                n: shuffled,
+            });
         }
         if config.kind == ScheduleKind::ClassBalanced && config.batch_size < num_classes {
             return Err(BatchingError::BalancedTooSmall {

@@ -22,7 +22,10 @@ proptest! {
         b in 1usize..20, seed in 0u64..1000, epoch in 0u64..5,
     ) {
         let labels = step_labels(k, majority, minority);
+        // A batch larger than the data is refused (an epoch would have none).
+        let b = b.min(labels.len());
         let s = schedule(&labels, k, BatchingConfig::new(ScheduleKind::BatchBinding, b), seed);
+        prop_assert!(!s.epoch(epoch).is_empty());
         for batch in s.epoch(epoch) {
             for c in 0..k {
                 prop_assert!(batch.iter().any(|&i| labels[i] == c));
@@ -45,11 +48,19 @@ proptest! {
         all.sort_unstable();
         prop_assert_eq!(all, (0..n).collect::<Vec<_>>());
         prop_assert_eq!(s.epoch(epoch), schedule(&labels, 3, config.clone(), seed).epoch(epoch));
-        // Dropping the last batch keeps floor(n / b) full batches of distinct indices.
+        // Dropping the last batch keeps floor(n / b) full batches of distinct indices; a batch
+        // larger than the data is refused then.
         config.drop_last = true;
-        let kept = schedule(&labels, 3, config, seed).epoch(epoch);
-        prop_assert_eq!(kept.len(), n / b);
-        prop_assert!(kept.iter().all(|batch| batch.len() == b));
+        if b > n {
+            prop_assert_eq!(
+                Schedule::new(&labels, 3, &config, seed).unwrap_err(),
+                BatchingError::LargerThanData { batch_size: b, n }
+            );
+        } else {
+            let kept = schedule(&labels, 3, config, seed).epoch(epoch);
+            prop_assert_eq!(kept.len(), n / b);
+            prop_assert!(kept.iter().all(|batch| batch.len() == b));
+        }
     }
 
     #[test]
@@ -102,6 +113,39 @@ fn invalid_settings_are_refused_with_a_sentence() {
         e.to_string(),
         "batch_size = 0 is not allowed: it must be at least 1"
     );
+    // Larger than the data with incomplete batches dropped: an epoch would have no batch.
+    let n = labels.len();
+    for kind in [
+        ScheduleKind::Shuffle,
+        ScheduleKind::Fixed,
+        ScheduleKind::BatchBinding,
+    ] {
+        let e = Schedule::new(&labels, 4, &BatchingConfig::new(kind, n + 1), 0).unwrap_err();
+        assert_eq!(
+            e,
+            BatchingError::LargerThanData {
+                batch_size: n + 1,
+                n
+            }
+        );
+        assert!(
+            e.to_string()
+                .contains("an epoch would have no batch; it must be at most"),
+            "{e}"
+        );
+        assert_eq!(
+            schedule(&labels, 4, BatchingConfig::new(kind, n), 0)
+                .epoch(0)
+                .len(),
+            1
+        );
+    }
+    // Keeping incomplete batches, the same size is one batch of every example.
+    let mut keep_last = BatchingConfig::new(ScheduleKind::Shuffle, n + 1);
+    keep_last.drop_last = false;
+    let batches = schedule(&labels, 4, keep_last, 0).epoch(0);
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].len(), n);
     let mut too_many = BatchingConfig::new(ScheduleKind::BatchBinding, 8);
     too_many.binding_per_class = 3;
     let e = Schedule::new(&labels, 4, &too_many, 0).unwrap_err();
