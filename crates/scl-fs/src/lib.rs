@@ -57,7 +57,7 @@ const MARKER: &str = ".tmp-";
 /// Whether a file or folder name is one of this crate's temporary names (left behind only by a
 /// process that was killed while writing).
 pub fn is_temporary(name: &str) -> bool {
-    name.starts_with('.') && name.contains(MARKER)
+    parse_temporary(name).is_some()
 }
 
 /// A temporary name taken apart: `.<stem>.tmp-<pid>-<n>[.<extension>]`.

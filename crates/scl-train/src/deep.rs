@@ -1076,7 +1076,8 @@ impl<B: TrainBackend> Run<'_, B> {
     /// epoch so far.
     fn check_position(&self, state: &State) -> Result<(), String> {
         let cfg = self.cfg;
-        let batches = |epoch: usize| self.schedule.epoch(epoch as u64).len();
+        // Every epoch of a schedule has the same number of batches.
+        let per_epoch = self.schedule.epoch(0).len();
         if state.epochs_done > cfg.epochs {
             return Err(format!(
                 "it says {} epochs are done, but the run has {}",
@@ -1084,17 +1085,16 @@ impl<B: TrainBackend> Run<'_, B> {
             ));
         }
         if state.batch_in_epoch > 0
-            && (state.epochs_done == cfg.epochs
-                || state.batch_in_epoch >= batches(state.epochs_done))
+            && (state.epochs_done == cfg.epochs || state.batch_in_epoch >= per_epoch)
         {
             return Err(format!(
                 "it is at batch {} of epoch {}, which has {} batches",
                 state.batch_in_epoch,
                 state.epochs_done + 1,
-                batches(state.epochs_done.min(cfg.epochs.saturating_sub(1)))
+                per_epoch
             ));
         }
-        let step: usize = (0..state.epochs_done).map(batches).sum::<usize>() + state.batch_in_epoch;
+        let step = state.epochs_done * per_epoch + state.batch_in_epoch;
         if state.step != step {
             return Err(format!(
                 "it says {} steps were taken, but its position implies {step}",
