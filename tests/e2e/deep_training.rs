@@ -36,12 +36,23 @@ fn run(
     resume: bool,
     stop: Option<usize>,
 ) -> Result<DeepOutcome, RunError> {
+    run_saving(cfg, dir, resume, stop, false)
+}
+
+fn run_saving(
+    cfg: &DeepConfig,
+    dir: &std::path::Path,
+    resume: bool,
+    stop: Option<usize>,
+    save_embeddings: bool,
+) -> Result<DeepOutcome, RunError> {
     let opts = DeepRunOptions {
         run_dir: dir.to_path_buf(),
         data_dir: DataDir::resolve(None),
         resume,
         backend: "flex".into(),
         stop_after_epochs: stop,
+        save_embeddings,
     };
     train_deep::<B>(cfg, &opts, &Default::default(), |_, _| {})
 }
@@ -101,9 +112,18 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     // An epoch has 17 batches of 32 (550 examples, the partial batch dropped): step 80 is in
     // epoch 5, after the checkpoint of epoch 4.
     cfg.inject_nan_at_step = Some(80);
+    cfg.log_every = Some(10);
     let dir = tempfile::tempdir().unwrap();
     let err = run(&cfg, dir.path(), false, None).unwrap_err();
     assert!(matches!(err, RunError::NonFinite { step: 80 }), "{err}");
+    // metrics.csv keeps the losses logged up to the failing step, past the last checkpoint.
+    let rows = csv_rows(&dir.path().join("metrics.csv"));
+    let steps: Vec<&str> = rows.iter().map(|r| r["step"].as_str()).collect();
+    assert_eq!(
+        steps,
+        ["10", "20", "30", "40", "50", "60", "68", "70", "80"],
+        "logged steps, and the evaluated epoch 4 at step 68"
+    );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("checkpoints/latest")).unwrap(),
         "epoch-0004"
@@ -168,5 +188,93 @@ fn a_damaged_checkpoint_falls_back_to_the_previous_intact_one() {
         msg.contains("no intact checkpoint in ")
             && msg.contains("epoch-0004/optimizer.bin is 7 bytes, the checkpoint recorded "),
         "{msg}"
+    );
+}
+
+/// The rows of a CSV file as column -> field maps.
+fn csv_rows(path: &std::path::Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .zip(l.split(','))
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn logged_step_losses_and_saved_embeddings_survive_a_resume_and_read_back() {
+    let mut cfg = tiny();
+    cfg.log_every = Some(5);
+    let whole = tempfile::tempdir().unwrap();
+    let full = run_saving(&cfg, whole.path(), false, None, true).unwrap();
+    let split = tempfile::tempdir().unwrap();
+    run_saving(&cfg, split.path(), false, Some(4), true).unwrap();
+    run_saving(&cfg, split.path(), true, None, true).unwrap();
+    let metrics = |dir: &std::path::Path| std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert_eq!(
+        metrics(split.path()),
+        metrics(whole.path()),
+        "a resumed run logs the same step losses"
+    );
+
+    // 12 epochs of 17 steps: 40 logged steps (5, 10, ..., 200) and 3 evaluated epochs.
+    let rows = csv_rows(&whole.path().join("metrics.csv"));
+    assert_eq!(rows.len(), 43);
+    let logged: Vec<_> = rows
+        .iter()
+        .filter(|r| r["of_distance"].is_empty())
+        .collect();
+    assert_eq!(logged.len(), 40);
+    for (i, r) in logged.iter().enumerate() {
+        let step = 5 * (i + 1);
+        assert_eq!(r["step"], step.to_string());
+        assert_eq!(r["epoch"], (step.div_ceil(17)).to_string(), "step {step}");
+        let loss: f64 = r["train_loss"].parse().unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "step {step}: {loss}");
+    }
+    let evaluated: Vec<_> = rows
+        .iter()
+        .filter(|r| !r["of_distance"].is_empty())
+        .collect();
+    let steps: Vec<&str> = evaluated.iter().map(|r| r["step"].as_str()).collect();
+    assert_eq!(steps, ["68", "136", "204"]);
+
+    // The embeddings of every evaluated epoch read back, and give the geometry the run
+    // measured.
+    let k = 10;
+    for (m, epoch) in full.metrics.iter().zip([4, 8, 12]) {
+        let file = |name: &str| {
+            whole
+                .path()
+                .join(format!("embeddings/epoch-{epoch:04}-{name}"))
+        };
+        let z = scl_geometry::io::read_embeddings(&file("train.npy")).unwrap();
+        let labels = scl_geometry::io::read_labels(&file("train-labels.npy")).unwrap();
+        assert_eq!((z.rows(), z.dim()), (550, 32));
+        let labels: Vec<usize> = labels.iter().map(|&c| c as usize).collect();
+        let mut counts = vec![0; k];
+        labels.iter().for_each(|&c| counts[c] += 1);
+        assert_eq!(counts, full.class_counts);
+        let g = scl_geometry::geometry(&z, &labels, k).unwrap();
+        assert_eq!(
+            g.of_distance, m.geometry.overall.of_distance,
+            "epoch {epoch}"
+        );
+        let test = scl_geometry::io::read_embeddings(&file("test.npy")).unwrap();
+        let test_labels = scl_geometry::io::read_labels(&file("test-labels.npy")).unwrap();
+        assert_eq!(test.rows(), test_labels.len());
+        assert!(test.rows() > 0);
+    }
+    assert!(
+        !whole
+            .path()
+            .join("embeddings/epoch-0001-train.npy")
+            .exists()
     );
 }

@@ -23,7 +23,7 @@ pub struct CompareArgs {
     #[arg(long)]
     profile: Option<String>,
     /// Backends to compare, comma-separated (e.g. `flex,wgpu`); the first is the baseline.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required = true, value_parser = crate::choice::Choice::backend())]
     backends: Vec<String>,
     /// Results root; backend `b` writes `<out>/compare-<experiment>/<b>/<experiment>/`.
     #[arg(long, default_value = "runs")]
@@ -98,6 +98,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
             *backend,
             out,
             args.data_dir.as_deref(),
+            false,
         );
         let outcome = run_sweep(
             experiment,
@@ -112,6 +113,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
                     program: std::env::current_exe()?,
                     args: child,
                 }),
+                save_embeddings: false,
             },
         )?;
         for (id, e) in &outcome.failed {

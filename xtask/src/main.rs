@@ -26,6 +26,7 @@
 
 mod bench;
 mod bundle;
+mod choice;
 mod compare;
 mod data;
 mod loss_timing;

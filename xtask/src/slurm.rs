@@ -22,7 +22,7 @@ pub struct SlurmArgs {
     #[arg(long)]
     profile: Option<String>,
     /// Backend the tasks run on: flex, ndarray, wgpu or cuda (compiled into `--binary`).
-    #[arg(long, default_value = "cuda")]
+    #[arg(long, default_value = "cuda", value_parser = crate::choice::Choice::backend())]
     backend: String,
     /// Slurm partition (`#SBATCH --partition`); none: the cluster's default.
     #[arg(long)]

@@ -28,7 +28,7 @@ pub struct SweepArgs {
     pub profile: Option<String>,
     /// Backend: flex (the CPU), ndarray (Burn's older CPU backend), wgpu or cuda (the last
     /// two need their cargo feature).
-    #[arg(long, default_value = "flex")]
+    #[arg(long, default_value = "flex", value_parser = crate::choice::Choice::backend())]
     pub backend: String,
     /// Device indices of the backend, comma-separated (e.g. `0,1`); one cell runs on each at
     /// a time unless `--jobs` says otherwise. Default: device 0.
@@ -56,8 +56,14 @@ pub struct SweepArgs {
     pub data_dir: Option<PathBuf>,
     /// Replace a base key of the experiment's cells, as if written in the file (repeatable):
     /// `--set lr=0.1 --set epochs=5`. A grid axis cannot be set this way.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", long_help = crate::choice::set_help(
+        "Replace a base key of the experiment's cells, as if written in the file (repeatable): \
+         `--set lr=0.1 --set epochs=5`. A grid axis cannot be set this way."))]
     pub set: Vec<String>,
+    /// Deep cells also write the embeddings and labels of every evaluated epoch as NumPy
+    /// files, `<cell>/embeddings/epoch-NNNN-{train,test}[-labels].npy`.
+    #[arg(long)]
+    pub save_embeddings: bool,
     /// Internal: this process is a cell started by a sweep (progress lines on stdout; exits
     /// when its stdin closes).
     #[arg(long, hide = true)]
@@ -78,6 +84,7 @@ impl Default for SweepArgs {
             device: None,
             data_dir: None,
             set: Vec::new(),
+            save_embeddings: false,
             supervised: false,
         }
     }
@@ -249,6 +256,7 @@ pub fn child_args(
     backend: BackendKind,
     out: &Path,
     data_dir: Option<&Path>,
+    save_embeddings: bool,
 ) -> Arc<dyn Fn(CellRequest) -> Vec<OsString> + Send + Sync> {
     let mut v: Vec<OsString> = vec![
         "sweep".into(),
@@ -267,6 +275,9 @@ pub fn child_args(
     }
     for set in sets {
         v.extend(["--set".into(), set.into()]);
+    }
+    if save_embeddings {
+        v.push("--save-embeddings".into());
     }
     Arc::new(move |request: CellRequest| {
         let mut args = v.clone();
@@ -336,6 +347,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         progress: stderr_is_terminal(),
         data_dir: args.data_dir.clone(),
         launcher: None,
+        save_embeddings: args.save_embeddings,
     };
     if let Some(index) = args.cell {
         return Ok(run_one(&experiment, index, &opts, &args));
@@ -362,6 +374,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
                 backend,
                 &args.out,
                 args.data_dir.as_deref(),
+                args.save_embeddings,
             ),
         }),
         ..opts

@@ -25,7 +25,7 @@ pub struct TrainArgs {
     resume: bool,
     /// Backend: flex (the CPU), ndarray (Burn's older CPU backend), wgpu or cuda (the last
     /// two need their cargo feature).
-    #[arg(long, default_value = "flex")]
+    #[arg(long, default_value = "flex", value_parser = crate::choice::Choice::backend())]
     backend: String,
     /// Data directory (default: $SCL_DATA_DIR, else datasets/cache).
     #[arg(long)]
@@ -34,8 +34,13 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     device: usize,
     /// Replace a key of `--config` (repeatable): `--set lr=0.1 --set epochs=5`.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", long_help = crate::choice::set_help(
+        "Replace a key of `--config` (repeatable): `--set lr=0.1 --set epochs=5`."))]
     set: Vec<String>,
+    /// Also write the embeddings and labels of every evaluated epoch as NumPy files,
+    /// `DIR/embeddings/epoch-NNNN-{train,test}[-labels].npy`.
+    #[arg(long)]
+    save_embeddings: bool,
 }
 
 /// Runs `cargo xtask train`.
@@ -107,6 +112,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         resume: args.resume,
         backend: backend.name().to_string(),
         stop_after_epochs: None,
+        save_embeddings: args.save_embeddings,
     };
     let bar = indicatif::ProgressBar::new(config.epochs as u64);
     if !scl_experiments::runner::stderr_is_terminal() {

@@ -44,6 +44,7 @@
 //!     progress: false,
 //!     data_dir: None,
 //!     launcher: None,
+//!     save_embeddings: false,
 //! };
 //! let outcome = run_sweep(&experiment, &opts).unwrap();
 //! assert_eq!((outcome.ran, outcome.summaries.len()), (2, 2));

@@ -50,6 +50,9 @@ pub struct SweepOptions {
     /// Run every cell in a child process made by this launcher (`None`: on a thread of this
     /// process).
     pub launcher: Option<Launcher>,
+    /// Deep cells also write their evaluated embeddings and labels as NumPy files
+    /// (`<cell>/embeddings/`, [`scl_train::deep::DeepRunOptions::save_embeddings`]).
+    pub save_embeddings: bool,
 }
 
 /// The result of a sweep.
@@ -198,7 +201,7 @@ pub fn run_cell(
         }),
         CellRef::Deep(cell) => {
             let data_dir = scl_data::DataDir::resolve(opts.data_dir.as_deref());
-            run_deep_cell(cell, &root, opts.backend, device, &data_dir, |e| {
+            run_deep_cell(cell, &root, opts, device, &data_dir, |e| {
                 progress(e as u64, total)
             })
             .map(|summary| match summary.outcome.metrics.last() {
@@ -508,11 +511,12 @@ fn run_child(
 fn run_deep_cell(
     cell: &DeepCell,
     root: &Path,
-    backend: BackendKind,
+    sweep: &SweepOptions,
     device: usize,
     data_dir: &scl_data::DataDir,
     progress: impl FnMut(usize),
 ) -> Result<DeepSummary, RunError> {
+    let backend = sweep.backend;
     let start = Instant::now();
     let work = partial_dir(root, &cell.id);
     let opts = scl_train::deep::DeepRunOptions {
@@ -521,6 +525,7 @@ fn run_deep_cell(
         resume: true,
         backend: backend.name().to_string(),
         stop_after_epochs: None,
+        save_embeddings: sweep.save_embeddings,
     };
     let outcome = backend.train_deep(device, &cell.config, &opts, progress)?;
     let summary = DeepSummary {

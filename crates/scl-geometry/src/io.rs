@@ -9,6 +9,10 @@
 //!   whole numbers, or text with one label per line (or one line of separated labels). Any
 //!   integer values: [`dense_labels`] maps the distinct values, sorted, to `0..K`.
 //!
+//! The other direction, for analysis in NumPy: [`npy_f32`] and [`npy_i64`] encode a matrix
+//! and a label vector as `.npy` bytes (format 1.0, little-endian, C order), which
+//! `numpy.load` and the readers above both read.
+//!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
 //! # let path = dir.path().join("z.csv");
@@ -329,6 +333,67 @@ pub fn dense_labels(raw: &[i64]) -> (Vec<usize>, Vec<i64>) {
     (labels, classes)
 }
 
+/// A `.npy` file (format 1.0, C order) of `data`, whose raw little-endian values are
+/// `values`, with dtype `descr` and `shape`; the header is padded so the data start at a
+/// multiple of 64 bytes, as NumPy writes it.
+fn npy_bytes(
+    descr: &str,
+    shape: &[usize],
+    values: impl Iterator<Item = [u8; 8]>,
+    width: usize,
+) -> Vec<u8> {
+    let dims = match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let count: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(10 + header.len() + count * width);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v[..width]);
+    }
+    out
+}
+
+/// The `.npy` bytes of an `[n, d]` matrix of `f32` (`<f4`), rows in order. The embeddings
+/// this workspace computes are `f32` on every backend, so nothing is lost against `f64`.
+///
+/// # Panics
+/// When `values.len() != n * d`.
+pub fn npy_f32(n: usize, d: usize, values: &[f32]) -> Vec<u8> {
+    assert_eq!(values.len(), n * d, "an [n, d] matrix holds n * d values");
+    let le = values.iter().map(|v| {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&v.to_le_bytes());
+        b
+    });
+    npy_bytes("<f4", &[n, d], le, 4)
+}
+
+/// The `.npy` bytes of a vector of labels (`<i8`).
+pub fn npy_i64(labels: &[i64]) -> Vec<u8> {
+    npy_bytes(
+        "<i8",
+        &[labels.len()],
+        labels.iter().map(|v| v.to_le_bytes()),
+        8,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +465,54 @@ mod tests {
                 .to_string()
                 .contains("not a whole number")
         );
+    }
+
+    #[test]
+    fn written_npy_files_read_back_and_match_numpys_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = [0.5f32, -1.25, 3.0e-8, 7.0, f32::MAX, -0.0];
+        let bytes = npy_f32(3, 2, &values);
+        // NumPy's own encoding of the same array (np.save of a float32 [3, 2] array).
+        assert_eq!(
+            bytes,
+            npy(
+                "<f4",
+                "(3, 2)",
+                &values
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<_>>()
+            )
+        );
+        assert_eq!(
+            bytes.len() % 64,
+            24,
+            "64-byte aligned header, then 24 bytes of data"
+        );
+        let z = dir.path().join("z.npy");
+        std::fs::write(&z, bytes).unwrap();
+        let back = read_embeddings(&z).unwrap();
+        let want: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
+        assert_eq!(back, Embeddings::new(3, 2, want).unwrap());
+
+        let y = dir.path().join("y.npy");
+        let labels = [3i64, 0, -7, i64::from(i32::MAX) + 1];
+        let bytes = npy_i64(&labels);
+        assert_eq!(
+            bytes,
+            npy(
+                "<i8",
+                "(4,)",
+                &labels
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<_>>()
+            )
+        );
+        std::fs::write(&y, bytes).unwrap();
+        assert_eq!(read_labels(&y).unwrap(), labels);
+        // An empty label vector is a valid file too.
+        assert_eq!(&npy_i64(&[])[..6], b"\x93NUMPY");
     }
 
     #[test]

@@ -150,6 +150,42 @@ pub fn accuracies(
     (overall, balanced, per)
 }
 
+/// Nearest-class-mean classification of the rows of `x` (Euclidean distance to each column
+/// of `means.means`; ties go to the first class) scored against `labels`: overall accuracy,
+/// balanced accuracy (the mean over the classes present) and the accuracy of each class. The
+/// means come from another set, usually the training embeddings, so that the test set is
+/// classified by what training learned (not by its own means).
+///
+/// ```
+/// let train = scl_geometry::Embeddings::new(2, 2, vec![1.0, 0.0, 0.0, 1.0]).unwrap();
+/// let means = scl_geometry::class_means(&train, &[0, 1], &[0, 1]).unwrap();
+/// let test = scl_geometry::Embeddings::new(3, 2, vec![0.9, 0.1, 0.2, 0.8, 0.6, 0.4]).unwrap();
+/// let (overall, balanced, _) = scl_geometry::nearest_class_mean(&test, &[0, 1, 1], &means);
+/// assert_eq!((overall, balanced), (2.0 / 3.0, 0.75));
+/// ```
+pub fn nearest_class_mean(
+    x: &Embeddings,
+    labels: &[usize],
+    means: &ClassMeans,
+) -> (f64, f64, Vec<f64>) {
+    let k = means.classes.len();
+    let predicted = (0..x.rows()).map(|i| {
+        let row = x.row(i);
+        let distance = |c: usize| -> f64 {
+            row.iter()
+                .zip(means.means.column(c).iter())
+                .map(|(a, m)| (a - m).powi(2))
+                .sum()
+        };
+        (0..k)
+            .map(|c| (c, distance(c)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(0, |(c, _)| means.classes[c])
+    });
+    let num_classes = means.classes.iter().max().map_or(0, |m| m + 1);
+    accuracies(labels, predicted, num_classes)
+}
+
 /// A host copy of an embedding matrix `[n, d]`, row-major, in `f64`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embeddings {

@@ -4,9 +4,11 @@
 //! epochs, checkpoints and exact resumption.
 //!
 //! A run directory holds `config.json` (with the git revision and backend), `metrics.csv`
-//! (one row per evaluated epoch), `summary.json` (written last: its presence means finished)
-//! and `checkpoints/epoch-NNNN/` (model, optimiser, state) with `checkpoints/latest` naming
-//! the newest. Every file is written to a temporary name and renamed.
+//! (one row per evaluated epoch, and with `log_every` one per logged step),
+//! `summary.json` (written last: its presence means finished), `checkpoints/epoch-NNNN/`
+//! (model, optimiser, state) with `checkpoints/latest` naming the newest and, with
+//! [`DeepRunOptions::save_embeddings`], `embeddings/` (NumPy files). Every file is written to a
+//! temporary name and renamed.
 //!
 //! On Ctrl-C or SIGTERM ([`crate::interrupt`]) the run finishes its current step, saves
 //! `checkpoints/epoch-NNNN-batch-BBBBB/` (the position inside the epoch and the epoch's loss so
@@ -138,6 +140,11 @@ pub struct DeepConfig {
     /// Evaluate (geometry, accuracy) and checkpoint every this many epochs, and at the end.
     #[serde(default = "default_eval_every")]
     pub eval_every: usize,
+    /// Also write the mean training loss of every `log_every` steps to `metrics.csv` (rows
+    /// with the geometry columns empty). Absent: the loss only at evaluated epochs. Not
+    /// written when absent, so cell ids of configurations without it do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_every: Option<usize>,
     /// Seed of initialisation, batches and augmentations.
     #[serde(default)]
     pub seed: u64,
@@ -180,6 +187,7 @@ pub const DEEP_KEYS: &[&str] = &[
     "lr_milestones",
     "lr_gamma",
     "eval_every",
+    "log_every",
     "seed",
     "linear_probe",
     "inject_nan_at_step",
@@ -263,6 +271,11 @@ impl DeepConfig {
                 self.lr,
                 crate::MAX_LR
             )));
+        }
+        if self.log_every == Some(0) {
+            return Err(ConfigError::new(
+                "log_every = 0 is not allowed: it must be at least 1 (or absent: the loss at evaluated epochs only)",
+            ));
         }
         if self.projection == Some(0) {
             return Err(ConfigError::new(
@@ -367,6 +380,20 @@ pub struct EpochMetrics {
     pub probe: Option<ProbeReport>,
 }
 
+/// The mean training loss of the steps since the previous logged step, logged every
+/// `log_every` steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepLoss {
+    /// The epoch the step belongs to (1-based, as in [`EpochMetrics::epoch`]).
+    pub epoch: usize,
+    /// Optimiser steps taken so far.
+    pub step: usize,
+    /// Learning rate of the epoch.
+    pub lr: f64,
+    /// Mean loss of the steps since the previous logged step.
+    pub loss: f64,
+}
+
 /// What a finished run returns.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeepOutcome {
@@ -410,7 +437,15 @@ pub struct DeepRunOptions {
     pub backend: String,
     /// Stop after this many epochs of this invocation (tests of resumption); `None`: run on.
     pub stop_after_epochs: Option<usize>,
+    /// At every evaluated epoch, also write the embeddings the geometry is measured on, and
+    /// the labels, as NumPy files: `embeddings/epoch-NNNN-{train,test}.npy` (`[n, d]`, `f32`,
+    /// L2-normalised, eval mode, one view without augmentation) and
+    /// `embeddings/epoch-NNNN-{train,test}-labels.npy` (`[n]`, `i64`).
+    pub save_embeddings: bool,
 }
+
+/// The folder of a run directory that `save_embeddings` writes to.
+pub const EMBEDDINGS_DIR: &str = "embeddings";
 
 #[derive(Serialize, Deserialize)]
 struct State {
@@ -424,6 +459,12 @@ struct State {
     #[serde(default)]
     loss_sum: f64,
     metrics: Vec<EpochMetrics>,
+    /// The logged step losses (`log_every`).
+    #[serde(default)]
+    step_losses: Vec<StepLoss>,
+    /// The sum and count of the losses since the last logged step.
+    #[serde(default)]
+    window: (f64, usize),
     config: DeepConfig,
     /// The layout of the model's parameters ([`MODEL_FORMAT`]); 1 in checkpoints that do not
     /// say.
@@ -517,30 +558,6 @@ fn items_of(set: &ImageSet, indices: &[usize]) -> Vec<ImageItem> {
             pixels: set.image(i).to_vec(),
         })
         .collect()
-}
-
-/// Nearest-class-mean accuracy of `test` with the class means (`d x K`, column `c` the
-/// mean of class `c`): overall, balanced (mean over the classes present) and per class.
-fn ncc_accuracy(
-    test: &Embeddings,
-    labels: &[usize],
-    means: &scl_geometry::ClassMeans,
-) -> (f64, f64, Vec<f64>) {
-    let k = means.classes.len();
-    let predicted = (0..labels.len()).map(|i| {
-        let row = test.row(i);
-        let distance = |c: usize| -> f64 {
-            row.iter()
-                .zip(means.means.column(c).iter())
-                .map(|(x, m)| (x - m).powi(2))
-                .sum()
-        };
-        (0..k)
-            .map(|c| (c, distance(c)))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map_or(0, |(c, _)| c)
-    });
-    scl_geometry::accuracies(labels, predicted, k)
 }
 
 /// Trains one deep-network run into `opts.run_dir`.
@@ -707,6 +724,8 @@ impl<B: TrainBackend> Run<'_, B> {
             batch_in_epoch: 0,
             loss_sum: 0.0,
             metrics: Vec::new(),
+            step_losses: Vec::new(),
+            window: (0.0, 0),
             config: cfg.clone(),
             model_format: MODEL_FORMAT,
         };
@@ -777,6 +796,8 @@ impl<B: TrainBackend> Run<'_, B> {
                 };
                 let value: f64 = loss.clone().into_scalar().elem();
                 if !value.is_finite() {
+                    // The logged losses up to here show how the run got there.
+                    self.write_metrics(&state.metrics, &state.step_losses)?;
                     return Err(RunError::NonFinite { step: state.step });
                 }
                 loss_sum += value;
@@ -784,6 +805,17 @@ impl<B: TrainBackend> Run<'_, B> {
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 model = optim.step(lr, model, grads);
                 state.step += 1;
+                state.window.0 += value;
+                state.window.1 += 1;
+                if cfg.log_every.is_some_and(|n| state.step.is_multiple_of(n)) {
+                    let (sum, count) = std::mem::take(&mut state.window);
+                    state.step_losses.push(StepLoss {
+                        epoch: epoch + 1,
+                        step: state.step,
+                        lr,
+                        loss: sum / count as f64,
+                    });
+                }
                 if cfg.interrupt_at_step == Some(state.step) {
                     crate::interrupt::request();
                 }
@@ -804,7 +836,7 @@ impl<B: TrainBackend> Run<'_, B> {
                     loss_sum / batches.max(1) as f64,
                 )?;
                 state.metrics.push(metrics);
-                self.write_metrics(&state.metrics)?;
+                self.write_metrics(&state.metrics, &state.step_losses)?;
                 self.save_checkpoint(&ckpt_root, &state, &model, &optim)?;
             }
         }
@@ -841,7 +873,12 @@ impl<B: TrainBackend> Run<'_, B> {
                 }
             })?;
         let test_z = embed_set(&valid, self.test, &self.eval_batcher, self.device)?;
-        let (ncc, balanced, per_class) = ncc_accuracy(&test_z, self.test.labels(), &means);
+        if self.opts.save_embeddings {
+            self.save_embeddings(epoch, "train", &train_z, self.train.labels())?;
+            self.save_embeddings(epoch, "test", &test_z, self.test.labels())?;
+        }
+        let (ncc, balanced, per_class) =
+            scl_geometry::nearest_class_mean(&test_z, self.test.labels(), &means);
         let probe = if self.cfg.linear_probe {
             Some(
                 linear_probe(
@@ -879,15 +916,53 @@ impl<B: TrainBackend> Run<'_, B> {
         })
     }
 
+    /// Writes `embeddings/epoch-NNNN-<split>.npy` and `...-<split>-labels.npy` (atomically,
+    /// each).
+    fn save_embeddings(
+        &self,
+        epoch: usize,
+        split: &str,
+        z: &Embeddings,
+        labels: &[usize],
+    ) -> Result<(), RunError> {
+        let dir = self.opts.run_dir.join(EMBEDDINGS_DIR);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let (n, d) = (z.rows(), z.dim());
+        // The embeddings came from f32 tensors, so this conversion is exact.
+        let values: Vec<f32> = (0..n)
+            .flat_map(|i| z.row(i).iter().map(|&v| v as f32))
+            .collect();
+        let stem = format!("epoch-{epoch:04}-{split}");
+        scl_fs::write(
+            &dir.join(format!("{stem}.npy")),
+            scl_geometry::io::npy_f32(n, d, &values),
+        )?;
+        let labels: Vec<i64> = labels.iter().map(|&c| c as i64).collect();
+        scl_fs::write(
+            &dir.join(format!("{stem}-labels.npy")),
+            scl_geometry::io::npy_i64(&labels),
+        )?;
+        Ok(())
+    }
+
     /// Writes `metrics.csv` (columns [`crate::run_files::DEEP_COLUMNS`]): one row per
-    /// evaluated epoch.
-    fn write_metrics(&self, metrics: &[EpochMetrics]) -> Result<(), RunError> {
+    /// evaluated epoch and, with `log_every`, one per logged step (only `epoch`, `step`, `lr`
+    /// and `train_loss` filled), in step order, a logged step before the evaluated epoch that
+    /// ends at the same step.
+    fn write_metrics(&self, metrics: &[EpochMetrics], losses: &[StepLoss]) -> Result<(), RunError> {
         let of = |g: Option<scl_geometry::GeometryReport>| {
             g.map(|r| r.of_distance.to_string()).unwrap_or_default()
         };
-        let rows = metrics
-            .iter()
-            .map(|m| {
+        let step_rows = losses.iter().map(|l| {
+            let mut row = vec![String::new(); crate::run_files::DEEP_COLUMNS.len()];
+            row[0] = l.epoch.to_string();
+            row[1] = l.step.to_string();
+            row[2] = l.lr.to_string();
+            row[3] = l.loss.to_string();
+            ((l.step, 0), row)
+        });
+        let epoch_rows = metrics.iter().map(|m| {
+            ((m.step, 1), {
                 let g = &m.geometry.overall;
                 let probe = |f: fn(&ProbeReport) -> f64| {
                     m.probe
@@ -913,7 +988,10 @@ impl<B: TrainBackend> Run<'_, B> {
                     probe(|p| p.balanced_accuracy),
                 ]
             })
-            .collect();
+        });
+        let mut keyed: Vec<((usize, u8), Vec<String>)> = step_rows.chain(epoch_rows).collect();
+        keyed.sort_by_key(|(key, _)| *key);
+        let rows = keyed.into_iter().map(|(_, row)| row).collect();
         let path = self.opts.run_dir.join(crate::run_files::METRICS);
         Ok(crate::run_files::write_rows(
             &path,
@@ -936,7 +1014,13 @@ impl<B: TrainBackend> Run<'_, B> {
     ) -> RunError {
         state.batch_in_epoch = batches;
         state.loss_sum = loss_sum;
-        match self.save_checkpoint(root, &state, model, optim) {
+        let saved = self
+            .save_checkpoint(root, &state, model, optim)
+            .and_then(|dir| {
+                self.write_metrics(&state.metrics, &state.step_losses)?;
+                Ok(dir)
+            });
+        match saved {
             Ok(dir) => RunError::Interrupted {
                 step: state.step,
                 checkpoint: Some(dir.display().to_string()),
@@ -1239,6 +1323,7 @@ mod tests {
         cfg.inject_nan_at_step = Some(1);
         cfg.interrupt_at_step = Some(1);
         cfg.linear_probe = true;
+        cfg.log_every = Some(1);
         let value = serde_json::to_value(&cfg).unwrap();
         let mut fields: Vec<&str> = value
             .as_object()
