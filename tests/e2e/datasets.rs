@@ -144,3 +144,48 @@ fn step_imbalance_on_mnist_keeps_5000_and_500() {
         step.select(train.labels(), 10, 1).unwrap().indices
     );
 }
+
+#[test]
+fn mnist_and_fashion_mnist_are_found_in_torchvisions_layout() {
+    let Some(shared) = shared() else { return };
+    // torchvision.datasets.MNIST(root) keeps the files in <root>/MNIST/raw/, gzip and unpacked.
+    let root = tempfile::tempdir().unwrap();
+    for (name, folder) in [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")] {
+        let raw = root.path().join(folder).join("raw");
+        std::fs::create_dir_all(&raw).unwrap();
+        let manifest = Manifest::named(name).unwrap();
+        for (i, f) in manifest.files.iter().enumerate() {
+            let bytes = std::fs::read(shared.join(name).join(&f.name)).unwrap();
+            // Half the files as torchvision unpacks them, half as downloaded.
+            if i % 2 == 0 {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
+                    .unwrap();
+                std::fs::write(raw.join(f.name.trim_end_matches(".gz")), out).unwrap();
+            } else {
+                std::fs::write(raw.join(&f.name), bytes).unwrap();
+            }
+        }
+        let source = scl_data::store::locate(
+            &manifest,
+            &DataDir::at(root.path(), "--data-dir"),
+            Fetch::Never,
+        )
+        .unwrap();
+        assert_eq!(source, scl_data::Source::TorchvisionFolder(raw.clone()));
+        let from_torchvision = load(&manifest, Split::Test, &opts(root.path())).unwrap();
+        let from_own = load(&manifest, Split::Test, &opts(&shared)).unwrap();
+        assert_eq!(from_torchvision.labels(), from_own.labels(), "{name}");
+        assert!(
+            (0..from_own.len()).all(|i| from_torchvision.image(i) == from_own.image(i)),
+            "{name}: the pixels differ"
+        );
+        assert_eq!(
+            scl_data::split_counts(&manifest, Split::Train, &opts(root.path()))
+                .unwrap()
+                .iter()
+                .sum::<usize>(),
+            60000
+        );
+    }
+}

@@ -33,6 +33,7 @@ fn run_smoke(file: &str) -> (Experiment, SweepOutcome, tempfile::TempDir) {
             progress: false,
             data_dir: None,
             launcher: None,
+            save_embeddings: false,
         },
     )
     .unwrap();

@@ -28,9 +28,10 @@ enum DataCommand {
     /// Print the per-class counts of a training split after an imbalance construction.
     Imbalance {
         /// A dataset name.
+        #[arg(value_parser = crate::choice::Choice::dataset())]
         name: String,
-        /// `step`, `long-tail` or `none`.
-        #[arg(long, default_value = "step")]
+        /// How the classes are unbalanced.
+        #[arg(long, default_value = "step", value_parser = crate::choice::Choice::imbalance_kind())]
         kind: String,
         /// The imbalance ratio R (at least 1).
         #[arg(long, default_value_t = 10.0)]
@@ -49,6 +50,7 @@ enum DataCommand {
     /// Download the missing files of a dataset (or `all`), verified by md5.
     Fetch {
         /// A dataset name, or `all`.
+        #[arg(value_parser = crate::choice::Choice::dataset_or_all())]
         name: String,
         /// Data directory (default: $SCL_DATA_DIR, else datasets/cache).
         #[arg(long)]
@@ -185,7 +187,46 @@ fn check(dir: DataDir) -> anyhow::Result<ExitCode> {
                 "   embedded in the smartcore crate: nothing to download"
             );
         }
-        for f in &m.files {
+        // Data in torchvision's layout (a PyTorch user's `root`) is read where the dataset's
+        // own folder is incomplete.
+        let own_file = |path: &std::path::Path| {
+            m.files.iter().any(|f| {
+                path.file_name().is_some_and(|n| {
+                    n == f.name.as_str() || f.unpacked().is_some_and(|(raw, _)| n == raw)
+                })
+            })
+        };
+        let torchvision = match scl_data::store::locate(&m, &dir, scl_data::Fetch::Never) {
+            Ok(source) if source.is_torchvision() => Some(Ok(source)),
+            // A torchvision file that is not the published one (the own files' problems are
+            // listed below, file by file).
+            Err(e @ scl_data::DataError::Checksum { .. }) if matches!(&e, scl_data::DataError::Checksum { path, .. } if !own_file(path)) => {
+                Some(Err(e))
+            }
+            _ => None,
+        };
+        let own_files = match &torchvision {
+            Some(Ok(source)) => {
+                let what = match source {
+                    scl_data::Source::TorchvisionArchive(_) => "torchvision's archive",
+                    _ => "torchvision's folder",
+                };
+                let _ = writeln!(
+                    out,
+                    "   found in {what} {} (md5 ok)",
+                    source.path().display()
+                );
+                &[][..]
+            }
+            Some(Err(e)) => {
+                all_verified = false;
+                bad = true;
+                let _ = writeln!(out, "   torchvision layout: {e}");
+                &[][..]
+            }
+            None => &m.files[..],
+        };
+        for f in own_files {
             let state = match file_state(&folder, f) {
                 Ok(FileState::Verified { path }) if path.ends_with(&f.name) => {
                     "verified (md5 ok)".to_string()

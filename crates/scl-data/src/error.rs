@@ -148,6 +148,14 @@ pub enum DataError {
         /// What is wrong.
         message: String,
     },
+    /// A pickled batch of the CIFAR python version that is not what it should be.
+    #[error("{path}: not a CIFAR python batch: {message}")]
+    Pickle {
+        /// The file (or `archive/member`).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A folder (or another non-file) where a dataset file should be.
     #[error(
         "{path} is not a file (a folder or another kind of entry is in its place); remove it and put the dataset file there"

@@ -1,6 +1,8 @@
 //! Datasets for supervised contrastive learning under class imbalance: checksummed readers
-//! for MNIST, Fashion-MNIST, CIFAR-10/100 (official binary versions), image folders (from a
-//! directory or a `.tar.gz`) and the embedded sklearn digits; the paper's imbalance
+//! for MNIST, Fashion-MNIST, CIFAR-10/100 (official binary versions, and the python versions
+//! as torchvision downloads them: data a PyTorch user already has is found in torchvision's
+//! layout under the data directory), image folders (from a directory or a `.tar.gz`) and the
+//! embedded sklearn digits; the paper's imbalance
 //! constructions; and Burn `Dataset`/`Batcher` implementations that build two-view batches.
 //!
 //! ```
@@ -45,9 +47,9 @@ pub use dataset::{ImageItem, ImageSet};
 pub use error::DataError;
 pub use imbalance::{Imbalance, Selection, count_table};
 pub use load::{LoadOptions, Split, load, split_counts};
-pub use manifest::{FileEntry, Format, Manifest};
+pub use manifest::{FileEntry, Format, Manifest, Torchvision, TorchvisionFile};
 pub use readers::cifar::Cifar100Labels;
-pub use store::{DataDir, Fetch};
+pub use store::{DataDir, Fetch, Source};
 pub use transform::{Transform, ViewPreset};
 
 #[cfg(all(test, feature = "burn", feature = "download", feature = "digits"))]

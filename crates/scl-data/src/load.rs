@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::readers::cifar::{self, Cifar100Labels, CifarVariant};
-use crate::readers::{folder, idx};
-use crate::store::{DataDir, Fetch, ensure_files};
+use crate::readers::{cifar_python, folder, idx};
+use crate::store::{DataDir, Fetch, Source, locate};
 use crate::{DataError, Format, ImageSet, Manifest};
 
 /// A dataset split.
@@ -69,8 +69,20 @@ fn path_of(dir: &std::path::Path, manifest: &Manifest, role: &str) -> PathBuf {
     )
 }
 
-/// Reads one split of a dataset into memory, after making sure its files are present and
-/// verified (see [`ensure_files`]).
+/// The CIFAR python files of a split, in order (torchvision's layout).
+fn python_files(manifest: &Manifest, split: Split) -> Vec<String> {
+    manifest
+        .torchvision
+        .iter()
+        .flat_map(|tv| tv.files.iter())
+        .filter(|f| f.role == split.as_str())
+        .map(|f| f.name.clone())
+        .collect()
+}
+
+/// Reads one split of a dataset into memory, after finding its files and verifying them
+/// (see [`locate`]: the dataset's own folder, else torchvision's layout, else a download when
+/// allowed).
 ///
 /// # Errors
 /// Every reader error, with the file it concerns; [`DataError::Missing`] when files are
@@ -86,7 +98,37 @@ pub fn load(manifest: &Manifest, split: Split, opts: &LoadOptions) -> Result<Ima
             message: "this build of scl-data has no `digits` feature".into(),
         });
     }
-    let dir = ensure_files(manifest, &opts.data_dir, opts.fetch)?;
+    let source = locate(manifest, &opts.data_dir, opts.fetch)?;
+    let variant = match manifest.format {
+        Format::Cifar100Binary => CifarVariant::Cifar100(opts.cifar100_labels),
+        _ => CifarVariant::Cifar10,
+    };
+    let dir = match source {
+        Source::Own(dir) => dir,
+        // torchvision's IDX files are the manifest's own, in another folder.
+        Source::TorchvisionFolder(dir) if manifest.format == Format::Idx => dir,
+        Source::TorchvisionFolder(dir) => {
+            return cifar_python::read_cifar_python_folder(
+                &dir,
+                &python_files(manifest, split),
+                variant,
+                &names,
+            );
+        }
+        Source::TorchvisionArchive(archive) => {
+            let folder = manifest
+                .torchvision
+                .as_ref()
+                .map_or("", |tv| tv.folder.as_str());
+            return cifar_python::read_cifar_python_archive(
+                &archive,
+                folder,
+                &python_files(manifest, split),
+                variant,
+                &names,
+            );
+        }
+    };
     match manifest.format {
         Format::Idx => idx::read_idx_pair(
             &path_of(&dir, manifest, &format!("{}-images", split.as_str())),
@@ -134,7 +176,9 @@ pub fn split_counts(
     };
     match manifest.format {
         Format::Idx => {
-            let dir = ensure_files(manifest, &opts.data_dir, Fetch::Never)?;
+            let dir = locate(manifest, &opts.data_dir, Fetch::Never)?
+                .path()
+                .to_path_buf();
             let labels = idx::read_idx_labels(
                 &path_of(&dir, manifest, &format!("{}-labels", split.as_str())),
                 names.len(),
@@ -142,7 +186,9 @@ pub fn split_counts(
             Ok(counts_of(&labels))
         }
         Format::ImageFolderArchive => {
-            let dir = ensure_files(manifest, &opts.data_dir, Fetch::Never)?;
+            let dir = locate(manifest, &opts.data_dir, Fetch::Never)?
+                .path()
+                .to_path_buf();
             folder::count_archive(&path_of(&dir, manifest, "archive"), split.as_str(), &names)
         }
         _ => {

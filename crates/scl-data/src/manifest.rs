@@ -85,6 +85,56 @@ pub struct Manifest {
     pub citation: String,
     /// The files, as published.
     pub files: Vec<FileEntry>,
+    /// Where torchvision keeps the same dataset under its `root`, read when the data
+    /// directory holds it that way instead of in `<data dir>/<name>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torchvision: Option<Torchvision>,
+}
+
+/// torchvision's layout of a dataset under its `root` (the data directory here), so that
+/// data a PyTorch user already downloaded is read in place, verified like the manifest's own
+/// files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Torchvision {
+    /// The folder under the data directory: `MNIST/raw` (the manifest's own IDX files, gzip
+    /// or unpacked), `cifar-10-batches-py` (the pickled batches of the python version).
+    pub folder: String,
+    /// The files of that folder when they are not the manifest's own (the CIFAR python
+    /// batches): role `train` (in the order their examples are concatenated) or `test`.
+    /// Other files there (`batches.meta`) are not read.
+    #[serde(default)]
+    pub files: Vec<TorchvisionFile>,
+    /// The archive torchvision downloads (`cifar-10-python.tar.gz`), read directly when it
+    /// lies in the data directory or the dataset's folder; its members are `folder/<file>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<FileEntry>,
+}
+
+/// One file of torchvision's folder of a dataset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TorchvisionFile {
+    /// `train` or `test`.
+    pub role: String,
+    /// The file name in the folder.
+    pub name: String,
+    /// Its md5 (lower-case hex), as torchvision checks it.
+    pub md5: String,
+}
+
+impl TorchvisionFile {
+    /// The file as an entry of the verification code (no size, no download address).
+    pub fn entry(&self) -> FileEntry {
+        FileEntry {
+            role: self.role.clone(),
+            name: self.name.clone(),
+            bytes: 0,
+            md5: self.md5.clone(),
+            urls: Vec::new(),
+            raw_md5: None,
+        }
+    }
 }
 
 const BUILTIN: &[(&str, &str)] = &[
@@ -148,7 +198,46 @@ impl Manifest {
                 return Err(format!("no file with role `{role}`"));
             }
         }
-        for file in &self.files {
+        if let Some(tv) = &self.torchvision {
+            let python = matches!(self.format, Format::Cifar10Binary | Format::Cifar100Binary);
+            match self.format {
+                Format::Idx if tv.files.is_empty() && tv.archive.is_none() => {}
+                Format::Idx => {
+                    return Err("torchvision: an IDX dataset's torchvision folder holds the manifest's own files; list no `files` or `archive`".into());
+                }
+                _ if python => {
+                    for role in ["train", "test"] {
+                        if !tv.files.iter().any(|f| f.role == role) {
+                            return Err(format!("torchvision: no file with role `{role}`"));
+                        }
+                    }
+                    if let Some(f) = tv
+                        .files
+                        .iter()
+                        .find(|f| !["train", "test"].contains(&f.role.as_str()))
+                    {
+                        return Err(format!(
+                            "torchvision: {} has role `{}`; the roles are train and test",
+                            f.name, f.role
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "torchvision: the format {:?} has no torchvision layout here",
+                        self.format
+                    ));
+                }
+            }
+        }
+        let torchvision_files = self.torchvision.iter().flat_map(|tv| {
+            tv.files
+                .iter()
+                .map(TorchvisionFile::entry)
+                .chain(tv.archive.clone())
+        });
+        for file in self.files.iter().cloned().chain(torchvision_files) {
+            let file = &file;
             if file.md5.len() != 32 || !file.md5.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!(
                     "{}: md5 `{}` is not 32 hex digits",
@@ -176,6 +265,26 @@ impl Manifest {
     /// Every manifest shipped with the crate (one per file in `manifests/`), in a fixed order.
     pub fn builtin() -> Vec<Manifest> {
         Self::parsed_builtin().to_vec()
+    }
+
+    /// The files torchvision's folder of this dataset holds: its own list, else (IDX) the
+    /// manifest's files; empty without a torchvision layout.
+    pub fn torchvision_files(&self) -> Vec<FileEntry> {
+        match &self.torchvision {
+            Some(tv) if !tv.files.is_empty() => {
+                tv.files.iter().map(TorchvisionFile::entry).collect()
+            }
+            Some(_) => self.files.clone(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The names of the built-in manifests, in the order of [`Manifest::builtin`].
+    pub fn builtin_names() -> Vec<&'static str> {
+        Self::parsed_builtin()
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect()
     }
 
     /// The built-in manifests, parsed once per process (`named` is called per cell).

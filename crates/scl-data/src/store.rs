@@ -3,7 +3,12 @@
 //!
 //! Location: `--data-dir` (passed in by the caller), else the environment variable
 //! `SCL_DATA_DIR`, else `datasets/cache/` under the current directory. Each dataset has a
-//! folder named after its manifest (`<data dir>/mnist/train-images-idx3-ubyte.gz`).
+//! folder named after its manifest (`<data dir>/mnist/train-images-idx3-ubyte.gz`). Where
+//! that folder is incomplete, [`locate`] also looks for torchvision's layout of the dataset
+//! under the same data directory (a `root` a PyTorch user already downloaded into):
+//! `MNIST/raw/`, `FashionMNIST/raw/`, `cifar-10-batches-py/`, `cifar-100-python/`, or the
+//! python archives `cifar-10-python.tar.gz` / `cifar-100-python.tar.gz`, verified by md5 like
+//! the manifest's own files.
 //!
 //! Verification: the first time a file is used its md5 is compared with the manifest's; the
 //! result is remembered in `.scl-verified.json` beside the file (keyed by size and
@@ -251,6 +256,98 @@ pub fn located(dir: &Path, entry: &FileEntry) -> PathBuf {
     }
 }
 
+/// Where a dataset's files were found, each verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The manifest's files in the dataset's folder, `<data dir>/<name>/`.
+    Own(PathBuf),
+    /// torchvision's folder of the dataset (`<data dir>/MNIST/raw`,
+    /// `<data dir>/cifar-10-batches-py`).
+    TorchvisionFolder(PathBuf),
+    /// torchvision's download archive of the CIFAR python version.
+    TorchvisionArchive(PathBuf),
+}
+
+impl Source {
+    /// The folder or archive.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Own(p) | Self::TorchvisionFolder(p) | Self::TorchvisionArchive(p) => p,
+        }
+    }
+
+    /// Whether the files are torchvision's rather than the manifest's own.
+    pub fn is_torchvision(&self) -> bool {
+        !matches!(self, Self::Own(_))
+    }
+}
+
+/// Whether `entry` is in `dir` (as published, or as its unpacked copy), without hashing.
+fn present(dir: &Path, entry: &FileEntry) -> bool {
+    dir.join(&entry.name).is_file()
+        || entry
+            .unpacked()
+            .is_some_and(|(raw, _)| dir.join(raw).is_file())
+}
+
+/// Verifies every one of `entries` in `dir`.
+fn verify_all(dir: &Path, entries: &[FileEntry]) -> Result<(), DataError> {
+    for entry in entries {
+        match file_state(dir, entry)? {
+            FileState::Verified { .. } => {}
+            FileState::Mismatch {
+                path,
+                expected,
+                found,
+            } => {
+                return Err(DataError::Checksum {
+                    path,
+                    expected,
+                    found,
+                });
+            }
+            FileState::Missing => {
+                return Err(DataError::Missing(format!(
+                    "{} disappeared while it was being verified",
+                    dir.join(&entry.name).display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Finds the files of `manifest` under `data_dir` and verifies them: the dataset's own
+/// folder when it holds every file; else torchvision's folder of the dataset when it holds
+/// every file it needs; else torchvision's archive (in the data directory or the dataset's
+/// folder); else the own folder after downloading what is missing, when `fetch` allows
+/// ([`ensure_files`]).
+///
+/// # Errors
+/// [`DataError::Checksum`] for a file of the chosen source whose md5 differs;
+/// [`DataError::Missing`] as [`ensure_files`] gives it when no source is complete.
+pub fn locate(manifest: &Manifest, data_dir: &DataDir, fetch: Fetch) -> Result<Source, DataError> {
+    let own = data_dir.dataset_dir(manifest);
+    let own_complete = manifest.files.iter().all(|e| present(&own, e));
+    if let (false, Some(tv)) = (own_complete, &manifest.torchvision) {
+        let folder = data_dir.root().join(&tv.folder);
+        let files = manifest.torchvision_files();
+        if !files.is_empty() && files.iter().all(|e| present(&folder, e)) {
+            verify_all(&folder, &files)?;
+            return Ok(Source::TorchvisionFolder(folder));
+        }
+        if let Some(archive) = &tv.archive {
+            for dir in [data_dir.root(), own.as_path()] {
+                if present(dir, archive) {
+                    verify_all(dir, std::slice::from_ref(archive))?;
+                    return Ok(Source::TorchvisionArchive(dir.join(&archive.name)));
+                }
+            }
+        }
+    }
+    ensure_files(manifest, data_dir, fetch).map(Source::Own)
+}
+
 /// Makes sure every file of `manifest` is present and verified in its folder under
 /// `data_dir`, downloading missing ones when `fetch` allows; returns the dataset's folder.
 ///
@@ -341,10 +438,22 @@ fn missing_message(
         ));
     }
     msg.push_str(&format!(
-        "\nPut the files in {}, or point --data-dir or {DATA_DIR_ENV} at a folder that holds `{}/`.",
+        "\nPut the files in {}, or point --data-dir or {DATA_DIR_ENV} at a folder that holds `{}/`",
         dir.display(),
         manifest.name
     ));
+    if let Some(tv) = &manifest.torchvision {
+        let archive = tv
+            .archive
+            .as_ref()
+            .map(|a| format!(" or `{}`", a.name))
+            .unwrap_or_default();
+        msg.push_str(&format!(
+            " or torchvision's `{}/`{archive} (the `root` of torchvision.datasets)",
+            tv.folder
+        ));
+    }
+    msg.push('.');
     msg
 }
 

@@ -704,3 +704,197 @@ fn batcher_rejects_views_of_different_shapes() {
         "{err}"
     );
 }
+
+/// The synthetic files of the CIFAR python layout in `testdata/`, pickled by Python and NumPy
+/// (CIFAR-10: protocol 2 with byte-string keys, as published; CIFAR-100: protocols 4 and 5
+/// with text keys, as a file pickled again by Python 3 is).
+fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+/// `manifest` with its torchvision files' md5s replaced by those of the files in `testdata/`.
+fn with_testdata_md5s(name: &str) -> Manifest {
+    let mut m = Manifest::named(name).unwrap();
+    let tv = m.torchvision.as_mut().unwrap();
+    let folder = testdata().join(&tv.folder);
+    for f in &mut tv.files {
+        f.md5 = format!(
+            "{:x}",
+            md5::compute(std::fs::read(folder.join(&f.name)).unwrap())
+        );
+    }
+    if let Some(a) = tv.archive.as_mut()
+        && let Ok(bytes) = std::fs::read(testdata().join(&a.name))
+    {
+        a.md5 = format!("{:x}", md5::compute(&bytes));
+    }
+    m
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn cifar_python_batches_are_read_from_torchvisions_folder_or_archive() {
+    let m = with_testdata_md5s("cifar10");
+    // The folder torchvision unpacks into, directly under the data directory.
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(
+        &testdata().join("cifar-10-batches-py"),
+        &dir.path().join("cifar-10-batches-py"),
+    );
+    let opts = LoadOptions::offline(DataDir::at(dir.path(), "--data-dir"));
+    assert_eq!(
+        store::locate(&m, &opts.data_dir, Fetch::Never).unwrap(),
+        Source::TorchvisionFolder(dir.path().join("cifar-10-batches-py"))
+    );
+    let train = load(&m, Split::Train, &opts).unwrap();
+    // Five batches of two, in batch order; labels (b + i) % 10 as the file generator wrote.
+    assert_eq!(train.labels(), [1, 2, 2, 3, 3, 4, 4, 5, 5, 6]);
+    let test = load(&m, Split::Test, &opts).unwrap();
+    assert_eq!(test.labels(), [9, 8, 7]);
+    assert_eq!(test.shape(), [3, 32, 32]);
+
+    // The same pixels from the archive as downloaded, in the data directory.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        testdata().join("cifar-10-python.tar.gz"),
+        other.path().join("cifar-10-python.tar.gz"),
+    )
+    .unwrap();
+    let from_archive = LoadOptions::offline(DataDir::at(other.path(), "--data-dir"));
+    assert!(matches!(
+        store::locate(&m, &from_archive.data_dir, Fetch::Never).unwrap(),
+        Source::TorchvisionArchive(_)
+    ));
+    let archived = load(&m, Split::Train, &from_archive).unwrap();
+    assert_eq!(archived.labels(), train.labels());
+    for i in 0..train.len() {
+        assert_eq!(archived.image(i), train.image(i), "image {i}");
+    }
+    // The rows are R, G, B planes, as in the binary version: the values NumPy reads from
+    // the file (`pickle.load(f, encoding="bytes")[b"data"]`), first red and first green pixels.
+    assert_eq!(train.image(0)[..8], [139, 74, 229, 241, 169, 65, 6, 160]);
+    assert_eq!(train.image(1)[1024..1028], [253, 133, 160, 130]);
+    assert_eq!(
+        split_counts(&m, Split::Test, &opts).unwrap()[7..],
+        [1, 1, 1]
+    );
+
+    // The dataset's own folder wins when it is complete: a binary archive there is read.
+    let mut binary = Vec::new();
+    for b in 1..=5 {
+        binary.push((
+            format!("cifar-10-batches-bin/data_batch_{b}.bin"),
+            cifar_records(1, 1, |_| [0, 0]),
+        ));
+    }
+    binary.push((
+        "cifar-10-batches-bin/test_batch.bin".into(),
+        cifar_records(1, 1, |_| [0, 0]),
+    ));
+    let archive = dir.path().join("cifar10/cifar-10-binary.tar.gz");
+    std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
+    let members: Vec<(&str, Vec<u8>)> = binary
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.clone()))
+        .collect();
+    tar_gz(&archive, &members);
+    let mut own = m.clone();
+    own.files[0].md5 = format!("{:x}", md5::compute(std::fs::read(&archive).unwrap()));
+    assert_eq!(load(&own, Split::Train, &opts).unwrap().len(), 5);
+
+    // With the own folder complete, its file is the one verified (here against the official
+    // md5, which the test archive does not have).
+    let msg = load(&m, Split::Train, &opts).unwrap_err().to_string();
+    assert!(
+        msg.contains("cifar-10-binary.tar.gz: md5 mismatch"),
+        "{msg}"
+    );
+    std::fs::remove_file(&archive).unwrap();
+
+    // A changed batch is refused with its name, like any dataset file.
+    let batch = dir.path().join("cifar-10-batches-py/test_batch");
+    let mut bytes = std::fs::read(&batch).unwrap();
+    let last = bytes.len() - 40;
+    bytes[last] ^= 1;
+    std::fs::write(&batch, bytes).unwrap();
+    let msg = load(&m, Split::Test, &opts).unwrap_err().to_string();
+    assert!(msg.contains("test_batch: md5 mismatch"), "{msg}");
+}
+
+#[test]
+fn cifar100_python_gives_fine_or_coarse_labels_from_any_pickle_protocol() {
+    let m = with_testdata_md5s("cifar100");
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(
+        &testdata().join("cifar-100-python"),
+        &dir.path().join("cifar-100-python"),
+    );
+    let mut opts = LoadOptions::offline(DataDir::at(dir.path(), "--data-dir"));
+    // train: protocol 4 (ndarray state); test: protocol 5 (_frombuffer arguments).
+    assert_eq!(
+        load(&m, Split::Train, &opts).unwrap().labels(),
+        [90, 91, 92, 93]
+    );
+    assert_eq!(load(&m, Split::Test, &opts).unwrap().labels(), [99]);
+    opts.cifar100_labels = Cifar100Labels::Coarse;
+    let coarse = load(&m, Split::Train, &opts).unwrap();
+    assert_eq!(coarse.labels(), [10, 11, 12, 13]);
+    assert_eq!(coarse.num_classes(), 20);
+}
+
+#[test]
+fn pickles_that_are_not_cifar_batches_are_named_and_never_panic() {
+    use crate::readers::cifar_python::parse_cifar_pickle;
+    let good = std::fs::read(testdata().join("cifar-10-batches-py/data_batch_1")).unwrap();
+    let path = Path::new("batch");
+    let parse = |bytes: &[u8], variant| {
+        parse_cifar_pickle(bytes, path, variant, &mut Vec::new(), &mut Vec::new())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(parse(&good, CifarVariant::Cifar10), Ok(2));
+    let fine = CifarVariant::Cifar100(Cifar100Labels::Fine);
+    let cases: Vec<(Vec<u8>, CifarVariant, &str)> = vec![
+        (
+            b"not a pickle".to_vec(),
+            CifarVariant::Cifar10,
+            "not a readable pickle",
+        ),
+        (
+            good[..good.len() / 2].to_vec(),
+            CifarVariant::Cifar10,
+            "not a readable pickle",
+        ),
+        // A pickled list, protocol 2: PROTO 2, EMPTY_LIST, STOP.
+        (
+            b"\x80\x02].".to_vec(),
+            CifarVariant::Cifar10,
+            "holds no dict",
+        ),
+        // A CIFAR-10 batch read as CIFAR-100.
+        (good.clone(), fine, "no `fine_labels` entry"),
+    ];
+    for (bytes, variant, want) in cases {
+        let msg = parse(&bytes, variant).unwrap_err();
+        assert!(
+            msg.starts_with("batch: ") && msg.contains(want),
+            "{want}: {msg}"
+        );
+    }
+    // Every truncation and every single-byte change of a real batch gives an error or a batch,
+    // never a panic.
+    for cut in (0..good.len()).step_by(97) {
+        let _ = parse(&good[..cut], CifarVariant::Cifar10);
+    }
+    for at in (0..good.len()).step_by(13) {
+        let mut bytes = good.clone();
+        bytes[at] = bytes[at].wrapping_add(0x5b);
+        let _ = parse(&bytes, CifarVariant::Cifar10);
+    }
+}

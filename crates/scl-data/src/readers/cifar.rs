@@ -112,7 +112,10 @@ pub fn parse_cifar_records(
 }
 
 /// Reads the members of a split from a CIFAR binary `.tar.gz` archive (as published).
-fn read_members(archive: &Path, wanted: &[String]) -> Result<HashMap<String, Vec<u8>>, DataError> {
+pub(crate) fn read_members(
+    archive: &Path,
+    wanted: &[String],
+) -> Result<HashMap<String, Vec<u8>>, DataError> {
     let file = std::fs::File::open(archive).map_err(|e| DataError::io(archive, e))?;
     let archive_err = |message: String| DataError::Archive {
         path: archive.to_path_buf(),

@@ -2,6 +2,7 @@
 //! never panic, whatever the bytes; they are what the fuzz targets drive.
 
 pub mod cifar;
+pub mod cifar_python;
 #[cfg(feature = "digits")]
 pub mod digits;
 pub mod folder;
