@@ -3,9 +3,9 @@
 //!
 //! Burn's `DataLoaderBuilder` draws batches with its own sampler (sequential or shuffled),
 //! which cannot append the same binding examples to every batch. So the schedule picks the
-//! indices: `ScheduledBatches` is a Burn `Dataset` whose item `k` is batch `k` of one epoch of
-//! the schedule (the items of your dataset at those indices), and the loader runs with batch
-//! size 1 on worker threads; the batcher stacks the items of a scheduled batch into tensors.
+//! indices: `scl_learner::ScheduledLoader` is a Burn `DataLoader` whose every `iter()` is the
+//! next epoch of the schedule, the items of your dataset at those indices stacked by your
+//! batcher. (burn-train's trainer takes the same loader: see `burn_train_digits.rs`.)
 //!
 //! The data: 8-dimensional points in four imbalanced classes (200, 200, 20, 20). The model: an
 //! `scl-models` MLP with the final ReLU. Trained twice with the same seed, once with plain
@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
-use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataloader::DataLoader;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::module::AutodiffModule;
@@ -27,6 +27,7 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use scl_batching::{BatchingConfig, Schedule, ScheduleKind, validate};
 use scl_geometry::{Embeddings, geometry};
+use scl_learner::ScheduledLoader;
 use scl_loss::SupConLossConfig;
 use scl_models::{Architecture, MlpConfig, SclModel, SclModelConfig};
 
@@ -51,22 +52,6 @@ impl Dataset<Point> for Points {
     }
 }
 
-/// The adapter: item `k` is scheduled batch `k` of one epoch.
-struct ScheduledBatches<D> {
-    data: Arc<D>,
-    batches: Vec<Vec<usize>>,
-}
-
-impl<D: Dataset<Point>> Dataset<Vec<Point>> for ScheduledBatches<D> {
-    fn get(&self, k: usize) -> Option<Vec<Point>> {
-        let batch = self.batches.get(k)?;
-        batch.iter().map(|&i| self.data.get(i)).collect()
-    }
-    fn len(&self) -> usize {
-        self.batches.len()
-    }
-}
-
 /// A batch on the device: two views `[n * 2, 1, 1, 8]` (view-major) and labels `[n]`.
 #[derive(Clone, Debug)]
 struct PointBatch<B: Backend> {
@@ -74,13 +59,12 @@ struct PointBatch<B: Backend> {
     labels: Tensor<B, 1, Int>,
 }
 
-/// Your batcher. Burn hands it a `Vec` of loader items, here one scheduled batch.
+/// Your batcher. The loader hands it the items of one scheduled batch.
 #[derive(Clone)]
 struct PointBatcher;
 
-impl<B: Backend> Batcher<B, Vec<Point>, PointBatch<B>> for PointBatcher {
-    fn batch(&self, items: Vec<Vec<Point>>, device: &B::Device) -> PointBatch<B> {
-        let points: Vec<&Point> = items.iter().flatten().collect();
+impl<B: Backend> Batcher<B, Point, PointBatch<B>> for PointBatcher {
+    fn batch(&self, points: Vec<Point>, device: &B::Device) -> PointBatch<B> {
         let n = points.len();
         let x: Vec<f32> = points.iter().flat_map(|p| p.x).collect();
         let x = Tensor::<B, 2>::from_data(TensorData::new(x, [n, 8]), device);
@@ -129,18 +113,11 @@ fn train(kind: ScheduleKind, epochs: u64, data: &Arc<Points>) -> (f64, usize) {
     let mut optim = AdamConfig::new().init();
     let loss_fn = SupConLossConfig::new().with_temperature(0.1).init();
     let mut rejected = 0;
+    let loader = ScheduledLoader::<B, _, _>::new(schedule.clone(), data.clone(), PointBatcher);
     for epoch in 0..epochs {
-        let batches = schedule.epoch(epoch);
-        if !validate(&labels, 4, &batches).accepted() {
+        if !validate(&labels, 4, &schedule.epoch(epoch)).accepted() {
             rejected += 1;
         }
-        let loader = DataLoaderBuilder::<B, _, _>::new(PointBatcher)
-            .batch_size(1)
-            .num_workers(2)
-            .build(ScheduledBatches {
-                data: data.clone(),
-                batches,
-            });
         for batch in loader.iter() {
             let n = batch.labels.dims()[0];
             let z = model.embed(batch.views); // [2n, 8], view-major

@@ -223,6 +223,14 @@ impl<B: LayerBackend> SclModel<B> {
     pub fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.classifier.forward(self.features(images))
     }
+
+    /// [`SclModel::features`] and the logits of the classifier head on them, from one
+    /// forward pass: `([N, embedding_dim], [N, classes])`.
+    pub fn features_and_logits(&self, images: Tensor<B, 4>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let h = self.features(images);
+        let logits = self.classifier.forward(h.clone());
+        (h, logits)
+    }
 }
 
 impl<B: Backend> SclModel<B> {
