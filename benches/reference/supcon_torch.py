@@ -16,7 +16,11 @@ put side by side on one GPU.
 
 Usage: python3 supcon_torch.py --out torch.json [--data cifar10-train-subset.bin]
        [--device cuda|cpu] [--sizes 1024,...] [--batch 512] [--steps 40] [--time-limit 100]
+       [--loss-only] [--threads T]
 Without a CUDA device (and --device cuda) it writes torch.json saying so and exits 0.
+`cargo xtask bench loss` runs it with --device cpu --loss-only --threads <cores>: on the CPU
+the memory is the growth of the peak resident set over the run of one size (sizes in
+increasing order, so each larger one raises it), as `bench train` measures PyTorch.
 """
 
 import argparse
@@ -68,6 +72,12 @@ def sync(torch, device):
         torch.cuda.synchronize(device)
 
 
+def peak_rss_mib():
+    """The process's peak resident set so far, in MiB (Linux reports KiB)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def bench_loss(torch, device, sizes, dim, repeats, deadline):
     F = torch.nn.functional
     rows = []
@@ -88,6 +98,8 @@ def bench_loss(torch, device, sizes, dim, repeats, deadline):
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device)
+            else:
+                base = peak_rss_mib()
 
             def run():
                 x.grad = None
@@ -108,6 +120,8 @@ def bench_loss(torch, device, sizes, dim, repeats, deadline):
             row["tflops"] = 3 * 2 * n * n * dim / t / 1e12
             if device.type == "cuda":
                 row["memory_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+            else:
+                row["memory_mib"] = peak_rss_mib() - base
             last = (n, t)
         except torch.cuda.OutOfMemoryError as e:
             row["note"] = "out of memory: " + str(e).splitlines()[0][:160]
@@ -237,6 +251,10 @@ def main():
     p.add_argument("--data", default=None)
     p.add_argument("--time-limit", type=float, default=100.0,
                    help="seconds for the loss benchmark and the training together")
+    p.add_argument("--loss-only", action="store_true",
+                   help="the loss benchmark alone, with the whole time limit")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch (default: its own choice)")
     a = p.parse_args()
     if a.steps <= a.warmup:
         sys.exit(f"--steps {a.steps} is not allowed: it must exceed --warmup {a.warmup}")
@@ -263,13 +281,20 @@ def main():
         write()
         print(result["unavailable"])
         return 0
+    if a.threads:
+        torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     result["device"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
                         else f"CPU ({torch.get_num_threads()} threads)")
-    pixels, labels, result["data"] = read_images(torch, a.data)
     start = time.monotonic()
-    # Two thirds of the time for the loss benchmark, the rest (at least) for training.
     sizes = [int(s) for s in a.sizes.split(",") if s]
+    if a.loss_only:
+        result["loss"] = bench_loss(torch, device, sizes, a.dim, a.repeats,
+                                    start + a.time_limit)
+        write()
+        return 0
+    pixels, labels, result["data"] = read_images(torch, a.data)
+    # Two thirds of the time for the loss benchmark, the rest (at least) for training.
     result["loss"] = bench_loss(torch, device, sizes, a.dim, a.repeats,
                                 start + a.time_limit * 2 / 3)
     write()

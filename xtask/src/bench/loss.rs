@@ -1,10 +1,11 @@
 //! `cargo xtask bench loss`: SupCon forward + backward, reference vs fused, on every compiled
-//! backend (or those named by `--backends`); prints a table and writes its section of
-//! `docs/benchmarks.md` and `docs/benchmarks.json`.
+//! backend (or those named by `--backends`), beside PyTorch's SupConLoss on the CPU measured in
+//! the same run (`benches/reference/supcon_torch.py`, when PyTorch is installed); prints a
+//! table and writes its section of `docs/benchmarks.md` and `docs/benchmarks.json`.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
 use scl_loss::fused::cpu::Isa;
 use scl_train::backend::BackendKind;
@@ -24,7 +25,7 @@ pub struct LossArgs {
     )]
     sizes: Vec<usize>,
     /// Backends to measure (default: every compiled one).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::choice::Choice::backend())]
     backends: Vec<String>,
     /// Feature dimension d.
     #[arg(long, default_value_t = 128)]
@@ -35,9 +36,119 @@ pub struct LossArgs {
     /// Largest N at which the reference runs (it holds several N x N matrices).
     #[arg(long, default_value_t = 8192)]
     reference_max: usize,
+    /// Largest N at which PyTorch's SupConLoss runs on the CPU (it forms several N x N
+    /// matrices: about 8 GiB at N = 16384).
+    #[arg(long, default_value_t = 16384)]
+    torch_max: usize,
+    /// The Python that runs PyTorch's reference (default: ~/.venv-torch/bin/python3 when it
+    /// exists, else python3).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Leave PyTorch out.
+    #[arg(long)]
+    no_torch: bool,
     /// Where to write benchmarks.md and benchmarks.json.
     #[arg(long, default_value = "docs")]
     out: PathBuf,
+}
+
+/// PyTorch's SupConLoss on the CPU, as `supcon_torch.py --loss-only` reports it.
+#[derive(Debug, Default, serde::Deserialize)]
+struct TorchLoss {
+    /// Why there is no PyTorch column (not installed, the script failed), if there is none.
+    #[serde(skip)]
+    missing: Option<String>,
+    /// PyTorch's version.
+    torch: Option<String>,
+    /// What it ran on (`CPU (T threads)`).
+    device: Option<String>,
+    /// Why PyTorch could not run (its own words).
+    unavailable: Option<String>,
+    loss: Vec<TorchLossRow>,
+}
+
+/// One size of PyTorch's loss benchmark.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct TorchLossRow {
+    n: usize,
+    seconds: Option<f64>,
+    memory_mib: Option<f64>,
+    note: Option<String>,
+}
+
+impl TorchLoss {
+    /// Why the column is empty, or `None` when PyTorch ran.
+    fn absent(&self) -> Option<String> {
+        self.missing.clone().or_else(|| self.unavailable.clone())
+    }
+
+    /// The row of size `n`: `(seconds, MiB)` or why there is none.
+    fn at(&self, n: usize) -> Result<(f64, f64), String> {
+        if let Some(why) = self.absent() {
+            return Err(why);
+        }
+        match self.loss.iter().find(|r| r.n == n) {
+            Some(TorchLossRow {
+                seconds: Some(t),
+                memory_mib,
+                ..
+            }) => Ok((*t, memory_mib.unwrap_or(f64::NAN))),
+            Some(r) => Err(r.note.clone().unwrap_or_else(|| "no time".into())),
+            None => Err("not run".into()),
+        }
+    }
+}
+
+/// Runs PyTorch's SupConLoss on the CPU at the sizes up to `--torch-max`.
+fn run_torch(args: &LossArgs) -> TorchLoss {
+    let missing = |why: String| TorchLoss {
+        missing: Some(why),
+        ..TorchLoss::default()
+    };
+    if args.no_torch {
+        return missing("left out (--no-torch)".into());
+    }
+    let sizes: Vec<String> = args
+        .sizes
+        .iter()
+        .filter(|&&n| n <= args.torch_max)
+        .map(usize::to_string)
+        .collect();
+    if sizes.is_empty() {
+        return missing(format!("no size up to --torch-max {}", args.torch_max));
+    }
+    let python = args.python.clone().unwrap_or_else(super::default_python);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/reference/supcon_torch.py");
+    let out =
+        std::env::temp_dir().join(format!("scl-bench-loss-torch-{}.json", std::process::id()));
+    eprintln!("== PyTorch ({}): SupConLoss on the CPU", python.display());
+    let status = Command::new(&python)
+        .arg(&script)
+        .args(["--device", "cpu", "--loss-only"])
+        .arg("--out")
+        .arg(&out)
+        .args(["--sizes", &sizes.join(",")])
+        .args(["--dim", &args.dim.to_string()])
+        .args(["--repeats", &args.repeats.to_string()])
+        .args(["--threads", &cores().to_string()])
+        .args(["--time-limit", "900"])
+        // Its progress lines go with ours to standard error; standard output is the table.
+        .stdout(std::io::stderr())
+        .status();
+    match status {
+        Err(e) => missing(format!("{} could not be started ({e})", python.display())),
+        Ok(s) if !s.success() => missing(format!(
+            "{} {} failed ({s})",
+            python.display(),
+            script.display()
+        )),
+        Ok(_) => {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let _ = std::fs::remove_file(&out);
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| missing(format!("its output could not be read ({e})")))
+        }
+    }
 }
 
 /// How memory is measured on a backend.
@@ -172,8 +283,11 @@ pub fn run(args: LossArgs) -> anyhow::Result<ExitCode> {
         Some(n) if backends.iter().any(|b| b.is_cpu()) => (n, kernel_rows(n, d, args.repeats)),
         _ => (0, Vec::new()),
     };
-    let mut md = render(&args, &rows, peak, &peak_text);
+    // PyTorch last, so that nothing else runs beside it.
+    let torch = run_torch(&args);
+    let mut md = render(&args, &rows, peak, &peak_text, &torch);
     md.push_str(&render_kernels(kernels.0, d, &kernels.1, peak));
+    md.push_str(&render_targets(&args, &rows, kernels.0, &kernels.1, peak));
     print!("{md}");
     let json: Vec<_> = rows
         .iter()
@@ -186,6 +300,8 @@ pub fn run(args: LossArgs) -> anyhow::Result<ExitCode> {
                 "fused_memory_mib": r.fused.1,
                 "fused_gflops": flops(r.n, d, FUSED_PASSES) / r.fused.0 / 1e9,
                 "memory": memory_note(r.backend),
+                "torch_cpu_seconds": r.backend.is_cpu().then(|| torch.at(r.n).ok().map(|t| t.0)).flatten(),
+                "torch_cpu_memory_mib": r.backend.is_cpu().then(|| torch.at(r.n).ok().map(|t| t.1)).flatten(),
             })
         })
         .collect();
@@ -198,6 +314,7 @@ pub fn run(args: LossArgs) -> anyhow::Result<ExitCode> {
         serde_json::to_string_pretty(&serde_json::json!({
             "machine_peak_gflops": peak, "machine": peak_text,
             "fused_passes": FUSED_PASSES, "reference_passes": REFERENCE_PASSES, "rows": json,
+            "torch": {"version": torch.torch, "device": torch.device, "absent": torch.absent()},
             "cpu_kernel": {
                 "n": kernels.0, "dim": d,
                 "rows": kernels.1.iter().map(|k| serde_json::json!({
@@ -210,9 +327,22 @@ pub fn run(args: LossArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn render(args: &LossArgs, rows: &[Row], peak: f64, peak_text: &str) -> String {
+fn render(args: &LossArgs, rows: &[Row], peak: f64, peak_text: &str, torch: &TorchLoss) -> String {
     let d = args.dim;
     let mut md = String::new();
+    let torch_text = match (torch.absent(), &torch.torch, &torch.device) {
+        (None, Some(v), Some(dev)) => format!(
+            "PyTorch {v} on the {dev}, eager, SupContrast's SupConLoss (unfused: the N x N \
+             logits, masks and log-probabilities formed in full) on the same inputs, normalised \
+             inside the timed region (`benches/reference/supcon_torch.py`, run by this command; \
+             memory: the growth of its peak resident set), up to N = {}",
+            args.torch_max
+        ),
+        (why, _, _) => format!(
+            "PyTorch: not measured ({})",
+            why.unwrap_or_else(|| "no version reported".into())
+        ),
+    };
     let _ = writeln!(
         md,
         "## SupCon forward + backward (`cargo xtask bench loss`)\n\n\
@@ -220,16 +350,16 @@ fn render(args: &LossArgs, rows: &[Row], peak: f64, peak_text: &str) -> String {
          features L2-normalised inside the loss; median of {} runs after a warm-up. Memory: on \
          the CPU backends the {}; on GPU backends the {}. CPU machine: {peak_text}. GFLOP/s counts \
          2 N^2 d flops per similarity pass: {REFERENCE_PASSES} passes for the reference, \
-         {FUSED_PASSES} for the fused path.\n",
+         {FUSED_PASSES} for the fused path. {torch_text}.\n",
         args.repeats,
         memory_note(BackendKind::Flex),
         memory_note(BackendKind::Wgpu),
     );
     let _ = writeln!(
         md,
-        "| backend | N | reference s | reference MiB | fused s | fused MiB | fused / reference time | reference GFLOP/s | fused GFLOP/s | fused % of CPU peak |"
+        "| backend | N | reference s | reference MiB | fused s | fused MiB | fused / reference time | reference GFLOP/s | fused GFLOP/s | fused % of CPU peak | PyTorch CPU s | PyTorch CPU MiB | fused / PyTorch time |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let fused_gflops = flops(r.n, d, FUSED_PASSES) / r.fused.0 / 1e9;
         let (rt, rm, ratio, rg) = match r.reference {
@@ -246,46 +376,100 @@ fn render(args: &LossArgs, rows: &[Row], peak: f64, peak_text: &str) -> String {
         } else {
             "-".into()
         };
+        let (tt, tm, tr) = match torch.at(r.n) {
+            Ok((t, m)) if r.backend.is_cpu() => (
+                format!("{t:.4}"),
+                format!("{m:.1}"),
+                format!("{:.3}", r.fused.0 / t),
+            ),
+            Err(why) if r.backend.is_cpu() && torch.absent().is_none() => {
+                (why, "-".into(), "-".into())
+            }
+            _ => ("-".into(), "-".into(), "-".into()),
+        };
         let _ = writeln!(
             md,
-            "| {} | {} | {rt} | {rm} | {:.4} | {:.1} | {ratio} | {rg} | {fused_gflops:.1} | {share} |",
+            "| {} | {} | {rt} | {rm} | {:.4} | {:.1} | {ratio} | {rg} | {fused_gflops:.1} | {share} | {tt} | {tm} | {tr} |",
             r.backend, r.n, r.fused.0, r.fused.1,
         );
     }
-    // The CPU targets of the fused-kernel issue, checked against this run's numbers.
+    md
+}
+
+/// The CPU targets for the loss (recorded against this run's numbers, not asserted): the
+/// fused path against the reference, the kernel's share of the peak, the work Burn adds
+/// around the kernel, and the memory at large N.
+fn render_targets(
+    args: &LossArgs,
+    rows: &[Row],
+    kernel_n: usize,
+    kernels: &[KernelRow],
+    peak: f64,
+) -> String {
+    let d = args.dim;
+    let mut lines = Vec::new();
     let cpu = |n: usize| {
         rows.iter()
             .find(|r| r.backend == BackendKind::Flex && r.n == n)
     };
-    if cpu(8192).is_some() || cpu(16384).is_some() {
-        let _ = writeln!(md, "\nCPU targets (recorded, not asserted):\n");
+    let verdict = |ok: bool| if ok { "met" } else { "not met" };
+    if let Some(r) = cpu(8192)
+        && let Some((t, _)) = r.reference
+    {
+        let speedup = t / r.fused.0;
+        lines.push(format!(
+            "- fused at least 5x faster than the reference at N = 8192: {speedup:.1}x, {}",
+            verdict(speedup >= 5.0)
+        ));
     }
-    if let Some(r) = cpu(8192) {
-        if let Some((t, _)) = r.reference {
-            let speedup = t / r.fused.0;
-            let _ = writeln!(
-                md,
-                "- fused at least 5x faster than the reference at N = 8192: {speedup:.1}x, {}",
-                if speedup >= 5.0 { "met" } else { "not met" }
-            );
+    // The fastest instruction set's kernel is the one the Burn path runs.
+    let fastest = kernels.iter().map(|k| k.seconds).reduce(f64::min);
+    if let Some(kernel) = fastest {
+        let share = flops(kernel_n, d, FUSED_PASSES) / kernel / 1e9 / peak;
+        lines.push(format!(
+            "- the kernel alone at least 65% of the CPU peak at N = {kernel_n}: {:.1}%, {}",
+            100.0 * share,
+            verdict(share >= 0.65)
+        ));
+        if let Some(r) = cpu(kernel_n) {
+            let around = (r.fused.0 - kernel).max(0.0) / r.fused.0;
+            lines.push(format!(
+                "- the work around the kernel in Burn (normalisation, autodiff, copies) under \
+                 10% of the fused time at N = {kernel_n}: {:.1}% ({:.4} s of {:.4} s), {}",
+                100.0 * around,
+                r.fused.0 - kernel,
+                r.fused.0,
+                verdict(around < 0.10)
+            ));
         }
-        let share = flops(r.n, d, FUSED_PASSES) / r.fused.0 / 1e9 / peak;
-        let _ = writeln!(
-            md,
-            "- fused within 4x of the assumed peak at N = 8192: {:.1}x below it, {}",
-            1.0 / share,
-            if share >= 0.25 { "met" } else { "not met" }
-        );
     }
     if let Some(r) = cpu(16384) {
-        let _ = writeln!(
-            md,
+        lines.push(format!(
             "- fused adds under 64 MiB at N = 16384: {:.1} MiB, {}",
             r.fused.1,
-            if r.fused.1 < 64.0 { "met" } else { "not met" }
-        );
+            verdict(r.fused.1 < 64.0)
+        ));
     }
-    md
+    if let Some(r) = cpu(65536) {
+        // O(N d): a small multiple of the features' own size; one N x N f32 matrix would
+        // be 16 GiB.
+        let features = (r.n * d * 4) as f64 / f64::from(1 << 20);
+        let multiple = r.fused.1 / features;
+        lines.push(format!(
+            "- N = 65536 runs within O(N d) extra memory: {:.1} MiB = {multiple:.1}x the \
+             {features:.0} MiB of its features (one N x N f32 matrix: {:.0} MiB), {}",
+            r.fused.1,
+            (r.n * r.n * 4) as f64 / f64::from(1 << 20),
+            verdict(multiple <= 16.0)
+        ));
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nCPU targets (recorded, not asserted):\n\n{}\n",
+        lines.join("\n")
+    )
 }
 
 /// The kernel table: one row per instruction set, with its speed-up over the portable code.

@@ -4,6 +4,7 @@
 mod loss;
 mod train;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use scl_train::backend::BackendKind;
@@ -44,6 +45,18 @@ fn backends(names: &[String], default: Vec<BackendKind>) -> Result<Vec<BackendKi
             Ok(b)
         })
         .collect()
+}
+
+/// The Python that runs PyTorch's reference scripts: `~/.venv-torch/bin/python3` when it
+/// exists, else `python3`.
+fn default_python() -> PathBuf {
+    if let Some(home) = std::env::var_os("HOME") {
+        let venv = Path::new(&home).join(".venv-torch/bin/python3");
+        if venv.exists() {
+            return venv;
+        }
+    }
+    PathBuf::from("python3")
 }
 
 fn markers(name: &str) -> (String, String) {

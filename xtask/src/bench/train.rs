@@ -41,7 +41,7 @@ pub struct TrainBenchArgs {
     batch: String,
     /// Backends (default: every compiled one but ndarray, whose convolutions take minutes per
     /// step; name it to include it).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::choice::Choice::backend())]
     backends: Vec<String>,
     /// Timed steps (the median is reported).
     #[arg(long, default_value_t = 3)]
@@ -340,7 +340,7 @@ fn run_torch(args: &TrainBenchArgs, batches: &[(String, usize)]) -> TorchRun {
         torch: None,
         rows: Vec::new(),
     };
-    let python = args.python.clone().unwrap_or_else(default_python);
+    let python = args.python.clone().unwrap_or_else(super::default_python);
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/reference/train_step_torch.py");
     let out =
@@ -372,6 +372,8 @@ fn run_torch(args: &TrainBenchArgs, batches: &[(String, usize)]) -> TorchRun {
         .args(["--steps", &args.steps.to_string()])
         .args(["--warmup", &args.warmup.to_string()])
         .args(["--threads", &crate::loss_timing::cores().to_string()])
+        // Its progress lines go with ours to standard error; standard output is the table.
+        .stdout(std::io::stderr())
         .status();
     match status {
         Err(e) => missing(format!("{} could not be started ({e})", python.display())),
@@ -387,16 +389,6 @@ fn run_torch(args: &TrainBenchArgs, batches: &[(String, usize)]) -> TorchRun {
                 .unwrap_or_else(|e| missing(format!("its output could not be read ({e})")))
         }
     }
-}
-
-fn default_python() -> PathBuf {
-    if let Some(home) = std::env::var_os("HOME") {
-        let venv = Path::new(&home).join(".venv-torch/bin/python3");
-        if venv.exists() {
-            return venv;
-        }
-    }
-    PathBuf::from("python3")
 }
 
 /// The ratio targets per network (ours / PyTorch's images per second).
