@@ -4,8 +4,8 @@
 //! table and writes its section of `docs/benchmarks.md` and `docs/benchmarks.json`.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use scl_loss::fused::cpu::Isa;
 use scl_train::backend::BackendKind;
@@ -118,37 +118,20 @@ fn run_torch(args: &LossArgs) -> TorchLoss {
         return missing(format!("no size up to --torch-max {}", args.torch_max));
     }
     let python = args.python.clone().unwrap_or_else(super::default_python);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/reference/supcon_torch.py");
-    let out =
-        std::env::temp_dir().join(format!("scl-bench-loss-torch-{}.json", std::process::id()));
     eprintln!("== PyTorch ({}): SupConLoss on the CPU", python.display());
-    let status = Command::new(&python)
-        .arg(&script)
-        .args(["--device", "cpu", "--loss-only"])
-        .arg("--out")
-        .arg(&out)
-        .args(["--sizes", &sizes.join(",")])
-        .args(["--dim", &args.dim.to_string()])
-        .args(["--repeats", &args.repeats.to_string()])
-        .args(["--threads", &cores().to_string()])
-        .args(["--time-limit", "900"])
-        // Its progress lines go with ours to standard error; standard output is the table.
-        .stdout(std::io::stderr())
-        .status();
-    match status {
-        Err(e) => missing(format!("{} could not be started ({e})", python.display())),
-        Ok(s) if !s.success() => missing(format!(
-            "{} {} failed ({s})",
-            python.display(),
-            script.display()
-        )),
-        Ok(_) => {
-            let text = std::fs::read_to_string(&out).unwrap_or_default();
-            let _ = std::fs::remove_file(&out);
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| missing(format!("its output could not be read ({e})")))
-        }
-    }
+    let argv: Vec<String> = [
+        ("--device", "cpu".to_string()),
+        ("--sizes", sizes.join(",")),
+        ("--dim", args.dim.to_string()),
+        ("--repeats", args.repeats.to_string()),
+        ("--threads", cores().to_string()),
+        ("--time-limit", "900".to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_string(), value])
+    .chain(["--loss-only".to_string()])
+    .collect();
+    super::run_reference(&python, "supcon_torch.py", &argv).unwrap_or_else(missing)
 }
 
 /// How memory is measured on a backend.

@@ -5,7 +5,7 @@ mod loss;
 mod train;
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 
 use scl_train::backend::BackendKind;
 
@@ -57,6 +57,45 @@ fn default_python() -> PathBuf {
         }
     }
     PathBuf::from("python3")
+}
+
+/// Runs PyTorch's reference `script` (in `benches/reference/`) with `args` and
+/// `--out <temporary>`, its progress lines on standard error; the JSON it wrote, or one
+/// sentence saying why there is none.
+fn run_reference<T: serde::de::DeserializeOwned>(
+    python: &Path,
+    script: &str,
+    args: &[String],
+) -> Result<T, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../benches/reference")
+        .join(script);
+    let out = std::env::temp_dir().join(format!(
+        "scl-bench-{}-{}.json",
+        script.file_stem().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let status = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        // Standard output is the benchmark's table.
+        .stdout(std::io::stderr())
+        .status();
+    match status {
+        Err(e) => Err(format!("{} could not be started ({e})", python.display())),
+        Ok(s) if !s.success() => Err(format!(
+            "{} {} failed ({s})",
+            python.display(),
+            script.display()
+        )),
+        Ok(_) => {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let _ = std::fs::remove_file(&out);
+            serde_json::from_str(&text).map_err(|e| format!("its output could not be read ({e})"))
+        }
+    }
 }
 
 fn markers(name: &str) -> (String, String) {

@@ -4,8 +4,8 @@
 //! invocation); writes its section of `docs/benchmarks.md` and `docs/benchmarks-train.json`.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use burn::optim::{GradientsParams, Optimizer};
@@ -341,54 +341,23 @@ fn run_torch(args: &TrainBenchArgs, batches: &[(String, usize)]) -> TorchRun {
         rows: Vec::new(),
     };
     let python = args.python.clone().unwrap_or_else(super::default_python);
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/reference/train_step_torch.py");
-    let out =
-        std::env::temp_dir().join(format!("scl-bench-train-torch-{}.json", std::process::id()));
     eprintln!(
         "== PyTorch ({}): the same networks and steps",
         python.display()
     );
-    let status = Command::new(&python)
-        .arg(&script)
-        .arg("--out")
-        .arg(&out)
-        .arg("--networks")
-        .arg(
-            batches
-                .iter()
-                .map(|b| b.0.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-        .arg("--batch")
-        .arg(
-            batches
-                .iter()
-                .map(|(n, b)| format!("{n}={b}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-        .args(["--steps", &args.steps.to_string()])
-        .args(["--warmup", &args.warmup.to_string()])
-        .args(["--threads", &crate::loss_timing::cores().to_string()])
-        // Its progress lines go with ours to standard error; standard output is the table.
-        .stdout(std::io::stderr())
-        .status();
-    match status {
-        Err(e) => missing(format!("{} could not be started ({e})", python.display())),
-        Ok(s) if !s.success() => missing(format!(
-            "{} {} failed ({s})",
-            python.display(),
-            script.display()
-        )),
-        Ok(_) => {
-            let text = std::fs::read_to_string(&out).unwrap_or_default();
-            let _ = std::fs::remove_file(&out);
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| missing(format!("its output could not be read ({e})")))
-        }
-    }
+    let networks: Vec<&str> = batches.iter().map(|b| b.0.as_str()).collect();
+    let sizes: Vec<String> = batches.iter().map(|(n, b)| format!("{n}={b}")).collect();
+    let argv: Vec<String> = [
+        ("--networks", networks.join(",")),
+        ("--batch", sizes.join(",")),
+        ("--steps", args.steps.to_string()),
+        ("--warmup", args.warmup.to_string()),
+        ("--threads", crate::loss_timing::cores().to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_string(), value])
+    .collect();
+    super::run_reference(&python, "train_step_torch.py", &argv).unwrap_or_else(missing)
 }
 
 /// The ratio targets per network (ours / PyTorch's images per second).
