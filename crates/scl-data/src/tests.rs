@@ -712,11 +712,23 @@ fn testdata() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata")
 }
 
-/// `manifest` with its torchvision files' md5s replaced by those of the files in `testdata/`.
-fn with_testdata_md5s(name: &str) -> Manifest {
+/// CIFAR-10's folder as torchvision unpacks it (`cifar-10-batches-py/`), unpacked from
+/// `testdata/cifar-10-python.tar.gz`: the batch files live only inside the archive.
+fn unpacked_cifar10() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = std::fs::File::open(testdata().join("cifar-10-python.tar.gz")).unwrap();
+    tar::Archive::new(flate2::read::GzDecoder::new(archive))
+        .unpack(dir.path())
+        .unwrap();
+    dir
+}
+
+/// `manifest` with its torchvision files' md5s replaced by those of the synthetic files: the
+/// folder's files under `root`, the archive in `testdata/`.
+fn with_testdata_md5s(name: &str, root: &Path) -> Manifest {
     let mut m = Manifest::named(name).unwrap();
     let tv = m.torchvision.as_mut().unwrap();
-    let folder = testdata().join(&tv.folder);
+    let folder = root.join(&tv.folder);
     for f in &mut tv.files {
         f.md5 = format!(
             "{:x}",
@@ -741,11 +753,12 @@ fn copy_tree(from: &Path, to: &Path) {
 
 #[test]
 fn cifar_python_batches_are_read_from_torchvisions_folder_or_archive() {
-    let m = with_testdata_md5s("cifar10");
+    let unpacked = unpacked_cifar10();
+    let m = with_testdata_md5s("cifar10", unpacked.path());
     // The folder torchvision unpacks into, directly under the data directory.
     let dir = tempfile::tempdir().unwrap();
     copy_tree(
-        &testdata().join("cifar-10-batches-py"),
+        &unpacked.path().join("cifar-10-batches-py"),
         &dir.path().join("cifar-10-batches-py"),
     );
     let opts = LoadOptions::offline(DataDir::at(dir.path(), "--data-dir"));
@@ -830,7 +843,7 @@ fn cifar_python_batches_are_read_from_torchvisions_folder_or_archive() {
 
 #[test]
 fn cifar100_python_gives_fine_or_coarse_labels_from_any_pickle_protocol() {
-    let m = with_testdata_md5s("cifar100");
+    let m = with_testdata_md5s("cifar100", &testdata());
     let dir = tempfile::tempdir().unwrap();
     copy_tree(
         &testdata().join("cifar-100-python"),
@@ -852,7 +865,8 @@ fn cifar100_python_gives_fine_or_coarse_labels_from_any_pickle_protocol() {
 #[test]
 fn pickles_that_are_not_cifar_batches_are_named_and_never_panic() {
     use crate::readers::cifar_python::parse_cifar_pickle;
-    let good = std::fs::read(testdata().join("cifar-10-batches-py/data_batch_1")).unwrap();
+    let unpacked = unpacked_cifar10();
+    let good = std::fs::read(unpacked.path().join("cifar-10-batches-py/data_batch_1")).unwrap();
     let path = Path::new("batch");
     let parse = |bytes: &[u8], variant| {
         parse_cifar_pickle(bytes, path, variant, &mut Vec::new(), &mut Vec::new())
