@@ -23,11 +23,11 @@
 //! # Example
 //!
 //! ```
-//! use burn::backend::{Autodiff, NdArray};
+//! use burn::backend::{Autodiff, Flex};
 //! use burn::tensor::{Int, Tensor};
 //! use scl_loss::SupConLossConfig;
 //!
-//! type B = Autodiff<NdArray>;
+//! type B = Autodiff<Flex>;
 //! let device = Default::default();
 //! // Four samples, two views each, embedding dimension 3.
 //! let features = Tensor::<B, 3>::random(
