@@ -99,8 +99,16 @@ fn similarities<S: Simd, const MR: usize, const NV: usize>(
     b: &[f32],
     inv_tau: S::V,
 ) -> [[S::V; NV]; MR] {
-    let acc = tile_gemm::<S, MR, NV, MR, 1>(s, [[s.zero(); NV]; MR], d, a, b, NV * S::LANES);
-    acc.map(|row| row.map(|x| s.mul(x, inv_tau)))
+    let mut acc = tile_gemm::<S, MR, NV, MR, 1>(s, [[s.zero(); NV]; MR], d, a, b, NV * S::LANES);
+    // Plain loops, not `array::map`: the compiler does not inline `map` into the
+    // `#[target_feature]` entry point, and outside it every vector operation became a call
+    // with its operands spilled to the stack, once per tile.
+    for row in &mut acc {
+        for x in row.iter_mut() {
+            *x = s.mul(*x, inv_tau);
+        }
+    }
+    acc
 }
 
 /// Adds `-inf` to the entries of an `MR x NR` tile at rows `r0 ..` and columns `j0 ..` that
@@ -549,5 +557,5 @@ pub(super) fn fma_rate(isa: Isa, iters: usize) -> f64 {
         Isa::Portable => super::simd::fma_chains(Portable, iters),
     };
     std::hint::black_box(sink);
-    (iters * 16 * isa.lanes() * 2) as f64 / start.elapsed().as_secs_f64()
+    (iters * super::simd::FMA_CHAINS * isa.lanes() * 2) as f64 / start.elapsed().as_secs_f64()
 }

@@ -415,12 +415,18 @@ pub(super) fn tile_gemm<
     acc
 }
 
-/// Independent FMA chains on one thread for `iters` steps: `16 * LANES * 2` flops a step.
-/// What [`super::measure_fma_peak`] times; the result only keeps the work from being
+/// Independent FMA chains one thread runs at once in [`fma_chains`]: enough to cover the FMA
+/// latency (4-5 cycles) on two FMA units, few enough that the chains and the two constants fit
+/// in AVX2's 16 vector registers. With 16 chains the compiler spilled two of them to the stack
+/// on AVX2, and the chains through memory made the measured peak a third too low.
+pub(super) const FMA_CHAINS: usize = 12;
+
+/// Independent FMA chains on one thread for `iters` steps: `FMA_CHAINS * LANES * 2` flops a
+/// step. What [`super::measure_fma_peak`] times; the result only keeps the work from being
 /// optimised away.
 #[inline(always)]
 pub(super) fn fma_chains<S: Simd>(s: S, iters: usize) -> f32 {
-    let mut acc = [s.zero(); 16];
+    let mut acc = [s.zero(); FMA_CHAINS];
     let (a, b) = (s.splat(0.999_9), s.splat(1e-4));
     for _ in 0..iters {
         for x in &mut acc {
