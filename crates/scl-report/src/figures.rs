@@ -280,6 +280,7 @@ fn draw_panel(
     if x1 - x0 < 1e-12 {
         x1 = x0 + 1.0;
     }
+    let decimals = tick_decimals(y0, y1);
     let e = |e: DrawingAreaErrorKind<_>| format!("{title}: {e}");
     let mut builder = ChartBuilder::on(area);
     builder
@@ -299,7 +300,7 @@ fn draw_panel(
                     if log {
                         format!("{y:.0e}")
                     } else {
-                        format!("{y:.2}")
+                        format!("{y:.decimals$}")
                     }
                 })
                 .label_style(("sans-serif", 14))
@@ -351,6 +352,18 @@ fn draw_panel(
         );
     }
     Ok(())
+}
+
+/// Decimals of a linear axis's tick labels for data from `lo` to `hi`: enough that labels
+/// about a twentieth of the range apart differ (the mesh puts up to ten labels on the padded
+/// range, at steps of 1, 2 or 5 times a power of ten), at least 2 and at most 6. With a fixed
+/// 2, a range of 0.05 (OF distances early in training) was labelled 1.10, 1.11, 1.11, ...
+fn tick_decimals(lo: f64, hi: f64) -> usize {
+    let range = hi - lo;
+    if !range.is_finite() || range <= 0.0 {
+        return 2;
+    }
+    (-(range / 20.0).log10()).ceil().clamp(2.0, 6.0) as usize
 }
 
 /// Diverging colour of `v` in [-1, 1]: blue (negative), white (0), red (positive).
@@ -519,4 +532,29 @@ pub fn draw_figures(
         }
     }
     Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick_decimals;
+
+    #[test]
+    fn tick_labels_a_twentieth_of_the_range_apart_differ() {
+        for (lo, hi) in [
+            (1.10, 1.155),
+            (0.0, 1.0),
+            (0.2, 0.202),
+            (5.0, 500.0),
+            (-3.0, -2.9),
+        ] {
+            let d = tick_decimals(lo, hi);
+            let step = (hi - lo) / 20.0;
+            let (a, b) = (format!("{lo:.d$}"), format!("{:.d$}", lo + step));
+            assert_ne!(a, b, "range {lo}..{hi} with {d} decimals");
+        }
+        assert_eq!(tick_decimals(1.10, 1.155), 3);
+        assert_eq!(tick_decimals(0.0, 1.0), 2);
+        assert_eq!(tick_decimals(1.0, 1.0), 2);
+        assert_eq!(tick_decimals(0.0, 1e-12), 6);
+    }
 }
