@@ -280,7 +280,10 @@ fn draw_panel(
     if x1 - x0 < 1e-12 {
         x1 = x0 + 1.0;
     }
-    let decimals = tick_decimals(y0, y1);
+    // The axis spans the data plus a margin (at least 1e-3 each side); its labels need the
+    // decimals of that span, not of the data alone (a flat curve would get 2).
+    let pad = ((y1 - y0) * 0.05).max(1e-3);
+    let decimals = tick_decimals(y0 - pad, y1 + pad);
     let e = |e: DrawingAreaErrorKind<_>| format!("{title}: {e}");
     let mut builder = ChartBuilder::on(area);
     builder
@@ -344,7 +347,6 @@ fn draw_panel(
                 .map_err(e)?
         );
     } else {
-        let pad = ((y1 - y0) * 0.05).max(1e-3);
         finish!(
             builder
                 .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
