@@ -119,19 +119,16 @@ fn run_torch(args: &LossArgs) -> TorchLoss {
     }
     let python = args.python.clone().unwrap_or_else(super::default_python);
     eprintln!("== PyTorch ({}): SupConLoss on the CPU", python.display());
-    let argv: Vec<String> = [
+    let flags = [
         ("--device", "cpu".to_string()),
         ("--sizes", sizes.join(",")),
         ("--dim", args.dim.to_string()),
         ("--repeats", args.repeats.to_string()),
         ("--threads", cores().to_string()),
         ("--time-limit", "900".to_string()),
-    ]
-    .into_iter()
-    .flat_map(|(flag, value)| [flag.to_string(), value])
-    .chain(["--loss-only".to_string()])
-    .collect();
-    super::run_reference(&python, "supcon_torch.py", &argv).unwrap_or_else(missing)
+    ];
+    super::run_reference(&python, "supcon_torch.py", &flags, &["--loss-only"])
+        .unwrap_or_else(missing)
 }
 
 /// How memory is measured on a backend.
@@ -275,6 +272,8 @@ pub fn run(args: LossArgs) -> anyhow::Result<ExitCode> {
     let json: Vec<_> = rows
         .iter()
         .map(|r| {
+            // PyTorch's column belongs to the CPU rows only.
+            let t = r.backend.is_cpu().then(|| torch.at(r.n).ok()).flatten();
             serde_json::json!({
                 "backend": r.backend.name(), "n": r.n, "dim": d,
                 "reference_seconds": r.reference.map(|x| x.0),
@@ -283,8 +282,8 @@ pub fn run(args: LossArgs) -> anyhow::Result<ExitCode> {
                 "fused_memory_mib": r.fused.1,
                 "fused_gflops": flops(r.n, d, FUSED_PASSES) / r.fused.0 / 1e9,
                 "memory": memory_note(r.backend),
-                "torch_cpu_seconds": r.backend.is_cpu().then(|| torch.at(r.n).ok().map(|t| t.0)).flatten(),
-                "torch_cpu_memory_mib": r.backend.is_cpu().then(|| torch.at(r.n).ok().map(|t| t.1)).flatten(),
+                "torch_cpu_seconds": t.map(|t| t.0),
+                "torch_cpu_memory_mib": t.map(|t| t.1),
             })
         })
         .collect();

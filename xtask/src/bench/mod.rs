@@ -59,13 +59,14 @@ fn default_python() -> PathBuf {
     PathBuf::from("python3")
 }
 
-/// Runs PyTorch's reference `script` (in `benches/reference/`) with `args` and
-/// `--out <temporary>`, its progress lines on standard error; the JSON it wrote, or one
-/// sentence saying why there is none.
+/// Runs PyTorch's reference `script` (in `benches/reference/`) with `flags` (each `--flag
+/// value`), `switches` and `--out <temporary>`, its progress lines on standard error; the JSON
+/// it wrote, or one sentence saying why there is none.
 fn run_reference<T: serde::de::DeserializeOwned>(
     python: &Path,
     script: &str,
-    args: &[String],
+    flags: &[(&str, String)],
+    switches: &[&str],
 ) -> Result<T, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../benches/reference")
@@ -77,12 +78,19 @@ fn run_reference<T: serde::de::DeserializeOwned>(
     ));
     let status = Command::new(python)
         .arg(&script)
-        .args(args)
+        .args(
+            flags
+                .iter()
+                .flat_map(|(flag, value)| [*flag, value.as_str()]),
+        )
+        .args(switches)
         .arg("--out")
         .arg(&out)
         // Standard output is the benchmark's table.
         .stdout(std::io::stderr())
         .status();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
     match status {
         Err(e) => Err(format!("{} could not be started ({e})", python.display())),
         Ok(s) if !s.success() => Err(format!(
@@ -91,8 +99,6 @@ fn run_reference<T: serde::de::DeserializeOwned>(
             script.display()
         )),
         Ok(_) => {
-            let text = std::fs::read_to_string(&out).unwrap_or_default();
-            let _ = std::fs::remove_file(&out);
             serde_json::from_str(&text).map_err(|e| format!("its output could not be read ({e})"))
         }
     }

@@ -347,17 +347,14 @@ fn run_torch(args: &TrainBenchArgs, batches: &[(String, usize)]) -> TorchRun {
     );
     let networks: Vec<&str> = batches.iter().map(|b| b.0.as_str()).collect();
     let sizes: Vec<String> = batches.iter().map(|(n, b)| format!("{n}={b}")).collect();
-    let argv: Vec<String> = [
+    let flags = [
         ("--networks", networks.join(",")),
         ("--batch", sizes.join(",")),
         ("--steps", args.steps.to_string()),
         ("--warmup", args.warmup.to_string()),
         ("--threads", crate::loss_timing::cores().to_string()),
-    ]
-    .into_iter()
-    .flat_map(|(flag, value)| [flag.to_string(), value])
-    .collect();
-    super::run_reference(&python, "train_step_torch.py", &argv).unwrap_or_else(missing)
+    ];
+    super::run_reference(&python, "train_step_torch.py", &flags, &[]).unwrap_or_else(missing)
 }
 
 /// The ratio targets per network (ours / PyTorch's images per second).
