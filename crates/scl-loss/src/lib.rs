@@ -52,7 +52,7 @@ pub mod fused;
 pub mod memory;
 mod reference;
 
-pub use fused::{SupConBackend, supcon_fused};
+pub use fused::{SupConBackend, supcon_fused, supcon_fused_composed};
 pub use reference::supcon_reference;
 
 use burn::config::Config;
@@ -219,7 +219,12 @@ impl SupConLoss {
         features: Tensor<B, 3>,
         labels: Option<Tensor<B, 1, Int>>,
     ) -> Tensor<B, 1> {
-        let terms = self.terms(features, labels);
+        self.reduce(self.terms(features, labels))
+    }
+
+    /// Reduces per-anchor terms to the loss, a scalar `[1]`: the mean over anchors, following
+    /// [`NoPositivePolicy`]. [`SupConLoss::forward`] is `reduce(terms(..))`.
+    pub fn reduce<B: Backend>(&self, terms: SupConTerms<B>) -> Tensor<B, 1> {
         match self.no_positive {
             NoPositivePolicy::CountAsZero => terms.loss.mean(),
             NoPositivePolicy::Exclude => {

@@ -168,6 +168,9 @@ mod accuracy;
 #[path = "../tests/support/exact.rs"]
 mod exact;
 
+/// One implementation under test in the accuracy suite: case -> (loss, gradient).
+type CasePath = dyn Fn(&accuracy::Case) -> (f64, Vec<f64>);
+
 #[test]
 fn every_cpu_path_matches_f64_within_1e5_in_f32() {
     use fused::cpu::{Isa, with_isa};
@@ -176,22 +179,32 @@ fn every_cpu_path_matches_f64_within_1e5_in_f32() {
     if !missing.is_empty() {
         eprintln!("not on this processor, so not checked here: {missing:?}");
     }
-    let names: Vec<String> = Isa::ALL
-        .into_iter()
-        .filter(|i| i.is_available())
-        .map(|isa| format!("fused-{isa}"))
+    let available: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.is_available()).collect();
+    // Per instruction set, the host path (what the CPU backends run) and the composition of
+    // tensor operations around the kernel (what the GPU backends run, here on the CPU kernel).
+    let names: Vec<String> = available
+        .iter()
+        .flat_map(|isa| [format!("fused-{isa}"), format!("composed-{isa}")])
         .collect();
     let reference = |c: &accuracy::Case| c.run::<AdF32>(Implementation::Reference);
-    let fused: Vec<_> = Isa::ALL
-        .into_iter()
-        .filter(|i| i.is_available())
-        .map(|isa| {
-            move |c: &accuracy::Case| with_isa(isa, || c.run::<AdF32>(Implementation::Fused))
+    let fused: Vec<Box<CasePath>> = available
+        .iter()
+        .flat_map(|&isa| {
+            let host: Box<CasePath> =
+                Box::new(move |c| with_isa(isa, || c.run::<AdF32>(Implementation::Fused)));
+            let composed: Box<CasePath> = Box::new(move |c| {
+                with_isa(isa, || {
+                    c.run_with::<AdF32>(Implementation::Fused, |loss, f, labels| {
+                        loss.reduce(supcon_fused_composed(f, labels, loss))
+                    })
+                })
+            });
+            [host, composed]
         })
         .collect();
     let mut paths: Vec<accuracy::Path<'_>> = vec![("reference", &reference)];
     for (name, path) in names.iter().zip(&fused) {
-        paths.push((name, path));
+        paths.push((name, path.as_ref()));
     }
     let failures = accuracy::run_suite(usize::MAX, &paths);
     assert!(failures.is_empty(), "{}", failures.join("\n"));

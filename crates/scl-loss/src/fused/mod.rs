@@ -9,9 +9,12 @@
 //!
 //! where `S_c` is the sum of the contrast rows of class `c` and `scale = tau / base_tau`.
 //! Only `LSE` needs pairwise work. It is one backend operation, [`SupConBackend::supcon_lse`],
-//! with its own backward, [`SupConBackend::supcon_lse_backward`]; the positive term, the
-//! scale and the reduction are ordinary tensor ops in `O(N d)` (a scatter-add of the class
-//! sums and a gather), differentiated by Burn's autodiff as usual.
+//! with its own backward, [`SupConBackend::supcon_lse_backward`]; on the GPU backends the
+//! normalisation, the positive term and the scale are ordinary tensor ops in `O(N d)` (a
+//! scatter-add of the class sums and a gather), differentiated by Burn's autodiff as usual
+//! ([`supcon_fused_composed`]). On the CPU backends those would be about twenty passes over
+//! `N x d` values around the kernel, so there the whole per-anchor loss is one operation on
+//! a host copy of the features, [`SupConBackend::supcon_host_terms`] ([`host`]).
 //!
 //! The operation has three implementations:
 //!
@@ -30,6 +33,7 @@
 pub mod cpu;
 #[cfg(feature = "cubecl")]
 pub mod cube;
+pub mod host;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -41,6 +45,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
 use crate::{ContrastMode, SupConLoss, SupConTerms, l2_normalize};
+pub use host::TermsProblem;
 
 /// A Burn backend that can compute SupCon's masked log-sum-exp, possibly with a fused kernel.
 ///
@@ -77,6 +82,23 @@ pub trait SupConBackend: Backend {
     /// [`crate::Implementation::Auto`] looks at). `false` for the default methods.
     fn supcon_fused_available() -> bool {
         false
+    }
+
+    /// Whether [`supcon_fused`] computes the whole per-anchor loss with
+    /// [`SupConBackend::supcon_host_terms`] (true on the CPU backends, where reading the
+    /// features to the host costs one copy), rather than composing it from tensor operations
+    /// around [`SupConBackend::supcon_lse`]. `false` by default.
+    fn supcon_terms_on_host() -> bool {
+        false
+    }
+
+    /// The per-anchor losses `[n_anchor]` of `features` (`[batch, views, dim]`) computed on
+    /// the host ([`host::forward`]); [`supcon_fused`] calls it only where
+    /// [`SupConBackend::supcon_terms_on_host`] is true. The default body works on every
+    /// backend (it reads the features with `into_data`); `Autodiff<B>` overrides it with one
+    /// autodiff node whose backward is [`host::backward`].
+    fn supcon_host_terms(features: FloatTensor<Self>, problem: &TermsProblem) -> FloatTensor<Self> {
+        host::forward::<Self>(features, problem).0
     }
 }
 
@@ -194,10 +216,7 @@ fn cpu_lse_op<B: Backend>(z: FloatTensor<B>, n_anchor: usize, temperature: f64) 
         dim,
         temperature: temperature as f32,
     };
-    let lse = cpu::lse(&problem);
-    Tensor::<B, 1>::from_data(TensorData::new(lse, [n_anchor]), &device)
-        .into_primitive()
-        .tensor()
+    host::device_tensor::<B, 1>(cpu::lse(&problem), [n_anchor], &device)
 }
 
 /// [`SupConBackend::supcon_lse_backward`] on the CPU kernel (see [`cpu_lse_op`]).
@@ -224,9 +243,7 @@ fn cpu_lse_backward_op<B: Backend>(
         temperature: temperature as f32,
     };
     let out = cpu::lse_backward(&problem, &lse, &grad);
-    Tensor::<B, 2>::from_data(TensorData::new(out, [n_contrast, dim]), &device)
-        .into_primitive()
-        .tensor()
+    host::device_tensor::<B, 2>(out, [n_contrast, dim], &device)
 }
 
 /// The two kernel methods of [`SupConBackend`] on the CPU kernel, for a CPU backend's impl.
@@ -260,6 +277,10 @@ impl SupConBackend for burn::backend::Flex {
     fn supcon_fused_available() -> bool {
         true
     }
+
+    fn supcon_terms_on_host() -> bool {
+        true
+    }
 }
 
 #[cfg(feature = "ndarray")]
@@ -281,6 +302,10 @@ mod ndarray_impl {
         cpu_supcon_methods!();
 
         fn supcon_fused_available() -> bool {
+            E::dtype() == DType::F32
+        }
+
+        fn supcon_terms_on_host() -> bool {
             E::dtype() == DType::F32
         }
     }
@@ -330,14 +355,56 @@ impl<B: SupConBackend, C: CheckpointStrategy> SupConBackend for Autodiff<B, C> {
     fn supcon_fused_available() -> bool {
         B::supcon_fused_available()
     }
+
+    fn supcon_terms_on_host() -> bool {
+        B::supcon_terms_on_host()
+    }
+
+    fn supcon_host_terms(features: FloatTensor<Self>, problem: &TermsProblem) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct TermsBackward;
+
+        impl<B: SupConBackend> Backward<B, 1> for TermsBackward {
+            type State = host::HostTerms;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [node] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                if let Some(node) = node {
+                    grads.register::<B>(node.id, host::backward::<B>(&ops.state, grad));
+                }
+            }
+        }
+
+        match TermsBackward
+            .prepare::<C>([features.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (loss, state) = host::forward::<B>(features.primitive, problem);
+                prep.finish(state, loss)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(host::forward::<B>(features.primitive, problem).0)
+            }
+        }
+    }
 }
 
 /// Per-anchor SupCon losses through [`SupConBackend::supcon_lse`]: the same values and
 /// gradients as [`crate::supcon_reference`], without the `N x N` matrix when the backend has
 /// a fused kernel.
 ///
-/// The labels are read to the host once (to count the positives of every anchor); the
-/// features stay on the device.
+/// On the CPU backends ([`SupConBackend::supcon_terms_on_host`]) the whole loss is one
+/// operation on a host copy of the features ([`host`]); elsewhere it is composed from tensor
+/// operations around the kernel ([`supcon_fused_composed`]). The labels are read to the
+/// host once (to count the positives of every anchor).
 ///
 /// # Panics
 /// When `labels` does not have `batch` entries.
@@ -346,13 +413,32 @@ pub fn supcon_fused<B: SupConBackend>(
     labels: Option<Tensor<B, 1, Int>>,
     loss: &SupConLoss,
 ) -> SupConTerms<B> {
+    fused_terms(features, labels, loss, B::supcon_terms_on_host())
+}
+
+/// [`supcon_fused`] composed from tensor operations around [`SupConBackend::supcon_lse`] on
+/// every backend (what the GPU backends run): the normalisation, the class sums and the
+/// positive term are Burn operations differentiated by Burn's autodiff, and the features
+/// stay on the device.
+///
+/// # Panics
+/// When `labels` does not have `batch` entries.
+pub fn supcon_fused_composed<B: SupConBackend>(
+    features: Tensor<B, 3>,
+    labels: Option<Tensor<B, 1, Int>>,
+    loss: &SupConLoss,
+) -> SupConTerms<B> {
+    fused_terms(features, labels, loss, false)
+}
+
+fn fused_terms<B: SupConBackend>(
+    features: Tensor<B, 3>,
+    labels: Option<Tensor<B, 1, Int>>,
+    loss: &SupConLoss,
+    on_host: bool,
+) -> SupConTerms<B> {
     let [batch, views, dim] = features.dims();
     let device = features.device();
-    let features = if loss.normalize {
-        l2_normalize(features)
-    } else {
-        features
-    };
     let n_contrast = batch * views;
     let n_anchor = match loss.contrast_mode {
         ContrastMode::All => n_contrast,
@@ -380,27 +466,37 @@ pub fn supcon_fused<B: SupConBackend>(
         };
     }
     let (dense, num_classes) = dense_classes(&sample_labels);
-    let mut count = vec![0usize; num_classes];
-    dense.iter().for_each(|&c| count[c] += views);
+    let problem = TermsProblem {
+        batch,
+        views,
+        dim,
+        n_anchor,
+        classes: dense,
+        num_classes,
+        normalize: loss.normalize,
+        temperature: loss.temperature,
+        scale: loss.temperature / loss.base_temperature,
+    };
+    let (has, weight) = problem.anchor_weights();
+    let has = Tensor::<B, 1>::from_data(TensorData::new(has, [n_anchor]), &device);
+    if on_host && features.dtype() == burn::tensor::DType::F32 {
+        let terms = B::supcon_host_terms(features.into_primitive().tensor(), &problem);
+        return SupConTerms {
+            loss: float::<B, 1>(terms),
+            has_positive: has,
+        };
+    }
+
+    let features = if loss.normalize {
+        l2_normalize(features)
+    } else {
+        features
+    };
     // View-major: contrast row v * batch + i is view v of sample i.
     let class_of: Vec<i64> = (0..views)
-        .flat_map(|_| dense.iter().map(|&c| c as i64))
+        .flat_map(|_| problem.classes.iter().map(|&c| c as i64))
         .collect();
-    let positives: Vec<usize> = (0..n_anchor)
-        .map(|i| count[class_of[i] as usize] - 1)
-        .collect();
-    let has: Vec<f32> = positives.iter().map(|&p| f32::from(p > 0)).collect();
-    let weight: Vec<f32> = positives
-        .iter()
-        .map(|&p| {
-            if p > 0 {
-                (1.0 / (loss.temperature * p as f64)) as f32
-            } else {
-                0.0
-            }
-        })
-        .collect();
-
+    let weight: Vec<f32> = weight.into_iter().map(|w| w as f32).collect();
     let contrast = features.swap_dims(0, 1).reshape([n_contrast, dim]);
     let lse = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(B::supcon_lse(
         contrast.clone().into_primitive().tensor(),
@@ -417,11 +513,9 @@ pub fn supcon_fused<B: SupConBackend>(
     let anchor = contrast.narrow(0, 0, n_anchor);
     let others = class_sums.select(0, classes.narrow(0, 0, n_anchor)) - anchor.clone();
     let positive = (anchor * others).sum_dim(1).reshape([n_anchor]);
-    let has = Tensor::<B, 1>::from_data(TensorData::new(has, [n_anchor]), &device);
     let weight = Tensor::<B, 1>::from_data(TensorData::new(weight, [n_anchor]), &device);
-    let scale = loss.temperature / loss.base_temperature;
     SupConTerms {
-        loss: (lse * has.clone() - positive * weight).mul_scalar(scale),
+        loss: (lse * has.clone() - positive * weight).mul_scalar(problem.scale),
         has_positive: has,
     }
 }

@@ -69,6 +69,16 @@ impl Case {
         &self,
         implementation: Implementation,
     ) -> (f64, Vec<f64>) {
+        self.run_with::<B>(implementation, |loss, f, labels| loss.forward(f, labels))
+    }
+
+    /// [`Case::run`] with the loss computed by `compute` from the loss options, the features
+    /// and the labels (e.g. `loss.reduce(supcon_fused_composed(..))`).
+    pub fn run_with<B: AutodiffBackend + SupConBackend>(
+        &self,
+        implementation: Implementation,
+        compute: impl Fn(&SupConLoss, Tensor<B, 3>, Option<Tensor<B, 1, Int>>) -> Tensor<B, 1>,
+    ) -> (f64, Vec<f64>) {
         let device = Default::default();
         let f =
             Tensor::<B, 3>::from_data(TensorData::new(self.features.clone(), self.shape), &device)
@@ -76,7 +86,7 @@ impl Case {
         let labels = self.labels.as_ref().map(|l| {
             Tensor::<B, 1, Int>::from_data(TensorData::new(l.clone(), [l.len()]), &device)
         });
-        let out = self.loss(implementation).forward(f.clone(), labels);
+        let out = compute(&self.loss(implementation), f.clone(), labels);
         let grads = out.backward();
         let host = |d: TensorData| d.convert::<f64>().into_vec::<f64>().unwrap_or_default();
         let grad = f
