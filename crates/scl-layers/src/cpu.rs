@@ -1,4 +1,4 @@
-//! The gradients of a 2-D convolution on the CPU, for `f32` in NCHW layout: im2col / col2im
+//! A 2-D convolution and its gradients on the CPU, for `f32` in NCHW layout: im2col / col2im
 //! around one tuned GEMM per chunk of images (the `gemm` crate: AVX-512, AVX2 + FMA or
 //! portable kernels picked at run time; multi-threaded with rayon).
 //!
@@ -9,14 +9,20 @@
 //! the chunk's output gradient. Then
 //!
 //! ```text
+//! yc    = w cols (+ bias)     (the forward: one GEMM per chunk, M = O, N = nb P, K = K)
 //! dw  += gc cols^T            (one GEMM per chunk, M = O, N = K, K = nb P)
 //! dcols = w^T gc              (one GEMM per chunk, M = K, N = nb P, K = O)
 //! dx    = col2im(dcols)       (each input plane gathers its own rows: no write conflicts)
 //! ```
 //!
 //! A chunk holds enough images that `nb P >= 1024` (deep layers have small planes; one GEMM
-//! per image would stream `dw` through memory once per image), capped so that `cols` stays
-//! under 32 MiB.
+//! per image would stream `dw` through memory once per image), capped so that the `cols` of
+//! all cores together stay under 32 MiB. The chunks are spread over the cores: each core
+//! runs whole chunks with a single-threaded GEMM (for the weight gradient into its own copy
+//! of `dw`, summed at the end), so the small products of narrow layers (DenseNet-BC's 12 to 48
+//! output channels on 8x8 planes) pay no synchronisation inside the GEMM. Only a call with a
+//! single image, or a weight gradient too large to copy per core, multi-threads inside one
+//! GEMM instead.
 
 use rayon::prelude::*;
 
@@ -72,16 +78,34 @@ impl ConvShape {
         self.c * self.kernel[0] * self.kernel[1]
     }
 
-    /// Images per chunk (see the module documentation).
-    fn chunk(&self) -> usize {
+    /// How a call is cut: images per chunk and the number of chunk groups run side by side
+    /// (one per core; 1 means the chunks run one after another, each GEMM multi-threaded).
+    /// `partial` is the size in floats of what each group accumulates on its own (`dw` for
+    /// the weight gradient, 0 for the input gradient). See the module documentation.
+    fn plan(&self, partial: usize) -> Plan {
         let [ho, wo] = self.output();
         let p = (ho * wo).max(1);
+        let n = self.n.max(1);
+        let threads = rayon::current_num_threads().max(1);
+        // At most 64 MiB of per-group partial results.
+        let by_memory = ((64 << 20) / 4 / partial.max(1)).max(1);
+        let groups = threads.min(n).min(by_memory);
+        let cols_cap = (32 << 20) / 4 / groups;
         let want = 1024usize.div_ceil(p);
-        let cap = ((32 << 20) / 4 / (self.k() * p).max(1)).max(1);
-        want.min(cap).clamp(1, self.n.max(1))
+        let cap = (cols_cap / (self.k() * p).max(1)).max(1);
+        let images = want.min(cap).clamp(1, n);
+        if groups < 2 {
+            return Plan { images, groups: 1 };
+        }
+        // A whole number of chunks per group, as even as the images allow.
+        let chunks = n.div_ceil(images).max(groups).div_ceil(groups) * groups;
+        Plan {
+            images: n.div_ceil(chunks),
+            groups,
+        }
     }
 
-    fn check(&self, x: Option<&[f32]>, w: Option<&[f32]>, g: &[f32]) {
+    fn check(&self, x: Option<&[f32]>, w: Option<&[f32]>, g: Option<&[f32]>) {
         assert!(
             self.kernel[0] > 0 && self.kernel[1] > 0 && self.stride[0] > 0 && self.stride[1] > 0,
             "kernel and stride must be positive"
@@ -91,7 +115,9 @@ impl ConvShape {
             "dilation must be positive"
         );
         let [ho, wo] = self.output();
-        assert_eq!(g.len(), self.n * self.o * ho * wo, "output gradient size");
+        if let Some(g) = g {
+            assert_eq!(g.len(), self.n * self.o * ho * wo, "output gradient size");
+        }
         if let Some(x) = x {
             assert_eq!(x.len(), self.n * self.c * self.h * self.w, "input size");
         }
@@ -101,29 +127,69 @@ impl ConvShape {
     }
 }
 
+/// How [`weight_grad`] and [`input_grad`] cut a call (see [`ConvShape::plan`]).
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Images per chunk.
+    images: usize,
+    /// Chunk groups run side by side, one per core; 1: one after another.
+    groups: usize,
+}
+
+impl Plan {
+    /// The chunks `(b0, b1)` of group `group` of `n` images.
+    fn chunks(&self, n: usize, group: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..n)
+            .step_by(self.images)
+            .skip(group)
+            .step_by(self.groups)
+            .map(move |b0| (b0, (b0 + self.images).min(n)))
+    }
+
+    /// Whether the work inside one chunk (the GEMM, im2col, col2im) runs multi-threaded.
+    fn inner_parallel(&self) -> bool {
+        self.groups == 1
+    }
+}
+
 /// The gradient with respect to the weight, `[O, C, KH, KW]` flattened.
 ///
 /// # Panics
 /// When a slice does not have the size `shape` gives it.
 pub fn weight_grad(shape: &ConvShape, x: &[f32], g: &[f32]) -> Vec<f32> {
-    shape.check(Some(x), None, g);
+    shape.check(Some(x), None, Some(g));
     let (k, o) = (shape.k(), shape.o);
-    let mut dw = vec![0.0f32; o * k];
-    let nb = shape.chunk();
-    let mut cols = Vec::new();
-    let mut gc = Vec::new();
-    for (index, b0) in (0..shape.n).step_by(nb).enumerate() {
-        let b1 = (b0 + nb).min(shape.n);
-        let t = im2col(shape, x, b0, b1, &mut cols);
-        gather_output_grad(shape, g, b0, b1, &mut gc);
-        // dw[O, K] (+)= gc[O, t] cols[K, t]^T
-        crate::gemm::sgemm(
-            crate::gemm::Dims { m: o, n: k, k: t },
-            (&mut dw, k),
-            index > 0,
-            (&gc, t, 1),
-            (&cols, 1, t),
-        );
+    let plan = shape.plan(o * k);
+    let group = |group: usize| {
+        let mut dw = vec![0.0f32; o * k];
+        let mut cols = Vec::new();
+        let mut gc = Vec::new();
+        for (index, (b0, b1)) in plan.chunks(shape.n, group).enumerate() {
+            let parallel = plan.inner_parallel();
+            let t = im2col(shape, x, (b0, b1), parallel, &mut cols);
+            gather_output_grad(shape, g, (b0, b1), parallel, &mut gc);
+            // dw[O, K] (+)= gc[O, t] cols[K, t]^T
+            crate::gemm::sgemm(
+                crate::gemm::Dims { m: o, n: k, k: t },
+                (&mut dw, k),
+                index > 0,
+                (&gc, t, 1),
+                (&cols, 1, t),
+                parallel,
+            );
+        }
+        dw
+    };
+    if plan.groups == 1 {
+        return group(0);
+    }
+    let partials: Vec<Vec<f32>> = (0..plan.groups).into_par_iter().map(group).collect();
+    let mut partials = partials.into_iter();
+    let mut dw = partials.next().unwrap_or_else(|| vec![0.0; o * k]);
+    for partial in partials {
+        for (d, p) in dw.iter_mut().zip(&partial) {
+            *d += p;
+        }
     }
     dw
 }
@@ -133,46 +199,159 @@ pub fn weight_grad(shape: &ConvShape, x: &[f32], g: &[f32]) -> Vec<f32> {
 /// # Panics
 /// When a slice does not have the size `shape` gives it.
 pub fn input_grad(shape: &ConvShape, w: &[f32], g: &[f32]) -> Vec<f32> {
-    shape.check(None, Some(w), g);
+    shape.check(None, Some(w), Some(g));
     let (k, o) = (shape.k(), shape.o);
-    let plane = shape.h * shape.w;
-    let mut dx = vec![0.0f32; shape.n * shape.c * plane];
-    let nb = shape.chunk();
-    let mut gc = Vec::new();
-    let mut dcols = Vec::new();
-    for b0 in (0..shape.n).step_by(nb) {
-        let b1 = (b0 + nb).min(shape.n);
-        gather_output_grad(shape, g, b0, b1, &mut gc);
-        let [ho, wo] = shape.output();
-        let t = (b1 - b0) * ho * wo;
-        dcols.clear();
-        dcols.resize(k * t, 0.0);
-        // dcols[K, t] = w[O, K]^T gc[O, t]
-        crate::gemm::sgemm(
-            crate::gemm::Dims { m: k, n: t, k: o },
-            (&mut dcols, t),
-            false,
-            (w, 1, k),
-            (&gc, t, 1),
-        );
-        col2im(
-            shape,
-            &dcols,
-            &mut dx[b0 * shape.c * plane..b1 * shape.c * plane],
-        );
-    }
+    let image = shape.c * shape.h * shape.w;
+    let mut dx = vec![0.0f32; shape.n * image];
+    let plan = shape.plan(0);
+    let [ho, wo] = shape.output();
+    // One chunk of images: its rows of `dx` (`dx_chunk`, zero on entry) from its output
+    // gradient.
+    run_chunks(
+        plan,
+        shape.n,
+        image,
+        &mut dx,
+        |(b0, b1), dx_chunk, [gc, dcols]| {
+            let parallel = plan.inner_parallel();
+            gather_output_grad(shape, g, (b0, b1), parallel, gc);
+            let t = (b1 - b0) * ho * wo;
+            dcols.clear();
+            dcols.resize(k * t, 0.0);
+            // dcols[K, t] = w[O, K]^T gc[O, t]
+            crate::gemm::sgemm(
+                crate::gemm::Dims { m: k, n: t, k: o },
+                (dcols, t),
+                false,
+                (w, 1, k),
+                (gc, t, 1),
+                parallel,
+            );
+            col2im(shape, dcols, parallel, dx_chunk);
+        },
+    );
     dx
 }
 
+/// The convolution, `[N, O, Ho, Wo]` flattened: per chunk `yc[O, t] = w[O, K] cols[K, t]`,
+/// then each image's rows put in place and the bias added.
+///
+/// # Panics
+/// When a slice does not have the size `shape` gives it, or `bias` is not `[O]`.
+pub fn forward(shape: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    shape.check(Some(x), Some(w), None);
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), shape.o, "bias size");
+    }
+    let (k, o) = (shape.k(), shape.o);
+    let [ho, wo] = shape.output();
+    let p = ho * wo;
+    let mut y = vec![0.0f32; shape.n * o * p];
+    let plan = shape.plan(0);
+    run_chunks(
+        plan,
+        shape.n,
+        o * p,
+        &mut y,
+        |(b0, b1), y_chunk, [cols, out]| {
+            let parallel = plan.inner_parallel();
+            let t = im2col(shape, x, (b0, b1), parallel, cols);
+            let dims = crate::gemm::Dims { m: o, n: t, k };
+            if b1 - b0 == 1 {
+                // One image: the product is its output already.
+                crate::gemm::sgemm(dims, (y_chunk, t), false, (w, k, 1), (cols, t, 1), parallel);
+            } else {
+                out.clear();
+                out.resize(o * t, 0.0);
+                crate::gemm::sgemm(dims, (out, t), false, (w, k, 1), (cols, t, 1), parallel);
+                // out[o, (b - b0) P + q] -> y[b, o, q]
+                for (b, image) in y_chunk.chunks_mut(o * p).enumerate() {
+                    for (oc, row) in image.chunks_mut(p).enumerate() {
+                        row.copy_from_slice(&out[oc * t + b * p..][..p]);
+                    }
+                }
+            }
+            if let Some(bias) = bias {
+                for image in y_chunk.chunks_mut(o * p) {
+                    for (row, &b) in image.chunks_mut(p).zip(bias) {
+                        row.iter_mut().for_each(|v| *v += b);
+                    }
+                }
+            }
+        },
+    );
+    y
+}
+
+/// Runs `f(chunk, out_chunk, scratch)` for every chunk of `plan` over `n` images, where
+/// `out_chunk` is the chunk's rows of `out` (`per_image` values per image): one chunk after
+/// another, or the chunk groups side by side, each with its own two scratch buffers.
+fn run_chunks<F>(plan: Plan, n: usize, per_image: usize, out: &mut [f32], f: F)
+where
+    F: Fn((usize, usize), &mut [f32], [&mut Vec<f32>; 2]) + Sync,
+{
+    if plan.groups == 1 {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (b0, b1) in plan.chunks(n, 0) {
+            f(
+                (b0, b1),
+                &mut out[b0 * per_image..b1 * per_image],
+                [&mut a, &mut b],
+            );
+        }
+        return;
+    }
+    // The chunks own disjoint rows of `out`: hand each group its own chunks' rows.
+    let mut per_group: Vec<Vec<((usize, usize), &mut [f32])>> =
+        (0..plan.groups).map(|_| Vec::new()).collect();
+    let mut rest: &mut [f32] = out;
+    for (index, b0) in (0..n).step_by(plan.images).enumerate() {
+        let b1 = (b0 + plan.images).min(n);
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut((b1 - b0) * per_image);
+        per_group[index % plan.groups].push(((b0, b1), head));
+        rest = tail;
+    }
+    per_group.into_par_iter().for_each(|chunks| {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (range, out_chunk) in chunks {
+            f(range, out_chunk, [&mut a, &mut b]);
+        }
+    });
+}
+
+/// `f(index, row)` for the rows of length `len` of `values`, on every core or on this one.
+fn for_each_row<F>(values: &mut [f32], len: usize, parallel: bool, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    if parallel {
+        values
+            .par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, row)| f(i, row));
+    } else {
+        values
+            .chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, row)| f(i, row));
+    }
+}
+
 /// Rows `(c, i, j)` of `cols` for images `b0..b1`; returns the row length `(b1 - b0) P`.
-fn im2col(shape: &ConvShape, x: &[f32], b0: usize, b1: usize, cols: &mut Vec<f32>) -> usize {
+fn im2col(
+    shape: &ConvShape,
+    x: &[f32],
+    (b0, b1): (usize, usize),
+    parallel: bool,
+    cols: &mut Vec<f32>,
+) -> usize {
     let [ho, wo] = shape.output();
     let [kh, kw] = shape.kernel;
     let (p, t) = (ho * wo, (b1 - b0) * ho * wo);
     cols.clear();
     cols.resize(shape.k() * t, 0.0);
     let (h, w, c) = (shape.h, shape.w, shape.c);
-    cols.par_chunks_mut(t).enumerate().for_each(|(row, out)| {
+    for_each_row(cols, t, parallel, |row, out| {
         let (ch, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
         for b in b0..b1 {
             let src = &x[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
@@ -213,63 +392,67 @@ fn im2col(shape: &ConvShape, x: &[f32], b0: usize, b1: usize, cols: &mut Vec<f32
 
 /// The rows of `dcols` (a chunk of images) added into the planes of the chunk's `dx` that
 /// they came from.
-fn col2im(shape: &ConvShape, dcols: &[f32], dx: &mut [f32]) {
+fn col2im(shape: &ConvShape, dcols: &[f32], parallel: bool, dx: &mut [f32]) {
     let [ho, wo] = shape.output();
     let [kh, kw] = shape.kernel;
     let (h, w, c, p) = (shape.h, shape.w, shape.c, ho * wo);
     let t = dcols.len() / shape.k().max(1);
-    dx.par_chunks_mut(h * w)
-        .enumerate()
-        .for_each(|(index, plane)| {
-            let (b, ch) = (index / c, index % c);
-            for i in 0..kh {
-                for j in 0..kw {
-                    let row = &dcols[((ch * kh + i) * kw + j) * t + b * p..][..p];
-                    for y in 0..ho {
-                        let Some(iy) = source(
-                            y,
-                            i,
-                            shape.stride[0],
-                            shape.padding[0],
-                            shape.dilation[0],
-                            h,
-                        ) else {
-                            continue;
-                        };
-                        let line = &mut plane[iy * w..(iy + 1) * w];
-                        let src = &row[y * wo..(y + 1) * wo];
-                        let [sw, pw, dw] = [shape.stride[1], shape.padding[1], shape.dilation[1]];
-                        if sw == 1 && dw == 1 {
-                            let (lo, hi) = valid_run(wo, j, pw, w);
-                            if lo < hi {
-                                let start = lo + j - pw;
-                                for (d, s) in
-                                    line[start..start + (hi - lo)].iter_mut().zip(&src[lo..hi])
-                                {
-                                    *d += s;
-                                }
+    for_each_row(dx, h * w, parallel, |index, plane| {
+        let (b, ch) = (index / c, index % c);
+        for i in 0..kh {
+            for j in 0..kw {
+                let row = &dcols[((ch * kh + i) * kw + j) * t + b * p..][..p];
+                for y in 0..ho {
+                    let Some(iy) = source(
+                        y,
+                        i,
+                        shape.stride[0],
+                        shape.padding[0],
+                        shape.dilation[0],
+                        h,
+                    ) else {
+                        continue;
+                    };
+                    let line = &mut plane[iy * w..(iy + 1) * w];
+                    let src = &row[y * wo..(y + 1) * wo];
+                    let [sw, pw, dw] = [shape.stride[1], shape.padding[1], shape.dilation[1]];
+                    if sw == 1 && dw == 1 {
+                        let (lo, hi) = valid_run(wo, j, pw, w);
+                        if lo < hi {
+                            let start = lo + j - pw;
+                            for (d, s) in
+                                line[start..start + (hi - lo)].iter_mut().zip(&src[lo..hi])
+                            {
+                                *d += s;
                             }
-                        } else {
-                            for (xo, s) in src.iter().enumerate() {
-                                if let Some(ix) = source(xo, j, sw, pw, dw, w) {
-                                    line[ix] += s;
-                                }
+                        }
+                    } else {
+                        for (xo, s) in src.iter().enumerate() {
+                            if let Some(ix) = source(xo, j, sw, pw, dw, w) {
+                                line[ix] += s;
                             }
                         }
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 /// `gc[o, (b - b0) P + q] = g[b, o, q]` for images `b0..b1`.
-fn gather_output_grad(shape: &ConvShape, g: &[f32], b0: usize, b1: usize, gc: &mut Vec<f32>) {
+fn gather_output_grad(
+    shape: &ConvShape,
+    g: &[f32],
+    (b0, b1): (usize, usize),
+    parallel: bool,
+    gc: &mut Vec<f32>,
+) {
     let [ho, wo] = shape.output();
     let (p, o) = (ho * wo, shape.o);
     let t = (b1 - b0) * p;
     gc.clear();
     gc.resize(o * t, 0.0);
-    gc.par_chunks_mut(t).enumerate().for_each(|(oc, row)| {
+    for_each_row(gc, t, parallel, |oc, row| {
         for b in b0..b1 {
             row[(b - b0) * p..(b - b0 + 1) * p]
                 .copy_from_slice(&g[(b * o + oc) * p..(b * o + oc + 1) * p]);
@@ -303,20 +486,29 @@ fn valid_run(wo: usize, j: usize, pad: usize, size: usize) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::{ConvShape, input_grad, weight_grad};
+    use super::{ConvShape, forward, input_grad, weight_grad};
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
-    /// Both gradients from the definition, in f64 loops.
-    fn naive(s: &ConvShape, x: &[f32], w: &[f32], g: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    /// The output (with `bias`) and both gradients from the definition, in f64 loops.
+    fn naive(
+        s: &ConvShape,
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        g: &[f32],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let [ho, wo] = s.output();
         let [kh, kw] = s.kernel;
+        let mut out = vec![0.0f64; g.len()];
         let mut dx = vec![0.0f64; x.len()];
         let mut dw = vec![0.0f64; w.len()];
         for b in 0..s.n {
             for o in 0..s.o {
                 for y in 0..ho {
                     for xo in 0..wo {
-                        let go = f64::from(g[((b * s.o + o) * ho + y) * wo + xo]);
+                        let yi = ((b * s.o + o) * ho + y) * wo + xo;
+                        let go = f64::from(g[yi]);
+                        out[yi] += f64::from(bias[o]);
                         for c in 0..s.c {
                             for i in 0..kh {
                                 for j in 0..kw {
@@ -331,6 +523,7 @@ mod tests {
                                     let xi =
                                         ((b * s.c + c) * s.h + iy as usize) * s.w + ix as usize;
                                     let wi = ((o * s.c + c) * kh + i) * kw + j;
+                                    out[yi] += f64::from(x[xi]) * f64::from(w[wi]);
                                     dx[xi] += go * f64::from(w[wi]);
                                     dw[wi] += go * f64::from(x[xi]);
                                 }
@@ -340,7 +533,7 @@ mod tests {
                 }
             }
         }
-        (dx, dw)
+        (out, dx, dw)
     }
 
     /// `(n, c, h, w, o, kernel, stride, padding, dilation)`.
@@ -368,13 +561,13 @@ mod tests {
     }
 
     #[test]
-    fn both_gradients_match_the_definition_on_awkward_shapes() {
+    fn output_and_both_gradients_match_the_definition_on_awkward_shapes() {
         let mut rng = StdRng::seed_from_u64(3);
         // (n, c, h, w, o, kernel, stride, padding, dilation): 3x3 with padding, stride 2,
         // 1x1, batch 1, channel counts that are no multiple of a vector width, non-square
         // inputs and kernels, dilation, a plane smaller than the kernel's reach, and enough
-        // images with small planes to span several chunks.
-        let cases: [Case; 9] = [
+        // images with small planes to span several chunks, evenly or not.
+        let cases: [Case; 10] = [
             (2, 3, 8, 8, 5, [3, 3], [1, 1], [1, 1], [1, 1]),
             (3, 5, 9, 7, 6, [3, 3], [2, 2], [1, 1], [1, 1]),
             (1, 7, 6, 10, 3, [1, 1], [1, 1], [0, 0], [1, 1]),
@@ -384,6 +577,7 @@ mod tests {
             (2, 3, 2, 3, 4, [3, 3], [1, 1], [1, 1], [1, 1]),
             (3, 3, 11, 11, 8, [7, 7], [2, 2], [3, 3], [1, 1]),
             (300, 3, 2, 2, 5, [3, 3], [2, 2], [1, 1], [1, 1]),
+            (37, 5, 6, 6, 7, [3, 3], [1, 1], [1, 1], [1, 1]),
         ];
         for (n, c, h, w, o, kernel, stride, padding, dilation) in cases {
             let s = ConvShape {
@@ -407,9 +601,22 @@ mod tests {
             let g: Vec<f32> = (0..n * o * ho * wo)
                 .map(|_| rng.random_range(-1.0..1.0))
                 .collect();
-            let (dx, dw) = naive(&s, &x, &wt, &g);
-            close(&format!("{s:?} input"), &input_grad(&s, &wt, &g), &dx);
-            close(&format!("{s:?} weight"), &weight_grad(&s, &x, &g), &dw);
+            let bias: Vec<f32> = (0..o).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let (y, dx, dw) = naive(&s, &x, &wt, &bias, &g);
+            // One core (chunks one after another, each GEMM multi-threaded), two and three
+            // (chunk groups side by side, unevenly filled with three).
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("a thread pool");
+                pool.install(|| {
+                    let what = |part: &str| format!("{s:?} {part}, {threads} threads");
+                    close(&what("output"), &forward(&s, &x, &wt, Some(&bias)), &y);
+                    close(&what("input"), &input_grad(&s, &wt, &g), &dx);
+                    close(&what("weight"), &weight_grad(&s, &x, &g), &dw);
+                });
+            }
         }
     }
 }
@@ -420,7 +627,8 @@ mod timing {
     use std::time::Instant;
 
     /// `cargo test -p scl-layers --release -- --ignored --nocapture`: GFLOP/s of both
-    /// gradients at ResNet-18's stage shapes and of the bare GEMM (a measurement, no assertion).
+    /// gradients at ResNet-18's stage shapes and at every convolution of DenseNet-BC (batch 64 x
+    /// 2), with their sums, and of the bare GEMM (a measurement, no assertion).
     #[test]
     #[ignore]
     fn gradient_throughput() {
@@ -428,22 +636,40 @@ mod timing {
             let [ho, wo] = s.output();
             2.0 * (s.n * s.o * ho * wo * s.k()) as f64 / 1e9
         };
-        for (c, hw, o, stride) in [
-            (64, 32, 64, 1),
-            (128, 16, 128, 1),
-            (256, 8, 256, 1),
-            (512, 4, 512, 1),
-            (64, 32, 128, 2),
-        ] {
+        // (network, n, c, hw, o, kernel, stride, padding): ResNet-18's stage shapes at batch
+        // 64 x 2, then DenseNet-BC's (growth 12, blocks of 6 on 8x8, 4x4 and 2x2 planes).
+        let mut shapes = vec![
+            ("resnet18", 128, 64, 32, 64, 3, 1, 1),
+            ("resnet18", 128, 128, 16, 128, 3, 1, 1),
+            ("resnet18", 128, 256, 8, 256, 3, 1, 1),
+            ("resnet18", 128, 512, 4, 512, 3, 1, 1),
+            ("resnet18", 128, 64, 32, 128, 3, 2, 1),
+            ("densenet", 128, 3, 32, 64, 7, 2, 3),
+        ];
+        let (mut c, mut hw) = (64, 8);
+        for stage in 0..3 {
+            for _ in 0..6 {
+                shapes.push(("densenet", 128, c, hw, 48, 1, 1, 0));
+                shapes.push(("densenet", 128, 48, hw, 12, 3, 1, 1));
+                c += 12;
+            }
+            if stage < 2 {
+                shapes.push(("densenet", 128, c, hw, c / 2, 1, 1, 0));
+                c /= 2;
+                hw /= 2;
+            }
+        }
+        let mut totals = std::collections::BTreeMap::<&str, [f64; 2]>::new();
+        for (network, n, c, hw, o, k, stride, pad) in shapes {
             let s = ConvShape {
-                n: 128,
+                n,
                 c,
                 h: hw,
                 w: hw,
                 o,
-                kernel: [3, 3],
+                kernel: [k, k],
                 stride: [stride, stride],
-                padding: [1, 1],
+                padding: [pad, pad],
                 dilation: [1, 1],
             };
             let [ho, wo] = s.output();
@@ -457,11 +683,17 @@ mod timing {
             let dw = weight_grad(&s, &x, &g);
             let tw = t.elapsed().as_secs_f64();
             assert!(dx[0].is_finite() && dw[0].is_finite());
+            let total = totals.entry(network).or_default();
+            total[0] += tx;
+            total[1] += tw;
             eprintln!(
-                "C {c} -> {o}, {hw}x{hw}, stride {stride}: input grad {tx:.3} s ({:.1} GFLOP/s), weight grad {tw:.3} s ({:.1} GFLOP/s)",
+                "{network}: C {c} -> {o}, {hw}x{hw}, kernel {k}, stride {stride}: input grad {tx:.4} s ({:.1} GFLOP/s), weight grad {tw:.4} s ({:.1} GFLOP/s)",
                 gflop(&s) / tx,
                 gflop(&s) / tw
             );
+        }
+        for (network, [tx, tw]) in totals {
+            eprintln!("{network}: the shapes above: input grad {tx:.4} s, weight grad {tw:.4} s");
         }
         for (m, n, k) in [(576, 1024, 64), (64, 576, 1024), (1024, 1024, 1024)] {
             let a = vec![0.5f32; m * k];
@@ -475,6 +707,7 @@ mod timing {
                     false,
                     (&a, k, 1),
                     (&b, n, 1),
+                    true,
                 );
             }
             let secs = t.elapsed().as_secs_f64() / 10.0;

@@ -9,7 +9,7 @@ pub(crate) struct Dims {
     pub k: usize,
 }
 
-/// `dst = (accumulate ? dst : 0) + lhs rhs`, multi-threaded.
+/// `dst = (accumulate ? dst : 0) + lhs rhs`, multi-threaded when `parallel`.
 ///
 /// `dst` is row-major with row stride `dst.1`; `lhs` and `rhs` are `(values, row stride,
 /// column stride)`, so a transposed operand is the same slice with its strides swapped.
@@ -22,6 +22,7 @@ pub(crate) fn sgemm(
     accumulate: bool,
     lhs: (&[f32], usize, usize),
     rhs: (&[f32], usize, usize),
+    parallel: bool,
 ) {
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
         (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs
@@ -74,7 +75,11 @@ pub(crate) fn sgemm(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            if parallel {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            },
         );
     }
 }

@@ -3,9 +3,10 @@
 //! Burn's autodiff differentiates a convolution with two more convolutions: the input gradient
 //! as a transposed convolution, the weight gradient as a convolution of the input by the output
 //! gradient (a kernel the size of a whole output plane). On Burn's CPU backends both are far
-//! slower than the forward. [`LayerBackend`] lets a backend supply its own two gradients; this
-//! crate gives Burn's Flex and ndarray backends (for `f32`) the unfold-and-multiply form of
-//! [`cpu`]: one tuned GEMM per chunk of images for each gradient, multi-threaded. Every other
+//! slower than the forward. [`LayerBackend`] lets a backend supply its own convolution and two
+//! gradients; this crate gives Burn's Flex and ndarray backends (for `f32`) the
+//! unfold-and-multiply form of [`cpu`]: one tuned GEMM per chunk of images for the forward and
+//! for each gradient, the chunks spread over the cores. Every other
 //! backend keeps Burn's own ops (the trait's default methods), so code written over
 //! `B: LayerBackend` runs everywhere.
 //!
@@ -322,6 +323,44 @@ fn host<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
         .expect("an f32 tensor reads as f32")
 }
 
+/// `f` of the values of the `f32` tensor `t` in row-major order: on Flex a view of its
+/// storage when it is contiguous (no copy; the tensor is usually shared with the autodiff
+/// graph's checkpoint, where reading it out would copy it), else a host copy.
+fn with_values<B: Backend, R>(t: FloatTensor<B>, f: impl FnOnce(&[f32]) -> R) -> R {
+    #[cfg(feature = "flex")]
+    {
+        let any: &dyn std::any::Any = &t;
+        if let Some(values) = any
+            .downcast_ref::<burn::backend::flex::FlexTensor>()
+            .and_then(|flex| flex.as_slice::<f32>())
+        {
+            return f(values);
+        }
+    }
+    f(&host::<B>(t))
+}
+
+/// [`LayerBackend::scl_conv2d`] on the CPU kernel for a CPU backend.
+fn cpu_conv2d<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+    options: ConvOptions<2>,
+) -> FloatTensor<B> {
+    let shape = cpu_shape::<B>(&x, &weight, &options)
+        .filter(|_| bias.as_ref().is_none_or(|b| is_f32::<B>(&[b])));
+    let Some(shape) = shape else {
+        return B::conv2d(x, weight, bias, options);
+    };
+    let device = B::float_device(&x);
+    let bias = bias.map(host::<B>);
+    let y = with_values::<B, _>(x, |x| {
+        with_values::<B, _>(weight, |w| cpu::forward(&shape, x, w, bias.as_deref()))
+    });
+    let [ho, wo] = shape.output();
+    tensor_of::<B, 4>(y, [shape.n, shape.o, ho, wo], &device)
+}
+
 /// [`LayerBackend::scl_conv2d_input_grad`] on the CPU kernel for a CPU backend.
 fn cpu_input_grad<B: Backend>(
     x: FloatTensor<B>,
@@ -333,7 +372,9 @@ fn cpu_input_grad<B: Backend>(
         return B::conv2d_x_backward(x, weight, output_grad, options);
     };
     let device = B::float_device(&x);
-    let dx = cpu::input_grad(&shape, &host::<B>(weight), &host::<B>(output_grad));
+    let dx = with_values::<B, _>(weight, |w| {
+        with_values::<B, _>(output_grad, |g| cpu::input_grad(&shape, w, g))
+    });
     tensor_of::<B, 4>(dx, [shape.n, shape.c, shape.h, shape.w], &device)
 }
 
@@ -348,7 +389,9 @@ fn cpu_weight_grad<B: Backend>(
         return B::conv2d_weight_backward(x, weight, output_grad, options);
     };
     let device = B::float_device(&x);
-    let dw = cpu::weight_grad(&shape, &host::<B>(x), &host::<B>(output_grad));
+    let dw = with_values::<B, _>(x, |x| {
+        with_values::<B, _>(output_grad, |g| cpu::weight_grad(&shape, x, g))
+    });
     tensor_of::<B, 4>(
         dw,
         [shape.o, shape.c, shape.kernel[0], shape.kernel[1]],
@@ -384,16 +427,18 @@ fn cpu_batch_norm<B: Backend>(
     }
     let [n, c, s] = x.shape().dims();
     let device = B::float_device(&x);
-    let x = host::<B>(x);
-    let (mean, var) = norm::statistics(&x, n, c, s);
-    let y = norm::normalise(
-        &x,
-        [n, c, s],
-        (&mean, &var),
-        &host::<B>(gamma),
-        &host::<B>(beta),
-        epsilon,
-    );
+    let (y, mean, var) = with_values::<B, _>(x, |x| {
+        let (mean, var) = norm::statistics(x, n, c, s);
+        let y = norm::normalise(
+            x,
+            [n, c, s],
+            (&mean, &var),
+            &host::<B>(gamma),
+            &host::<B>(beta),
+            epsilon,
+        );
+        (y, mean, var)
+    });
     let narrow = |v: &[f64]| v.iter().map(|&m| m as f32).collect::<Vec<f32>>();
     [
         tensor_of::<B, 3>(y, [n, c, s], &device),
@@ -423,14 +468,12 @@ fn cpu_batch_norm_backward<B: Backend>(
             .collect::<Vec<f64>>()
     };
     let (mean, var) = (widen(mean), widen(var));
-    let (dx, dgamma, dbeta) = norm::backward(
-        &host::<B>(x),
-        &host::<B>(output_grad),
-        [n, c, s],
-        (&mean, &var),
-        &host::<B>(gamma),
-        epsilon,
-    );
+    let gamma = host::<B>(gamma);
+    let (dx, dgamma, dbeta) = with_values::<B, _>(x, |x| {
+        with_values::<B, _>(output_grad, |g| {
+            norm::backward(x, g, [n, c, s], (&mean, &var), &gamma, epsilon)
+        })
+    });
     [
         tensor_of::<B, 3>(dx, [n, c, s], &device),
         tensor_of::<B, 1>(dgamma, [c], &device),
@@ -454,14 +497,11 @@ fn cpu_batch_norm_inference<B: Backend>(
     let [n, c, s] = x.shape().dims();
     let device = B::float_device(&x);
     let widen = |t: FloatTensor<B>| host::<B>(t).into_iter().map(f64::from).collect::<Vec<_>>();
-    let y = norm::normalise(
-        &host::<B>(x),
-        [n, c, s],
-        (&widen(mean), &widen(var)),
-        &host::<B>(gamma),
-        &host::<B>(beta),
-        epsilon,
-    );
+    let (mean, var) = (widen(mean), widen(var));
+    let (gamma, beta) = (host::<B>(gamma), host::<B>(beta));
+    let y = with_values::<B, _>(x, |x| {
+        norm::normalise(x, [n, c, s], (&mean, &var), &gamma, &beta, epsilon)
+    });
     tensor_of::<B, 3>(y, [n, c, s], &device)
 }
 
@@ -469,6 +509,15 @@ fn cpu_batch_norm_inference<B: Backend>(
 #[allow(unused_macros)]
 macro_rules! cpu_layer_methods {
     () => {
+        fn scl_conv2d(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            bias: Option<FloatTensor<Self>>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<Self> {
+            cpu_conv2d::<Self>(x, weight, bias, options)
+        }
+
         fn scl_conv2d_input_grad(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
