@@ -127,6 +127,19 @@ pub trait LayerBackend: Backend {
     ) -> FloatTensor<Self> {
         reference_batch_norm_inference::<Self>(x, gamma, beta, mean, var, epsilon)
     }
+
+    /// `a` `[N, Ca, ...]` and `b` `[N, Cb, ...]` joined along the channels, `[N, Ca + Cb, ...]`
+    /// (Burn's `cat`); on an autodiff backend its gradient comes from
+    /// [`LayerBackend::scl_split_channels`].
+    fn scl_concat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_cat(vec![a, b], 1)
+    }
+
+    /// `t` `[N, C, ...]` cut along the channels into `[N, at, ...]` and `[N, C - at, ...]`
+    /// (default: Burn's slices, which on Flex are strided views of `t`).
+    fn scl_split_channels(t: FloatTensor<Self>, at: usize) -> [FloatTensor<Self>; 2] {
+        reference_split_channels::<Self>(t, at)
+    }
 }
 
 fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
@@ -251,6 +264,15 @@ pub fn batch_norm<B: LayerBackend, const D: usize>(
     running(&bn.running_mean, mean);
     running(&bn.running_var, var);
     float::<B, 3>(y).reshape(dims)
+}
+
+/// `Tensor::cat(vec![a, b], 1)` for `[N, C, H, W]` tensors (DenseNet's concatenation), whose
+/// gradient parts come from [`LayerBackend::scl_split_channels`]: on the CPU backends two
+/// contiguous tensors, where Burn's slices of the gradient are strided views that make every
+/// later operation on them (the sum with the layer's other gradient first) walk element by
+/// element.
+pub fn concat_channels<B: LayerBackend>(a: Tensor<B, 4>, b: Tensor<B, 4>) -> Tensor<B, 4> {
+    float::<B, 4>(B::scl_concat_channels(primitive(a), primitive(b)))
 }
 
 /// A 2-D convolution (`x` `[N, C, H, W]`, `weight` `[O, C / groups, KH, KW]`, `bias` `[O]`)
@@ -505,10 +527,48 @@ fn cpu_batch_norm_inference<B: Backend>(
     tensor_of::<B, 3>(y, [n, c, s], &device)
 }
 
+/// [`LayerBackend::scl_split_channels`] as two contiguous host copies, for a CPU backend.
+fn cpu_split_channels<B: Backend>(t: FloatTensor<B>, at: usize) -> [FloatTensor<B>; 2] {
+    let dims = t.shape().dims::<4>();
+    if !is_f32::<B>(&[&t]) || at > dims[1] {
+        return reference_split_channels::<B>(t, at);
+    }
+    let [n, c, h, w] = dims;
+    let plane = h * w;
+    let device = B::float_device(&t);
+    let (first, second) = with_values::<B, _>(t, |values| {
+        let mut first = Vec::with_capacity(n * at * plane);
+        let mut second = Vec::with_capacity(n * (c - at) * plane);
+        for image in values.chunks(c * plane) {
+            first.extend_from_slice(&image[..at * plane]);
+            second.extend_from_slice(&image[at * plane..]);
+        }
+        (first, second)
+    });
+    [
+        tensor_of::<B, 4>(first, [n, at, h, w], &device),
+        tensor_of::<B, 4>(second, [n, c - at, h, w], &device),
+    ]
+}
+
+/// The default body of [`LayerBackend::scl_split_channels`] (Burn's slices).
+fn reference_split_channels<B: Backend>(t: FloatTensor<B>, at: usize) -> [FloatTensor<B>; 2] {
+    let t = float::<B, 4>(t);
+    let c = t.dims()[1];
+    [
+        primitive(t.clone().narrow(1, 0, at)),
+        primitive(t.narrow(1, at, c - at)),
+    ]
+}
+
 /// The methods of [`LayerBackend`] that run the host kernels, for a CPU backend's impl.
 #[allow(unused_macros)]
 macro_rules! cpu_layer_methods {
     () => {
+        fn scl_split_channels(t: FloatTensor<Self>, at: usize) -> [FloatTensor<Self>; 2] {
+            cpu_split_channels::<Self>(t, at)
+        }
+
         fn scl_conv2d(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
@@ -758,6 +818,45 @@ impl<B: LayerBackend, C: CheckpointStrategy> LayerBackend for Autodiff<B, C> {
                     prep.finish(forward(x.primitive, weight.primitive, None, options))
                 }
             },
+        }
+    }
+
+    fn scl_concat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ConcatBackward;
+
+        impl<B: LayerBackend> Backward<B, 2> for ConcatBackward {
+            type State = usize;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [node_a, node_b] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let [da, db] = B::scl_split_channels(grad, ops.state);
+                for (node, g) in [(node_a, da), (node_b, db)] {
+                    if let Some(node) = node {
+                        grads.register::<B>(node.id, g);
+                    }
+                }
+            }
+        }
+
+        let at = a.primitive.shape().dims::<4>()[1];
+        match ConcatBackward
+            .prepare::<C>([a.node.clone(), b.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                prep.finish(at, B::scl_concat_channels(a.primitive, b.primitive))
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::scl_concat_channels(a.primitive, b.primitive))
+            }
         }
     }
 

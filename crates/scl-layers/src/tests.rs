@@ -157,6 +157,82 @@ fn value_and_every_gradient_match_burns_conv2d_on_ndarray() {
     check_backend::<Autodiff<burn::backend::NdArray>>("ndarray");
 }
 
+/// Value and gradients of `sum(cat(a, b) * g) + sum(a * h)` (the first input also used
+/// elsewhere, as DenseNet's running feature map is), through Burn's `cat` or
+/// [`crate::concat_channels`]; with `b` left out of the graph when `b_grad` is false.
+fn run_concat<B: AutodiffBackend + LayerBackend>(
+    shapes: ([usize; 4], [usize; 4]),
+    b_grad: bool,
+    ours: bool,
+) -> [Vec<f32>; 3] {
+    let device = Default::default();
+    let mut rng = StdRng::seed_from_u64(13);
+    let mut random = |dims: [usize; 4]| {
+        let values: Vec<f32> = (0..dims.iter().product())
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        Tensor::<B, 4>::from_data(TensorData::new(values, dims), &device)
+    };
+    let a = random(shapes.0).require_grad();
+    let b = random(shapes.1);
+    let b = if b_grad { b.require_grad() } else { b };
+    let [n, ca, h, w] = shapes.0;
+    let g = random([n, ca + shapes.1[1], h, w]);
+    let extra = random(shapes.0);
+    let y = if ours {
+        crate::concat_channels(a.clone(), b.clone())
+    } else {
+        Tensor::cat(vec![a.clone(), b.clone()], 1)
+    };
+    let grads = ((y.clone() * g).sum() + (a.clone() * extra).sum()).backward();
+    let host = |t: Option<Tensor<B::InnerBackend, 4>>| {
+        t.map(|t| t.into_data().to_vec::<f32>().unwrap())
+            .unwrap_or_default()
+    };
+    [
+        y.into_data().to_vec().unwrap(),
+        host(a.grad(&grads)),
+        host(b.grad(&grads)),
+    ]
+}
+
+fn check_concat<B: AutodiffBackend<InnerBackend: LayerBackend> + LayerBackend>(name: &str) {
+    // Batch 1 and 3, one channel on either side, planes of 1x1 and non-square.
+    let cases = [
+        ([2, 5, 4, 4], [2, 3, 4, 4], true),
+        ([1, 1, 3, 7], [1, 6, 3, 7], true),
+        ([3, 7, 1, 1], [3, 1, 1, 1], false),
+    ];
+    for (sa, sb, b_grad) in cases {
+        let burn = run_concat::<B>((sa, sb), b_grad, false);
+        let ours = run_concat::<B>((sa, sb), b_grad, true);
+        for (what, (u, v)) in ["value", "gradient of a", "gradient of b"]
+            .iter()
+            .zip(ours.iter().zip(&burn))
+        {
+            assert_eq!(u, v, "{name} concat {sa:?} {sb:?}: {what}");
+        }
+        assert_eq!(burn[2].is_empty(), !b_grad, "{name}: b's gradient");
+    }
+    // Without autodiff: the same values.
+    let device = Default::default();
+    let a = Tensor::<B::InnerBackend, 4>::ones([2, 3, 2, 2], &device);
+    let b = Tensor::<B::InnerBackend, 4>::zeros([2, 1, 2, 2], &device);
+    let want: Vec<f32> = Tensor::cat(vec![a.clone(), b.clone()], 1)
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let got: Vec<f32> = crate::concat_channels(a, b).into_data().to_vec().unwrap();
+    assert_eq!(got, want, "{name}: concat without autodiff");
+}
+
+#[test]
+fn concat_channels_matches_burns_cat_on_flex_and_ndarray() {
+    check_concat::<Autodiff<Flex>>("flex");
+    #[cfg(feature = "ndarray")]
+    check_concat::<Autodiff<burn::backend::NdArray>>("ndarray");
+}
+
 #[test]
 fn uneven_padding_takes_burns_forward() {
     type B = Autodiff<Flex>;

@@ -16,7 +16,7 @@ use burn::nn::pool::{
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use scl_layers::{LayerBackend, batch_norm as norm, forward as conv};
+use scl_layers::{LayerBackend, batch_norm as norm, concat_channels, forward as conv};
 
 /// Configuration of [`DenseNet`].
 #[derive(Config, Debug)]
@@ -148,7 +148,7 @@ impl<B: LayerBackend> DenseNet<B> {
             for layer in &stage.layers {
                 let y = conv(&layer.conv1, relu(norm(&layer.norm1, h.clone())));
                 let y = conv(&layer.conv2, relu(norm(&layer.norm2, y)));
-                h = Tensor::cat(vec![h, y], 1);
+                h = concat_channels(h, y);
             }
             if let Some(t) = &stage.transition {
                 h = t.pool.forward(conv(&t.conv, relu(norm(&t.norm, h))));
