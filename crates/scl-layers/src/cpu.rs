@@ -351,8 +351,24 @@ fn im2col(
     cols.clear();
     cols.resize(shape.k() * t, 0.0);
     let (h, w, c) = (shape.h, shape.w, shape.c);
+    let same = Shift::masks(shape);
     for_each_row(cols, t, parallel, |row, out| {
         let (ch, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
+        if let Some(masks) = &same {
+            // The plane shifted by the kernel offset: one flat pass per image.
+            let shift = Shift::new(shape, i, j);
+            let mask = &masks[j * p..(j + 1) * p];
+            for b in b0..b1 {
+                let src = &x[(b * c + ch) * p..(b * c + ch + 1) * p];
+                let dst = &mut out[(b - b0) * p..(b - b0 + 1) * p];
+                let (lo, hi) = (shift.lo, shift.hi);
+                let src = &src[shift.source(lo)..shift.source(hi)];
+                for ((d, &v), &m) in dst[lo..hi].iter_mut().zip(src).zip(&mask[lo..hi]) {
+                    *d = if m { v } else { 0.0 };
+                }
+            }
+            return;
+        }
         for b in b0..b1 {
             let src = &x[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
             let dst = &mut out[(b - b0) * p..(b - b0 + 1) * p];
@@ -397,11 +413,23 @@ fn col2im(shape: &ConvShape, dcols: &[f32], parallel: bool, dx: &mut [f32]) {
     let [kh, kw] = shape.kernel;
     let (h, w, c, p) = (shape.h, shape.w, shape.c, ho * wo);
     let t = dcols.len() / shape.k().max(1);
+    let same = Shift::masks(shape);
     for_each_row(dx, h * w, parallel, |index, plane| {
         let (b, ch) = (index / c, index % c);
         for i in 0..kh {
             for j in 0..kw {
                 let row = &dcols[((ch * kh + i) * kw + j) * t + b * p..][..p];
+                if let Some(masks) = &same {
+                    // The row added back shifted by the kernel offset, in one flat pass.
+                    let shift = Shift::new(shape, i, j);
+                    let mask = &masks[j * p..(j + 1) * p];
+                    let (lo, hi) = (shift.lo, shift.hi);
+                    let dst = &mut plane[shift.source(lo)..shift.source(hi)];
+                    for ((d, &v), &m) in dst.iter_mut().zip(&row[lo..hi]).zip(&mask[lo..hi]) {
+                        *d += if m { v } else { 0.0 };
+                    }
+                    continue;
+                }
                 for y in 0..ho {
                     let Some(iy) = source(
                         y,
@@ -437,6 +465,62 @@ fn col2im(shape: &ConvShape, dcols: &[f32], parallel: bool, dx: &mut [f32]) {
             }
         }
     });
+}
+
+/// For a convolution whose output plane has the input's size with stride 1 and dilation 1
+/// (3x3 with padding 1, 1x1 without: most layers), output position `q = y W + x` reads input
+/// position `q + delta` at kernel offset `(i, j)`, `delta = (i - ph) W + (j - pw)`, wherever
+/// row `y + i - ph` and column `x + j - pw` lie inside the plane. im2col and col2im then run
+/// one flat pass over the plane per offset, with a mask for the columns that would wrap into
+/// the neighbouring row, instead of one short copy per row.
+struct Shift {
+    /// The first output position with a valid row (and `q + delta` inside the plane).
+    lo: usize,
+    /// One past the last such position.
+    hi: usize,
+    /// The offset from an output position to the input position it reads.
+    delta: isize,
+}
+
+impl Shift {
+    /// Per kernel column `j`, which output positions of the plane have a valid input column
+    /// (`[KW, P]`); `None` when the convolution is not of this kind.
+    fn masks(shape: &ConvShape) -> Option<Vec<bool>> {
+        let same = shape.stride == [1, 1]
+            && shape.dilation == [1, 1]
+            && shape.output() == [shape.h, shape.w];
+        if !same {
+            return None;
+        }
+        let (w, p, pw) = (shape.w, shape.h * shape.w, shape.padding[1]);
+        Some(
+            (0..shape.kernel[1])
+                .flat_map(|j| {
+                    (0..p).map(move |q| (q % w + j).checked_sub(pw).is_some_and(|x| x < w))
+                })
+                .collect(),
+        )
+    }
+
+    fn new(shape: &ConvShape, i: usize, j: usize) -> Shift {
+        let (h, w) = (shape.h as isize, shape.w as isize);
+        let dy = i as isize - shape.padding[0] as isize;
+        let delta = dy * w + j as isize - shape.padding[1] as isize;
+        let p = h * w;
+        // Valid rows: 0 <= y + dy < h; and 0 <= q + delta < p.
+        let lo = ((-dy).max(0) * w).max(-delta).clamp(0, p);
+        let hi = ((h - dy).min(h) * w).min(p - delta).clamp(lo, p);
+        Shift {
+            lo: lo as usize,
+            hi: hi as usize,
+            delta,
+        }
+    }
+
+    /// The input position that output position `q` (in `lo..=hi`) reads.
+    fn source(&self, q: usize) -> usize {
+        (q as isize + self.delta) as usize
+    }
 }
 
 /// `gc[o, (b - b0) P + q] = g[b, o, q]` for images `b0..b1`.
