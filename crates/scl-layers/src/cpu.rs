@@ -283,6 +283,9 @@ pub fn forward(shape: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>) ->
     y
 }
 
+/// A chunk's images `(b0, b1)` and its rows of the output.
+type ChunkRows<'a> = ((usize, usize), &'a mut [f32]);
+
 /// Runs `f(chunk, out_chunk, scratch)` for every chunk of `plan` over `n` images, where
 /// `out_chunk` is the chunk's rows of `out` (`per_image` values per image): one chunk after
 /// another, or the chunk groups side by side, each with its own two scratch buffers.
@@ -302,8 +305,7 @@ where
         return;
     }
     // The chunks own disjoint rows of `out`: hand each group its own chunks' rows.
-    let mut per_group: Vec<Vec<((usize, usize), &mut [f32])>> =
-        (0..plan.groups).map(|_| Vec::new()).collect();
+    let mut per_group: Vec<Vec<ChunkRows<'_>>> = (0..plan.groups).map(|_| Vec::new()).collect();
     let mut rest: &mut [f32] = out;
     for (index, b0) in (0..n).step_by(plan.images).enumerate() {
         let b1 = (b0 + plan.images).min(n);
@@ -587,12 +589,12 @@ mod tests {
         let mut dx = vec![0.0f64; x.len()];
         let mut dw = vec![0.0f64; w.len()];
         for b in 0..s.n {
-            for o in 0..s.o {
+            for (o, &bias_o) in bias.iter().enumerate() {
                 for y in 0..ho {
                     for xo in 0..wo {
                         let yi = ((b * s.o + o) * ho + y) * wo + xo;
                         let go = f64::from(g[yi]);
-                        out[yi] += f64::from(bias[o]);
+                        out[yi] += f64::from(bias_o);
                         for c in 0..s.c {
                             for i in 0..kh {
                                 for j in 0..kw {
