@@ -73,6 +73,18 @@ impl ConvShape {
         ]
     }
 
+    /// The input row that output row `y` reads at kernel row `i`, if inside the plane.
+    fn source_row(&self, y: usize, i: usize) -> Option<usize> {
+        source(
+            y,
+            i,
+            self.stride[0],
+            self.padding[0],
+            self.dilation[0],
+            self.h,
+        )
+    }
+
     /// `K = C KH KW`, the length of one unfolded column.
     pub fn k(&self) -> usize {
         self.c * self.kernel[0] * self.kernel[1]
@@ -375,14 +387,7 @@ fn im2col(
             let src = &x[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
             let dst = &mut out[(b - b0) * p..(b - b0 + 1) * p];
             for y in 0..ho {
-                let Some(iy) = source(
-                    y,
-                    i,
-                    shape.stride[0],
-                    shape.padding[0],
-                    shape.dilation[0],
-                    h,
-                ) else {
+                let Some(iy) = shape.source_row(y, i) else {
                     continue;
                 };
                 let line = &src[iy * w..(iy + 1) * w];
@@ -433,14 +438,7 @@ fn col2im(shape: &ConvShape, dcols: &[f32], parallel: bool, dx: &mut [f32]) {
                     continue;
                 }
                 for y in 0..ho {
-                    let Some(iy) = source(
-                        y,
-                        i,
-                        shape.stride[0],
-                        shape.padding[0],
-                        shape.dilation[0],
-                        h,
-                    ) else {
+                    let Some(iy) = shape.source_row(y, i) else {
                         continue;
                     };
                     let line = &mut plane[iy * w..(iy + 1) * w];
