@@ -139,7 +139,7 @@ impl ConvShape {
     }
 }
 
-/// How [`weight_grad`] and [`input_grad`] cut a call (see [`ConvShape::plan`]).
+/// How [`forward`], [`weight_grad`] and [`input_grad`] cut a call (see [`ConvShape::plan`]).
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     /// Images per chunk.
