@@ -128,14 +128,14 @@ pub trait LayerBackend: Backend {
         reference_batch_norm_inference::<Self>(x, gamma, beta, mean, var, epsilon)
     }
 
-    /// `a` `[N, Ca, ...]` and `b` `[N, Cb, ...]` joined along the channels, `[N, Ca + Cb, ...]`
-    /// (Burn's `cat`); on an autodiff backend its gradient comes from
+    /// `a` `[N, Ca, H, W]` and `b` `[N, Cb, H, W]` joined along the channels,
+    /// `[N, Ca + Cb, H, W]` (Burn's `cat`); on an autodiff backend its gradient comes from
     /// [`LayerBackend::scl_split_channels`].
     fn scl_concat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_cat(vec![a, b], 1)
     }
 
-    /// `t` `[N, C, ...]` cut along the channels into `[N, at, ...]` and `[N, C - at, ...]`
+    /// `t` `[N, C, H, W]` cut along the channels into `[N, at, H, W]` and `[N, C - at, H, W]`
     /// (default: Burn's slices, which on Flex are strided views of `t`).
     fn scl_split_channels(t: FloatTensor<Self>, at: usize) -> [FloatTensor<Self>; 2] {
         reference_split_channels::<Self>(t, at)
