@@ -18,20 +18,16 @@
 
 use std::sync::Arc;
 
-use burn::backend::{Autodiff, Flex};
 use burn::data::dataloader::DataLoader;
 use burn::data::dataloader::batcher::Batcher;
-use burn::data::dataset::Dataset;
-use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::data::dataset::{Dataset, DatasetError};
+use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use scl_batching::{BatchingConfig, Schedule, ScheduleKind, validate};
 use scl_geometry::{Embeddings, geometry};
 use scl_learner::ScheduledLoader;
 use scl_loss::SupConLossConfig;
 use scl_models::{Architecture, MlpConfig, SclModel, SclModelConfig};
-
-type B = Autodiff<Flex>;
 
 /// One example of your dataset.
 #[derive(Clone, Debug)]
@@ -44,8 +40,8 @@ struct Point {
 struct Points(Vec<Point>);
 
 impl Dataset<Point> for Points {
-    fn get(&self, index: usize) -> Option<Point> {
-        self.0.get(index).cloned()
+    fn get(&self, index: usize) -> Result<Point, DatasetError> {
+        Ok(self.0[index].clone())
     }
     fn len(&self) -> usize {
         self.0.len()
@@ -54,20 +50,20 @@ impl Dataset<Point> for Points {
 
 /// A batch on the device: two views `[n * 2, 1, 1, 8]` (view-major) and labels `[n]`.
 #[derive(Clone, Debug)]
-struct PointBatch<B: Backend> {
-    views: Tensor<B, 4>,
-    labels: Tensor<B, 1, Int>,
+struct PointBatch {
+    views: Tensor<4>,
+    labels: Tensor<1, Int>,
 }
 
 /// Your batcher. The loader hands it the items of one scheduled batch.
 #[derive(Clone)]
 struct PointBatcher;
 
-impl<B: Backend> Batcher<B, Point, PointBatch<B>> for PointBatcher {
-    fn batch(&self, points: Vec<Point>, device: &B::Device) -> PointBatch<B> {
+impl Batcher<Point, PointBatch> for PointBatcher {
+    fn batch(&self, points: Vec<Point>, device: &Device) -> PointBatch {
         let n = points.len();
         let x: Vec<f32> = points.iter().flat_map(|p| p.x).collect();
-        let x = Tensor::<B, 2>::from_data(TensorData::new(x, [n, 8]), device);
+        let x = Tensor::<2>::from_data(TensorData::new(x, [n, 8]), device);
         // The two views: the point and a scaled copy (any augmentation of yours goes here).
         let views = Tensor::cat(vec![x.clone(), x.mul_scalar(0.9)], 0).reshape([2 * n, 1, 1, 8]);
         let labels = points.iter().map(|p| p.label as i64).collect();
@@ -106,19 +102,21 @@ fn train(kind: ScheduleKind, epochs: u64, data: &Arc<Points>) -> (f64, usize) {
     let mut config = BatchingConfig::new(kind, 16);
     config.drop_last = false;
     let schedule = Schedule::new(&labels, 4, &config, 7).expect("valid");
-    let device = Default::default();
-    B::seed(&device, 0);
-    let mut model: SclModel<B> =
+    let device = Device::flex().autodiff();
+    device.seed(0);
+    let mut model: SclModel =
         SclModelConfig::new(Architecture::Mlp(MlpConfig::new(8, vec![32, 8])), 4).init(&device);
     let mut optim = AdamConfig::new().init();
     let loss_fn = SupConLossConfig::new().with_temperature(0.1).init();
     let mut rejected = 0;
-    let loader = ScheduledLoader::<B, _, _>::new(schedule.clone(), data.clone(), PointBatcher);
+    let loader =
+        ScheduledLoader::new(schedule.clone(), data.clone(), PointBatcher).with_device(&device);
     for epoch in 0..epochs {
         if !validate(&labels, 4, &schedule.epoch(epoch)).accepted() {
             rejected += 1;
         }
         for batch in loader.iter() {
+            let batch = batch.expect("the schedule's indices are in the dataset");
             let n = batch.labels.dims()[0];
             let z = model.embed(batch.views); // [2n, 8], view-major
             let z = z.reshape([2, n, 8]).swap_dims(0, 1);
@@ -129,7 +127,10 @@ fn train(kind: ScheduleKind, epochs: u64, data: &Arc<Points>) -> (f64, usize) {
     }
     // Geometry of the class means over the whole dataset, first view.
     let x: Vec<f32> = data.0.iter().flat_map(|p| p.x).collect();
-    let x = Tensor::<Flex, 4>::from_data(TensorData::new(x, [labels.len(), 1, 1, 8]), &device);
+    let x = Tensor::<4>::from_data(
+        TensorData::new(x, [labels.len(), 1, 1, 8]),
+        &device.clone().inner(),
+    );
     let z = Embeddings::from_tensor(model.valid().embed(x)).expect("finite");
     (
         geometry(&z, &labels, 4).expect("four classes").of_distance,

@@ -10,9 +10,8 @@
 
 use std::sync::Arc;
 
-use burn::backend::{Autodiff, Flex};
 use burn::train::{Learner, SupervisedTraining, metric::LossMetric};
-use burn::{optim::AdamConfig, record::DefaultRecorder};
+use burn::{optim::AdamConfig, tensor::Device};
 use scl_batching::{BatchingConfig, Position, Schedule, ScheduleKind};
 use scl_data::{DataDir, Imbalance, LoadOptions, Manifest, SclBatcher, Split, ViewPreset, load};
 use scl_learner::*;
@@ -35,6 +34,7 @@ fn main() {
 #[rustfmt::skip]
 fn run(dir: &str, epochs: usize, resume: Option<usize>) -> Result<(), Box<dyn std::error::Error>> {
     // -- your project's code from here: 29 lines (and the 9 `use` lines above) --
+    let device = Device::flex().autodiff();
     let digits = Manifest::named("sklearn-digits")?;
     let opts = LoadOptions::offline(DataDir::resolve(None));
     let (full, test) = (load(&digits, Split::Train, &opts)?, load(&digits, Split::Test, &opts)?);
@@ -48,24 +48,23 @@ fn run(dir: &str, epochs: usize, resume: Option<usize>) -> Result<(), Box<dyn st
     let binding = BatchingConfig::new(ScheduleKind::BatchBinding, 64);
     let schedule = Schedule::new(train.labels(), 10, &binding, 0)?;
     let hook = views.clone();
-    let train_loader = ScheduledLoader::<Autodiff<Flex>, _, _>::new(schedule, train.clone(), views)
+    let train_loader = ScheduledLoader::new(schedule, train.clone(), views)
         .start_at(Position { epoch: resume.unwrap_or(0) as u64, batch: 0 })
         .on_epoch(move |e| hook.set_epoch(e));
     let valid_loader = evaluation_loader(train, test, single, 256);
     let mlp = Architecture::Mlp(MlpConfig::new(64, vec![128, 32]));
-    let model = SclModelConfig::new(mlp, 10).init(&Default::default());
+    let model = SclModelConfig::new(mlp, 10).init(&device);
     let objective = Objective::SupCon(SupConLossConfig::new().with_temperature(0.1).try_init()?);
     let mut training = SupervisedTraining::new(dir, Arc::new(train_loader), valid_loader)
         .metrics((LossMetric::new(),)).metrics(metrics::geometry_metrics(10))
-        .with_file_checkpointer(DefaultRecorder::new()).renderer(EpochLines::new())
-        .with_metric_logger(EpochFileLogger::new(dir, resume)).num_epochs(epochs);
+        .with_default_checkpointers().renderer(Box::new(EpochLines::new())).num_epochs(epochs);
     if let Some(epoch) = resume {
         training = training.checkpoint(epoch);
     }
     let learner = SclLearner::new(model, objective);
-    training.launch(Learner::new(learner, AdamConfig::new().init(), 1e-3));
+    let result = training.launch(Learner::new(learner, AdamConfig::new().init(), 1e-3));
     // -- to here --
-    Ok(())
+    result.error.map_or(Ok(()), |e| Err(e.to_string().into()))
 }
 
 /// `[DIR [EPOCHS [RESUME]]]`.

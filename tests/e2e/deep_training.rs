@@ -3,15 +3,12 @@
 //! metrics of an uninterrupted one, and a non-finite loss stops the run with the last
 //! checkpoint still loadable, and a damaged checkpoint gives way to the previous intact one.
 
-use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
-use burn::record::{BinFileRecorder, FullPrecisionSettings};
+use burn::tensor::Device;
 use scl_data::DataDir;
 use scl_models::SclModel;
 use scl_train::RunError;
 use scl_train::deep::{DeepConfig, DeepOutcome, DeepRunOptions, train_deep};
-
-type B = Autodiff<Flex>;
 
 fn tiny() -> DeepConfig {
     toml::from_str(
@@ -36,7 +33,7 @@ fn run(
     resume: bool,
     stop: Option<usize>,
 ) -> Result<DeepOutcome, RunError> {
-    run_saving(cfg, dir, resume, stop, false)
+    run_saving(cfg, dir, resume, stop, false, None)
 }
 
 fn run_saving(
@@ -45,6 +42,7 @@ fn run_saving(
     resume: bool,
     stop: Option<usize>,
     save_embeddings: bool,
+    export_safetensors: Option<std::path::PathBuf>,
 ) -> Result<DeepOutcome, RunError> {
     let opts = DeepRunOptions {
         run_dir: dir.to_path_buf(),
@@ -53,15 +51,25 @@ fn run_saving(
         backend: "flex".into(),
         stop_after_epochs: stop,
         save_embeddings,
+        export_safetensors,
     };
-    train_deep::<B>(cfg, &opts, &Default::default(), |_, _| {})
+    train_deep(cfg, &opts, &Device::flex().autodiff(), |_, _| {})
 }
 
 #[test]
 fn a_short_run_lowers_loss_and_of_distance_and_resumes_exactly() {
     let cfg = tiny();
     let whole = tempfile::tempdir().unwrap();
-    let full = run(&cfg, whole.path(), false, None).unwrap();
+    let exported = whole.path().join("export/model.safetensors");
+    let full = run_saving(
+        &cfg,
+        whole.path(),
+        false,
+        None,
+        false,
+        Some(exported.clone()),
+    )
+    .unwrap();
     assert_eq!(
         full.class_counts,
         [100, 100, 100, 100, 100, 10, 10, 10, 10, 10]
@@ -89,6 +97,47 @@ fn a_short_run_lowers_loss_and_of_distance_and_resumes_exactly() {
         "checkpoints/epoch-0012/state.json",
     ] {
         assert!(whole.path().join(f).is_file(), "{f} missing");
+    }
+
+    // The exported SafeTensors file reads back: its tensors, by module path, and a fresh
+    // model that loads them computes what the final checkpoint's model computes.
+    {
+        use burn::store::{ModuleSnapshot, ModuleStore, SafetensorsStore};
+        use burn::tensor::{Distribution, Tensor};
+        let mut store = SafetensorsStore::from_file(&exported);
+        let names: Vec<String> = store.get_all_tensors().unwrap().keys().cloned().collect();
+        assert!(
+            names.iter().any(|n| n == "classifier.weight"),
+            "no classifier.weight in {names:?}"
+        );
+        assert!(
+            names.iter().any(|n| n.ends_with("running_var")),
+            "no batch-norm statistics in {names:?}"
+        );
+        let device = Device::flex();
+        let mut from_file: SclModel = cfg.model_config([1, 8, 8], 10).init(&device);
+        let applied = from_file.load_from(&mut store).unwrap();
+        assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+        let from_checkpoint: SclModel = cfg
+            .model_config([1, 8, 8], 10)
+            .init(&device)
+            .try_load_file(whole.path().join("checkpoints/epoch-0012/model.bpk"))
+            .unwrap();
+        let x = Tensor::<4>::random([7, 1, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let a = from_file
+            .valid()
+            .embed(x.clone())
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let b = from_checkpoint
+            .valid()
+            .embed(x)
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        assert_eq!(
+            a, b,
+            "the exported weights differ from the final checkpoint's"
+        );
     }
 
     // Stop after 4 epochs (one checkpoint), then resume to the end in the same directory.
@@ -130,13 +179,9 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     );
     assert!(!dir.path().join("summary.json").exists());
     // The checkpoint loads into a fresh model.
-    let model: SclModel<B> = cfg.model_config([1, 8, 8], 10).init(&Default::default());
+    let model: SclModel = cfg.model_config([1, 8, 8], 10).init(&Device::flex());
     model
-        .load_file(
-            dir.path().join("checkpoints/epoch-0004/model"),
-            &BinFileRecorder::<FullPrecisionSettings>::new(),
-            &Default::default(),
-        )
+        .try_load_file(dir.path().join("checkpoints/epoch-0004/model.bpk"))
         .expect("the last checkpoint loads");
 }
 
@@ -151,7 +196,7 @@ fn a_damaged_checkpoint_falls_back_to_the_previous_intact_one() {
     let dir = tempfile::tempdir().unwrap();
     run(&cfg, dir.path(), false, Some(8)).unwrap();
     let ckpt = dir.path().join("checkpoints");
-    let model = ckpt.join("epoch-0008/model.bin");
+    let model = ckpt.join("epoch-0008/model.bpk");
     let bytes = std::fs::read(&model).unwrap();
     std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
     let resumed = run(&cfg, dir.path(), true, None).unwrap();
@@ -179,16 +224,60 @@ fn a_damaged_checkpoint_falls_back_to_the_previous_intact_one() {
     let dir = tempfile::tempdir().unwrap();
     run(&cfg, dir.path(), false, Some(4)).unwrap();
     std::fs::write(
-        dir.path().join("checkpoints/epoch-0004/optimizer.bin"),
+        dir.path().join("checkpoints/epoch-0004/optimizer.bpk"),
         b"garbage",
     )
     .unwrap();
     let msg = run(&cfg, dir.path(), true, None).unwrap_err().to_string();
     assert!(
         msg.contains("no intact checkpoint in ")
-            && msg.contains("epoch-0004/optimizer.bin is 7 bytes, the checkpoint recorded "),
+            && msg.contains("epoch-0004/optimizer.bpk is 7 bytes, the checkpoint recorded "),
         "{msg}"
     );
+}
+
+#[test]
+fn a_checkpoint_of_the_burn_0_21_build_is_refused_with_one_sentence() {
+    // A checkpoint as the Burn 0.21 build wrote it: model.bin and optimizer.bin (its record
+    // format), state.json of format 2, and a file list that matches.
+    let cfg = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    run(&cfg, dir.path(), false, Some(4)).unwrap();
+    let ckpt = dir.path().join("checkpoints/epoch-0004");
+    for (new, old) in [
+        ("model.bpk", "model.bin"),
+        ("optimizer.bpk", "optimizer.bin"),
+    ] {
+        std::fs::rename(ckpt.join(new), ckpt.join(old)).unwrap();
+    }
+    let state_path = ckpt.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["model_format"] = 2.into();
+    std::fs::write(&state_path, serde_json::to_string(&state).unwrap()).unwrap();
+    let mut files = serde_json::Map::new();
+    for name in ["model.bin", "optimizer.bin", "state.json"] {
+        let bytes = std::fs::read(ckpt.join(name)).unwrap();
+        files.insert(
+            name.to_string(),
+            serde_json::json!({"bytes": bytes.len(), "md5": format!("{:x}", md5::compute(&bytes))}),
+        );
+    }
+    std::fs::write(
+        ckpt.join("files.json"),
+        serde_json::json!({ "files": files }).to_string(),
+    )
+    .unwrap();
+
+    let err = run(&cfg, dir.path(), true, None).unwrap_err();
+    assert!(matches!(err, RunError::Config(_)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("holds a checkpoint written by an earlier version (Burn 0.21's record files")
+            && msg.contains("start the run again in a new run directory"),
+        "{msg}"
+    );
+    assert_eq!(msg.lines().count(), 1, "{msg}");
 }
 
 /// The rows of a CSV file as column -> field maps.
@@ -212,10 +301,10 @@ fn logged_step_losses_and_saved_embeddings_survive_a_resume_and_read_back() {
     let mut cfg = tiny();
     cfg.log_every = Some(5);
     let whole = tempfile::tempdir().unwrap();
-    let full = run_saving(&cfg, whole.path(), false, None, true).unwrap();
+    let full = run_saving(&cfg, whole.path(), false, None, true, None).unwrap();
     let split = tempfile::tempdir().unwrap();
-    run_saving(&cfg, split.path(), false, Some(4), true).unwrap();
-    run_saving(&cfg, split.path(), true, None, true).unwrap();
+    run_saving(&cfg, split.path(), false, Some(4), true, None).unwrap();
+    run_saving(&cfg, split.path(), true, None, true, None).unwrap();
     let metrics = |dir: &std::path::Path| std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     assert_eq!(
         metrics(split.path()),

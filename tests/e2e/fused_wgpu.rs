@@ -6,15 +6,15 @@
 //! Without a Vulkan adapter these tests skip with a message; CI installs
 //! `mesa-vulkan-drivers` and sets `SCL_REQUIRE_WGPU=1`, so there they must run.
 
-use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
-use burn::backend::{Autodiff, Flex, Wgpu};
-use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::{DispatchDevice, read_sync};
+use burn::tensor::{Device, Tensor, TensorData};
+use burn_cubecl::CubeBackend;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use scl_loss::fused::cube::{lse_backward_chunked, lse_chunked};
-use scl_loss::fused::{reference_lse, reference_lse_backward};
+use scl_loss::fused::{Kernel, reference_lse, reference_lse_backward};
 use scl_loss::{ContrastMode, Implementation, NoPositivePolicy};
-
-type Reference = Autodiff<Flex>;
+use scl_train::backend::BackendKind;
 
 use scl_loss::check;
 
@@ -24,24 +24,26 @@ mod exact;
 #[path = "../../crates/scl-loss/tests/support/accuracy.rs"]
 mod accuracy;
 
-/// Whether a wgpu adapter exists; panics when `SCL_REQUIRE_WGPU` is set and none does.
-fn wgpu_available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        let found = std::panic::catch_unwind(|| {
-            Tensor::<Wgpu, 1>::zeros([1], &Default::default()).into_data()
+/// The first wgpu adapter, with autodiff; `None` (and a message) when there is none; panics
+/// when `SCL_REQUIRE_WGPU` is set and there is none.
+fn wgpu() -> Option<Device> {
+    static DEVICE: std::sync::OnceLock<Option<Device>> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let device = BackendKind::Wgpu.device(0).ok().filter(|device| {
+                std::panic::catch_unwind(|| Tensor::<1>::zeros([1], device).into_data()).is_ok()
+            });
+            if device.is_none() {
+                assert!(
+                    std::env::var_os("SCL_REQUIRE_WGPU").is_none(),
+                    "SCL_REQUIRE_WGPU is set but wgpu found no adapter \
+                     (install mesa-vulkan-drivers for lavapipe)"
+                );
+                eprintln!("skipped: no wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+            }
+            device.map(Device::autodiff)
         })
-        .is_ok();
-        if !found {
-            assert!(
-                std::env::var_os("SCL_REQUIRE_WGPU").is_none(),
-                "SCL_REQUIRE_WGPU is set but wgpu found no adapter \
-                 (install mesa-vulkan-drivers for lavapipe)"
-            );
-            eprintln!("skipped: no wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
-        }
-        found
-    })
+        .clone()
 }
 
 /// Fused (picked by `auto`) against the reference on wgpu; panics with the comparison's
@@ -54,12 +56,14 @@ fn check(
     policy: NoPositivePolicy,
     seed: u64,
 ) {
+    let device = wgpu().expect("checked by the caller");
     assert!(
-        check::loss(temperature, mode, policy, Implementation::Auto).uses_fused::<Autodiff<Wgpu>>(),
+        check::loss(temperature, mode, policy, Implementation::Auto).uses_fused(&device),
         "auto picks the kernel on wgpu"
     );
+    assert_eq!(scl_loss::fused::kernel(&device), Some(Kernel::Cube));
     if let Err(e) =
-        check::fused_vs_reference::<Autodiff<Wgpu>>(shape, labels, temperature, mode, policy, seed)
+        check::fused_vs_reference(&device, shape, labels, temperature, mode, policy, seed)
     {
         panic!("{e}");
     }
@@ -67,7 +71,7 @@ fn check(
 
 #[test]
 fn wgpu_kernel_matches_the_reference_on_awkward_sizes() {
-    if !wgpu_available() {
+    if wgpu().is_none() {
         return;
     }
     check::awkward_sizes(&[1, 2, 31, 257, 1031], 100, |shape, y, tau, seed| {
@@ -84,7 +88,7 @@ fn wgpu_kernel_matches_the_reference_on_awkward_sizes() {
 
 #[test]
 fn wgpu_kernel_matches_the_reference_on_every_option() {
-    if !wgpu_available() {
+    if wgpu().is_none() {
         return;
     }
     check::every_option(
@@ -113,16 +117,16 @@ fn wgpu_kernel_matches_the_reference_on_every_option() {
 /// `SCL_WGPU_ACCURACY_ALL=1` runs them all.
 #[test]
 fn wgpu_paths_match_f64_within_1e5_in_f32() {
-    if !wgpu_available() {
+    let Some(device) = wgpu() else {
         return;
-    }
+    };
     let max_n = if std::env::var_os("SCL_WGPU_ACCURACY_ALL").is_some() {
         usize::MAX
     } else {
         257
     };
-    let reference = |c: &accuracy::Case| c.run::<Autodiff<Wgpu>>(Implementation::Reference);
-    let fused = |c: &accuracy::Case| c.run::<Autodiff<Wgpu>>(Implementation::Auto);
+    let reference = |c: &accuracy::Case| c.run(&device, Implementation::Reference);
+    let fused = |c: &accuracy::Case| c.run(&device, Implementation::Auto);
     let failures = accuracy::run_suite(max_n, &[("reference", &reference), ("fused", &fused)]);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -131,11 +135,12 @@ fn wgpu_paths_match_f64_within_1e5_in_f32() {
 /// without the fusion wrapper, against the reference op on the same wgpu device.
 #[test]
 fn wgpu_kernel_in_several_chunks_matches_the_reference_op() {
-    if !wgpu_available() {
+    let Some(device) = wgpu() else {
         return;
-    }
-    type Raw = CubeBackend<WgpuRuntime, f32, i32, u32>;
-    let device = Default::default();
+    };
+    let DispatchDevice::Cube(cube) = device.clone().inner().as_dispatch().clone() else {
+        panic!("a wgpu device is a CubeCL device: {device:?}");
+    };
     let (n_contrast, n_anchor, d, tau) = (203usize, 150usize, 24usize, 0.07);
     let mut rng = StdRng::seed_from_u64(7);
     let z: Vec<f32> = (0..n_contrast * d)
@@ -144,27 +149,29 @@ fn wgpu_kernel_in_several_chunks_matches_the_reference_op() {
     let g: Vec<f32> = (0..n_anchor)
         .map(|_| rng.random_range(-1.0f32..1.0))
         .collect();
-    let z = Tensor::<Raw, 2>::from_data(TensorData::new(z, [n_contrast, d]), &device);
-    let g = Tensor::<Raw, 1>::from_data(TensorData::new(g, [n_anchor]), &device);
+    let inner = device.clone().inner();
+    let z_data = TensorData::new(z, [n_contrast, d]);
+    let g_data = TensorData::new(g, [n_anchor]);
+    let z = Tensor::<2>::from_data(z_data.clone(), &inner);
+    let g = Tensor::<1>::from_data(g_data.clone(), &inner);
     let want_lse = reference_lse(z.clone(), n_anchor, tau);
-    let want_grad = reference_lse_backward(z.clone(), want_lse.clone(), g.clone(), tau);
-    let host = |t: Vec<f32>| t.into_iter().map(f64::from).collect::<Vec<_>>();
-    let want_lse = host(want_lse.into_data().to_vec().unwrap());
-    let want_grad = host(want_grad.into_data().to_vec().unwrap());
+    let want_grad = reference_lse_backward(z, want_lse.clone(), g, tau);
+    let want_lse = want_lse.try_into_vec_as::<f64>().unwrap();
+    let want_grad = want_grad.try_into_vec_as::<f64>().unwrap();
+    let host = |t| {
+        read_sync(CubeBackend::float_into_data(t))
+            .unwrap()
+            .convert::<f64>()
+            .try_into_vec::<f64>()
+            .unwrap()
+    };
     for rows in [1usize, 7, 64, 150] {
-        let prim = |t: Tensor<Raw, 2>| t.into_primitive().tensor();
-        let lse = lse_chunked::<WgpuRuntime, f32, i32, u32>(prim(z.clone()), n_anchor, tau, rows);
-        let grad = lse_backward_chunked::<WgpuRuntime, f32, i32, u32>(
-            prim(z.clone()),
-            lse.clone(),
-            g.clone().into_primitive().tensor(),
-            tau,
-            rows,
-        );
-        let lse = Tensor::<Raw, 1>::from_primitive(TensorPrimitive::Float(lse));
-        let grad = Tensor::<Raw, 2>::from_primitive(TensorPrimitive::Float(grad));
-        let lse = host(lse.into_data().to_vec().unwrap());
-        let grad = host(grad.into_data().to_vec().unwrap());
+        let z = CubeBackend::float_from_data(z_data.clone(), &cube);
+        let g = CubeBackend::float_from_data(g_data.clone(), &cube);
+        let lse = lse_chunked(z.clone(), n_anchor, tau, rows);
+        let grad = lse_backward_chunked(z, lse.clone(), g, tau, rows);
+        let lse = host(lse);
+        let grad = host(grad);
         for (a, b) in lse.iter().zip(&want_lse) {
             assert!(
                 (a - b).abs() <= 1e-4 * b.abs().max(1.0),
@@ -185,9 +192,9 @@ fn wgpu_kernel_in_several_chunks_matches_the_reference_op() {
 /// equal to the reference.
 #[test]
 fn wgpu_kernel_keeps_extreme_logits_finite() {
-    if !wgpu_available() {
+    let Some(device) = wgpu() else {
         return;
-    }
+    };
     let (batch, views, dim) = (6usize, 2usize, 4usize);
     let mut rng = StdRng::seed_from_u64(3);
     let mut values: Vec<f32> = (0..batch * views * dim)
@@ -203,13 +210,15 @@ fn wgpu_kernel_keeps_extreme_logits_finite() {
         l.normalize = false;
         l
     };
-    let (v_ref, _) = check::value_and_grad::<Reference>(
+    let (v_ref, _) = check::value_and_grad(
+        &Device::flex().autodiff(),
         &values,
         [batch, views, dim],
         Some(&y),
         &mk(Implementation::Reference),
     );
-    let (v, g) = check::value_and_grad::<Autodiff<Wgpu>>(
+    let (v, g) = check::value_and_grad(
+        &device,
         &values,
         [batch, views, dim],
         Some(&y),

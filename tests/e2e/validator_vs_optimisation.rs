@@ -2,12 +2,10 @@
 //! mini-batch UFM+ reaches the orthogonal frame from every start where the validator
 //! accepts, and ends elsewhere from some start where it rejects.
 
-use burn::backend::{Autodiff, Flex};
+use burn::tensor::Device;
 use scl_batching::validate;
 use scl_train::config::{OptimizerKind, UfmConfig};
 use scl_train::ufm::run_ufm_on_batches;
-
-type B = Autodiff<Flex>;
 
 fn config(num_classes: usize, seed: u64) -> UfmConfig {
     UfmConfig {
@@ -31,11 +29,11 @@ fn config(num_classes: usize, seed: u64) -> UfmConfig {
 fn final_of_distances(num_classes: usize, labels: &[usize], batches: &[Vec<usize>]) -> Vec<f64> {
     (0..5)
         .map(|seed| {
-            let out = run_ufm_on_batches::<B>(
+            let out = run_ufm_on_batches(
                 &config(num_classes, seed),
                 labels,
                 batches,
-                &Default::default(),
+                &Device::flex().autodiff(),
             )
             .unwrap();
             out.points.last().unwrap().geometry.overall.of_distance

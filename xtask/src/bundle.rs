@@ -1,8 +1,8 @@
 //! `cargo xtask gpu-bundle`: one folder that a GPU machine without a Rust toolchain can run.
 //!
 //! It holds `scl-gpu-check` (the check binary of this package, `src/gpu_check.rs`, built with
-//! the `flex`, `cuda` and `wgpu` features in the `bundle` profile: optimised, symbols stripped, under
-//! 60 MiB), `run.sh`, PyTorch's reference
+//! the `flex` and `wgpu` features in the `bundle` profile: optimised, symbols stripped, under
+//! 60 MiB; with `--cuda` also the `cuda` feature), `run.sh`, PyTorch's reference
 //! `supcon_torch.py`, `REVISION`, real CIFAR-10 training images when the project can read
 //! CIFAR-10 here (`data/cifar10-train-subset.bin`, CIFAR binary records), and the Vulkan
 //! loader package `gl/libvulkan1*.deb` when apt can download it. `run.sh OUT` runs PyTorch's
@@ -41,6 +41,12 @@ pub struct BundleArgs {
     /// Put this already built binary in the bundle instead of building one.
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// Build the binary with Burn's CUDA backend too. Its build downloads an LLVM bundle (Burn
+    /// 0.22 compiles CUDA kernels through LLVM), so it needs a machine with internet access;
+    /// without it the bundle runs on the GPU through wgpu (Vulkan), which NVIDIA's driver
+    /// supports.
+    #[arg(long)]
+    cuda: bool,
 }
 
 /// The workspace root (this crate's parent folder).
@@ -51,13 +57,12 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the release binary with both GPU backends; returns its path.
-fn build() -> anyhow::Result<PathBuf> {
+/// Builds the release binary with the GPU backends (`features`); returns its path.
+fn build(features: &str) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!(
         "== cargo build --profile bundle -p xtask --bin scl-gpu-check --no-default-features \
-         --features flex,cuda,wgpu \
-         (about 25 minutes the first time on 2 cores)"
+         --features {features} (about 25 minutes the first time on 2 cores)"
     );
     let mut child = Command::new(cargo)
         .current_dir(workspace_root())
@@ -71,7 +76,7 @@ fn build() -> anyhow::Result<PathBuf> {
             "scl-gpu-check",
             "--no-default-features",
             "--features",
-            "flex,cuda,wgpu",
+            features,
             "--message-format=json-render-diagnostics",
         ])
         .stdout(Stdio::piped())
@@ -172,7 +177,11 @@ pub fn run(args: BundleArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: --binary {} is not a file", b.display());
             return Ok(ExitCode::from(2));
         }
-        None => build()?,
+        None => build(if args.cuda {
+            "flex,cuda,wgpu"
+        } else {
+            "flex,wgpu"
+        })?,
     };
     let out = &args.out;
     std::fs::create_dir_all(out.join("data"))
@@ -237,9 +246,16 @@ pub fn run(args: BundleArgs) -> anyhow::Result<ExitCode> {
             out.display()
         );
     }
+    let cuda_note = if args.cuda || args.binary.is_some() {
+        String::new()
+    } else {
+        "\n  backends: flex and wgpu (on an NVIDIA GPU through its Vulkan driver); for CUDA \
+         too, build with `cargo xtask gpu-bundle --cuda` on a machine with internet access"
+            .to_string()
+    };
     println!(
-        "bundle in {} ({total:.1} MiB):\n  scl-gpu-check: {:.1} MiB\n  {data_note}\n  {gl_note}\n\
-         Run it on a GPU machine: bash {}/run.sh OUT_DIR",
+        "bundle in {} ({total:.1} MiB):\n  scl-gpu-check: {:.1} MiB\n  {data_note}\n  \
+         {gl_note}{cuda_note}\nRun it on a GPU machine: bash {}/run.sh OUT_DIR",
         out.display(),
         size_mib(&out.join("scl-gpu-check")),
         out.display(),

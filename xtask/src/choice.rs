@@ -19,7 +19,7 @@ pub struct Choice {
 }
 
 impl Choice {
-    /// A backend: flex, ndarray, wgpu or cuda (`scl_train::backend::BACKEND_NAMES`).
+    /// A backend: flex, wgpu or cuda (`scl_train::backend::BACKEND_NAMES`).
     pub fn backend() -> Self {
         Self {
             names: BACKEND_NAMES.to_vec(),

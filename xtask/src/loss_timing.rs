@@ -3,11 +3,10 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor};
 use scl_loss::memory::measure_peak;
 use scl_loss::{Implementation, SupConLossConfig};
-use scl_train::TrainBackend;
-use scl_train::backend::{BackendKind, BackendTask};
+use scl_train::backend::BackendKind;
 
 /// One measurement: median seconds and memory in MiB.
 pub(crate) type Cell = (f64, f64);
@@ -22,10 +21,9 @@ struct Measure {
     fused: bool,
 }
 
-impl BackendTask for Measure {
-    type Output = Cell;
-
-    fn run<B: TrainBackend>(self, device: B::Device) -> Cell {
+impl Measure {
+    /// Runs the measurement on `device` (an autodiff device of `backend`).
+    fn run(self, device: &Device) -> Cell {
         let Self {
             backend,
             n,
@@ -33,11 +31,11 @@ impl BackendTask for Measure {
             repeats,
             fused,
         } = self;
-        let features = Tensor::<B, 3>::random([n, 1, d], Distribution::Normal(0.0, 1.0), &device)
-            .require_grad();
-        let labels = Tensor::<B, 1, Int>::from_ints(
+        let features =
+            Tensor::<3>::random([n, 1, d], Distribution::Normal(0.0, 1.0), device).require_grad();
+        let labels = Tensor::<1, Int>::from_ints(
             (0..n as i64).map(|i| i % 10).collect::<Vec<_>>().as_slice(),
-            &device,
+            device,
         );
         // tau = 0.1 as in the paper; unscaled loss; features normalised inside the loss.
         let loss = SupConLossConfig::new()
@@ -58,8 +56,8 @@ impl BackendTask for Measure {
             let _ = g.into_data();
         };
         run(); // warm-up: kernel compilation, autotuning, thread pools
-        backend.device_memory_cleanup(0);
-        let reserved_before = backend.device_memory_reserved(0);
+        backend.device_memory_cleanup(device);
+        let reserved_before = backend.device_memory_reserved(device);
         let mut times = Vec::new();
         let mut peak = 0usize;
         for _ in 0..repeats.max(1) {
@@ -75,7 +73,7 @@ impl BackendTask for Measure {
             peak as f64
         } else {
             backend
-                .device_memory_reserved(0)
+                .device_memory_reserved(device)
                 .saturating_sub(reserved_before) as f64
         };
         (median(times), memory / (1024.0 * 1024.0))
@@ -109,8 +107,8 @@ pub(crate) fn measure_on(
         repeats,
         fused,
     };
-    match backend.run(0, task) {
-        Ok(cell) => cell,
+    match backend.device(0) {
+        Ok(device) => task.run(&device.autodiff()),
         Err(e) => panic!("{e}"),
     }
 }

@@ -5,13 +5,11 @@
 
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{Optimizer, SgdConfig};
-use burn::tensor::backend::AutodiffBackend;
+use burn::optim::{ModuleOptimizer, SgdConfig};
 use scl_loss::{SupConLoss, SupConLossConfig};
-use scl_models::{LayerBackend, SclModel};
 
 /// SGD with momentum 0.9 and weight decay 5e-4.
-pub(crate) fn optimizer<B: AutodiffBackend + LayerBackend>() -> impl Optimizer<SclModel<B>, B> {
+pub(crate) fn optimizer() -> ModuleOptimizer {
     SgdConfig::new()
         .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))

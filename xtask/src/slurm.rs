@@ -21,7 +21,7 @@ pub struct SlurmArgs {
     /// Profile of the experiment file (e.g. `smoke`).
     #[arg(long)]
     profile: Option<String>,
-    /// Backend the tasks run on: flex, ndarray, wgpu or cuda (compiled into `--binary`).
+    /// Backend the tasks run on: flex, wgpu or cuda (compiled into `--binary`).
     #[arg(long, default_value = "cuda", value_parser = crate::choice::Choice::backend())]
     backend: String,
     /// Slurm partition (`#SBATCH --partition`); none: the cluster's default.

@@ -26,8 +26,8 @@ pub struct SweepArgs {
     /// Profile of the experiment file to apply (e.g. `smoke`).
     #[arg(long)]
     pub profile: Option<String>,
-    /// Backend: flex (the CPU), ndarray (Burn's older CPU backend), wgpu or cuda (the last
-    /// two need their cargo feature).
+    /// Backend: flex (the CPU), wgpu or cuda (the last one needs its cargo feature, and wgpu
+    /// is in the default build).
     #[arg(long, default_value = "flex", value_parser = crate::choice::Choice::backend())]
     pub backend: String,
     /// Device indices of the backend, comma-separated (e.g. `0,1`); one cell runs on each at

@@ -23,8 +23,8 @@ pub struct TrainArgs {
     /// Continue from the newest checkpoint in `--out`.
     #[arg(long)]
     resume: bool,
-    /// Backend: flex (the CPU), ndarray (Burn's older CPU backend), wgpu or cuda (the last
-    /// two need their cargo feature).
+    /// Backend: flex (the CPU), wgpu or cuda (the last one needs its cargo feature, and wgpu
+    /// is in the default build).
     #[arg(long, default_value = "flex", value_parser = crate::choice::Choice::backend())]
     backend: String,
     /// Data directory (default: $SCL_DATA_DIR, else datasets/cache).
@@ -41,6 +41,10 @@ pub struct TrainArgs {
     /// `DIR/embeddings/epoch-NNNN-{train,test}[-labels].npy`.
     #[arg(long)]
     save_embeddings: bool,
+    /// When the run finishes, also write the trained weights (and batch-norm running
+    /// statistics) to this SafeTensors file, each tensor under its module path.
+    #[arg(long, value_name = "FILE")]
+    export_safetensors: Option<PathBuf>,
 }
 
 /// Runs `cargo xtask train`.
@@ -113,6 +117,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         backend: backend.name().to_string(),
         stop_after_epochs: None,
         save_embeddings: args.save_embeddings,
+        export_safetensors: args.export_safetensors.clone(),
     };
     let bar = indicatif::ProgressBar::new(config.epochs as u64);
     if !scl_experiments::runner::stderr_is_terminal() {

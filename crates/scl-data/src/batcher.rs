@@ -19,11 +19,11 @@ use crate::{DataError, ImageItem};
 
 /// A contrastive batch on a device.
 #[derive(Clone, Debug)]
-pub struct SclBatch<B: Backend> {
+pub struct SclBatch {
     /// `[N * V, C, H, W]`, sample-major.
-    pub images: Tensor<B, 4>,
+    pub images: Tensor<4>,
     /// `[N]`.
-    pub labels: Tensor<B, 1, Int>,
+    pub labels: Tensor<1, Int>,
     /// The examples' indices in their dataset, in batch order.
     pub indices: Vec<usize>,
     /// V, the number of views.
@@ -47,7 +47,7 @@ pub struct HostBatch {
 
 impl HostBatch {
     /// Moves the batch to `device`.
-    pub fn to_device<B: Backend>(&self, device: &B::Device) -> SclBatch<B> {
+    pub fn to_device(&self, device: &Device) -> SclBatch {
         let n = self.labels.len();
         SclBatch {
             images: Tensor::from_data(TensorData::new(self.images.clone(), self.shape), device),
@@ -188,8 +188,8 @@ impl SclBatcher {
     }
 }
 
-impl<B: Backend> Batcher<B, ImageItem, SclBatch<B>> for SclBatcher {
-    fn batch(&self, items: Vec<ImageItem>, device: &B::Device) -> SclBatch<B> {
+impl Batcher<ImageItem, SclBatch> for SclBatcher {
+    fn batch(&self, items: Vec<ImageItem>, device: &Device) -> SclBatch {
         self.assemble(&items, self.epoch.load(Ordering::Relaxed))
             .to_device(device)
     }

@@ -158,8 +158,17 @@ impl ImageSet {
 
 #[cfg(feature = "burn")]
 impl burn::data::dataset::Dataset<ImageItem> for ImageSet {
-    fn get(&self, index: usize) -> Option<ImageItem> {
-        (index < self.len()).then(|| ImageItem {
+    /// The example at `index`.
+    ///
+    /// # Panics
+    /// When `index` is not below [`burn::data::dataset::Dataset::len`] (Burn's contract).
+    fn get(&self, index: usize) -> Result<ImageItem, burn::data::dataset::DatasetError> {
+        assert!(
+            index < self.labels.len(),
+            "ImageSet: index {index} of a set of {} examples",
+            self.labels.len()
+        );
+        Ok(ImageItem {
             index,
             label: self.labels[index],
             pixels: self.image(index).to_vec(),

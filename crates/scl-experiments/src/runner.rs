@@ -526,6 +526,7 @@ fn run_deep_cell(
         backend: backend.name().to_string(),
         stop_after_epochs: None,
         save_embeddings: sweep.save_embeddings,
+        export_safetensors: None,
     };
     let outcome = backend.train_deep(device, &cell.config, &opts, progress)?;
     let summary = DeepSummary {

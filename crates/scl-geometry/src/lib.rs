@@ -47,7 +47,7 @@
 pub mod io;
 pub mod probe;
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::Tensor;
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 
@@ -221,13 +221,11 @@ impl Embeddings {
     ///
     /// # Errors
     /// [`GeometryError::NonFinite`] when the tensor holds NaN or infinite values.
-    pub fn from_tensor<B: Backend>(tensor: Tensor<B, 2>) -> Result<Self, GeometryError> {
+    pub fn from_tensor(tensor: Tensor<2>) -> Result<Self, GeometryError> {
         let [n, d] = tensor.dims();
         let data = tensor
-            .into_data()
-            .convert::<f64>()
-            .into_vec::<f64>()
-            .expect("a tensor converted to f64 data reads back as f64");
+            .try_into_vec_as::<f64>()
+            .expect("a float tensor reads back as f64");
         Self::new(n, d, data)
     }
 

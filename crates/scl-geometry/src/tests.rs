@@ -147,9 +147,8 @@ fn bad_labels_are_reported_not_panicked_on() {
 
 #[test]
 fn embeddings_read_a_burn_tensor() {
-    use burn::backend::Flex;
-    let device = Default::default();
-    let t = Tensor::<Flex, 2>::from_floats([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], &device);
+    let device = burn::tensor::Device::flex();
+    let t = Tensor::<2>::from_floats([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], &device);
     let x = Embeddings::from_tensor(t).unwrap();
     assert_eq!((x.rows(), x.dim()), (3, 2));
     assert_eq!(x.row(2), &[5.0, 6.0]);

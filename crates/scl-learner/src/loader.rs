@@ -10,18 +10,18 @@
 //! uninterrupted one would have: [`ScheduledLoader::start_at`].
 //!
 //! ```
-//! use burn::backend::Flex;
 //! use burn::data::dataloader::DataLoader;
 //! use burn::data::dataloader::batcher::Batcher;
 //! use burn::data::dataset::InMemDataset;
+//! use burn::tensor::Device;
 //! use scl_batching::{BatchingConfig, Schedule, ScheduleKind};
 //! use scl_learner::ScheduledLoader;
 //!
 //! /// Batches as the list of the labels they hold.
 //! #[derive(Clone)]
 //! struct Labels;
-//! impl Batcher<Flex, usize, Vec<usize>> for Labels {
-//!     fn batch(&self, items: Vec<usize>, _: &burn::backend::flex::FlexDevice) -> Vec<usize> {
+//! impl Batcher<usize, Vec<usize>> for Labels {
+//!     fn batch(&self, items: Vec<usize>, _: &Device) -> Vec<usize> {
 //!         items
 //!     }
 //! }
@@ -29,9 +29,10 @@
 //! let labels = vec![0, 0, 0, 0, 0, 0, 1, 1];
 //! let schedule = Schedule::new(&labels, 2, &BatchingConfig::new(ScheduleKind::BatchBinding, 3), 7)
 //!     .unwrap();
-//! let loader = ScheduledLoader::<Flex, _, _>::new(schedule, InMemDataset::new(labels), Labels);
+//! let loader = ScheduledLoader::new(schedule, InMemDataset::new(labels), Labels);
 //! for epoch in 0..3 {
 //!     for batch in loader.iter() {
+//!         let batch = batch.unwrap();
 //!         // Three shuffled examples and one binding example of each class.
 //!         assert_eq!(batch.len(), 5);
 //!         assert!(batch.contains(&1));
@@ -45,8 +46,8 @@ use std::sync::{Arc, Mutex};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
-use burn::data::dataset::Dataset;
-use burn::prelude::*;
+use burn::data::dataset::{Dataset, DatasetError};
+use burn::tensor::Device;
 use scl_batching::{Position, Schedule};
 
 /// A hook called with the epoch (from 0) at the start of every epoch, e.g. to give a batcher
@@ -55,11 +56,11 @@ pub type EpochHook = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// A Burn [`DataLoader`] whose batches are those of an `scl-batching` [`Schedule`] (see the
 /// module documentation). Batches are assembled on the calling thread, in schedule order.
-pub struct ScheduledLoader<B: Backend, I, O> {
+pub struct ScheduledLoader<I, O> {
     schedule: Arc<Schedule>,
     dataset: Arc<dyn Dataset<I>>,
-    batcher: Arc<dyn Batcher<B, I, O>>,
-    device: B::Device,
+    batcher: Arc<dyn Batcher<I, O>>,
+    device: Device,
     /// The epoch the next `iter` runs, shared by the copies `to_device` and `slice` make, so
     /// that the handle the caller keeps follows the trainer's.
     next_epoch: Arc<AtomicU64>,
@@ -71,7 +72,7 @@ pub struct ScheduledLoader<B: Backend, I, O> {
     range: Option<(usize, usize)>,
 }
 
-impl<B: Backend, I, O> Clone for ScheduledLoader<B, I, O> {
+impl<I, O> Clone for ScheduledLoader<I, O> {
     fn clone(&self) -> Self {
         Self {
             schedule: self.schedule.clone(),
@@ -86,18 +87,18 @@ impl<B: Backend, I, O> Clone for ScheduledLoader<B, I, O> {
     }
 }
 
-impl<B, I, O> ScheduledLoader<B, I, O>
+impl<I, O> ScheduledLoader<I, O>
 where
-    B: Backend,
     I: Send + Sync + 'static,
     O: Send + 'static,
 {
     /// A loader of `schedule`'s batches over `dataset` (the schedule's indices are indices
-    /// of `dataset`), starting at epoch 0, on the backend's default device.
+    /// of `dataset`), starting at epoch 0, on Burn's default device (burn-train moves it to
+    /// the training device; [`ScheduledLoader::with_device`] sets one).
     pub fn new(
         schedule: Schedule,
         dataset: impl Dataset<I> + 'static,
-        batcher: impl Batcher<B, I, O> + 'static,
+        batcher: impl Batcher<I, O> + 'static,
     ) -> Self {
         Self {
             schedule: Arc::new(schedule),
@@ -131,7 +132,7 @@ where
 
     /// Assembles batches on `device`.
     #[must_use]
-    pub fn with_device(mut self, device: &B::Device) -> Self {
+    pub fn with_device(mut self, device: &Device) -> Self {
         self.device = device.clone();
         self
     }
@@ -164,46 +165,46 @@ where
 }
 
 /// The iterator of one epoch.
-struct EpochIter<'a, B: Backend, I, O> {
-    loader: &'a ScheduledLoader<B, I, O>,
+struct EpochIter<'a, I, O> {
+    loader: &'a ScheduledLoader<I, O>,
     batches: std::vec::IntoIter<Vec<usize>>,
     processed: usize,
     total: usize,
 }
 
-impl<B: Backend, I, O> Iterator for EpochIter<'_, B, I, O> {
-    type Item = O;
+impl<I, O> Iterator for EpochIter<'_, I, O> {
+    type Item = Result<O, DatasetError>;
 
-    fn next(&mut self) -> Option<O> {
+    fn next(&mut self) -> Option<Self::Item> {
         let indices = self.batches.next()?;
         self.processed += indices.len();
         // The schedule's indices are indices of the dataset it was built for; a dataset
-        // without them is a programming error of the caller, named here.
-        let items = indices
+        // without them is a mistake of the caller, named here (`Dataset::get` would panic).
+        let len = self.loader.dataset.len();
+        let items: Result<Vec<I>, DatasetError> = indices
             .iter()
             .map(|&i| {
-                self.loader.dataset.get(i).unwrap_or_else(|| {
-                    panic!(
-                        "the schedule names example {i}, but the dataset has {} examples: \
-                         build the schedule from this dataset's labels",
-                        self.loader.dataset.len()
-                    )
-                })
+                if i >= len {
+                    return Err(DatasetError::new(std::io::Error::other(format!(
+                        "the schedule names example {i}, but the dataset has {len} examples: \
+                         build the schedule from this dataset's labels"
+                    ))));
+                }
+                self.loader.dataset.get(i)
             })
             .collect();
-        Some(self.loader.batcher.batch(items, &self.loader.device))
+        Some(items.map(|items| self.loader.batcher.batch(items, &self.loader.device)))
     }
 }
 
-impl<B: Backend, I, O> DataLoaderIterator<O> for EpochIter<'_, B, I, O> {
+impl<I, O> DataLoaderIterator<O> for EpochIter<'_, I, O> {
     fn progress(&self) -> Progress {
-        Progress::new(self.processed, self.total)
+        Progress::new(self.processed, self.total, Some("items".to_string()))
     }
 }
 
-impl<B, I, O> DataLoader<B, O> for ScheduledLoader<B, I, O>
+impl<I, O> DataLoader<O> for ScheduledLoader<I, O>
 where
-    B: Backend,
     I: Send + Sync + 'static,
     O: Send + 'static,
 {
@@ -233,11 +234,11 @@ where
             .sum()
     }
 
-    fn to_device(&self, device: &B::Device) -> Arc<dyn DataLoader<B, O>> {
+    fn to_device(&self, device: &Device) -> Arc<dyn DataLoader<O>> {
         Arc::new(self.clone().with_device(device))
     }
 
-    fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<B, O>> {
+    fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<O>> {
         let (base, _) = self.range.unwrap_or((0, usize::MAX));
         let mut sliced = self.clone();
         sliced.range = Some((base + start, base + end));
@@ -253,15 +254,15 @@ where
 /// the whole test set, in order, in batches of `batch_size`, each tagged with its
 /// [`Part`](crate::Part), for the geometry metrics ([`crate::metrics`]). Give it a batcher
 /// of one view without augmentation.
-pub struct EvaluationLoader<B: Backend, I> {
+pub struct EvaluationLoader<I> {
     train: Arc<dyn Dataset<I>>,
     test: Arc<dyn Dataset<I>>,
-    batcher: Arc<dyn Batcher<B, I, scl_data::SclBatch<B>>>,
+    batcher: Arc<dyn Batcher<I, scl_data::SclBatch>>,
     batch_size: usize,
-    device: B::Device,
+    device: Device,
 }
 
-impl<B: Backend, I> Clone for EvaluationLoader<B, I> {
+impl<I> Clone for EvaluationLoader<I> {
     fn clone(&self) -> Self {
         Self {
             train: self.train.clone(),
@@ -275,14 +276,13 @@ impl<B: Backend, I> Clone for EvaluationLoader<B, I> {
 
 /// An [`EvaluationLoader`] of `train` and `test` (any batch size below 1 counts as 1), as burn-train's
 /// validation loader takes it.
-pub fn evaluation_loader<B, I>(
+pub fn evaluation_loader<I>(
     train: impl Dataset<I> + 'static,
     test: impl Dataset<I> + 'static,
-    batcher: impl Batcher<B, I, scl_data::SclBatch<B>> + 'static,
+    batcher: impl Batcher<I, scl_data::SclBatch> + 'static,
     batch_size: usize,
-) -> Arc<dyn DataLoader<B, crate::EvalBatch<B>>>
+) -> Arc<dyn DataLoader<crate::EvalBatch>>
 where
-    B: Backend,
     I: Send + Sync + 'static,
 {
     Arc::new(EvaluationLoader {
@@ -295,45 +295,44 @@ where
 }
 
 /// The iterator of one evaluation pass.
-struct EvaluationIter<'a, B: Backend, I> {
-    loader: &'a EvaluationLoader<B, I>,
+struct EvaluationIter<'a, I> {
+    loader: &'a EvaluationLoader<I>,
     /// (part, first index) of every batch still to come.
     batches: std::vec::IntoIter<(crate::Part, usize)>,
     processed: usize,
     total: usize,
 }
 
-impl<B: Backend, I> Iterator for EvaluationIter<'_, B, I> {
-    type Item = crate::EvalBatch<B>;
+impl<I> Iterator for EvaluationIter<'_, I> {
+    type Item = Result<crate::EvalBatch, DatasetError>;
 
-    fn next(&mut self) -> Option<crate::EvalBatch<B>> {
+    fn next(&mut self) -> Option<Self::Item> {
         let (part, start) = self.batches.next()?;
         let set = match part {
             crate::Part::Train => &self.loader.train,
             crate::Part::Test => &self.loader.test,
         };
         let end = (start + self.loader.batch_size).min(set.len());
-        let items = (start..end).filter_map(|i| set.get(i)).collect();
+        let items: Result<Vec<I>, DatasetError> = (start..end).map(|i| set.get(i)).collect();
         self.processed += end - start;
-        Some(crate::EvalBatch {
+        Some(items.map(|items| crate::EvalBatch {
             batch: self.loader.batcher.batch(items, &self.loader.device),
             part,
-        })
+        }))
     }
 }
 
-impl<B: Backend, I> DataLoaderIterator<crate::EvalBatch<B>> for EvaluationIter<'_, B, I> {
+impl<I> DataLoaderIterator<crate::EvalBatch> for EvaluationIter<'_, I> {
     fn progress(&self) -> Progress {
-        Progress::new(self.processed, self.total)
+        Progress::new(self.processed, self.total, Some("items".to_string()))
     }
 }
 
-impl<B, I> DataLoader<B, crate::EvalBatch<B>> for EvaluationLoader<B, I>
+impl<I> DataLoader<crate::EvalBatch> for EvaluationLoader<I>
 where
-    B: Backend,
     I: Send + Sync + 'static,
 {
-    fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<crate::EvalBatch<B>> + 'a> {
+    fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<crate::EvalBatch> + 'a> {
         let starts = |part, n: usize| (0..n).step_by(self.batch_size).map(move |s| (part, s));
         let batches: Vec<_> = starts(crate::Part::Train, self.train.len())
             .chain(starts(crate::Part::Test, self.test.len()))
@@ -350,13 +349,13 @@ where
         self.train.len() + self.test.len()
     }
 
-    fn to_device(&self, device: &B::Device) -> Arc<dyn DataLoader<B, crate::EvalBatch<B>>> {
+    fn to_device(&self, device: &Device) -> Arc<dyn DataLoader<crate::EvalBatch>> {
         let mut moved = self.clone();
         moved.device = device.clone();
         Arc::new(moved)
     }
 
-    fn slice(&self, _start: usize, _end: usize) -> Arc<dyn DataLoader<B, crate::EvalBatch<B>>> {
+    fn slice(&self, _start: usize, _end: usize) -> Arc<dyn DataLoader<crate::EvalBatch>> {
         // The geometry is a measure of the whole sets: every device evaluates all of them.
         Arc::new(self.clone())
     }

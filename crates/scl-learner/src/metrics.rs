@@ -1,28 +1,39 @@
-//! The geometry of the learned class means as burn-train metrics, accumulated over an epoch:
+//! The geometry of the learned class means as burn-train metrics, measured once per epoch:
 //! OF distance, centred-ETF distance, NC1, mean cosine between class means (on the training
 //! embeddings) and the balanced nearest-class-mean accuracy of the test embeddings with the
 //! TRAINING class means, as `scl_geometry` defines them.
 //!
-//! A [`GeometryMetric`] collects the embeddings of every batch of an epoch and computes its
-//! value once, at the epoch's last batch (when the loader's progress reaches its total);
-//! until then it logs entries of weight 0, so burn-train's epoch value (the weighted mean of
-//! the logged entries, which checkpoint selection and early stopping use) is exactly the
-//! measure of the whole epoch. Registered on the validation split with
+//! A [`GeometryMetric`] keeps the embeddings of every batch of an epoch (as tensors, on the
+//! device the step computed them on) and measures them once, in burn-train's `Metric::compute`
+//! at the end of the split: it reads the epoch's embeddings back in one transfer and logs one
+//! entry, `NumericEntry::Final`, which burn-train takes as the epoch's value (checkpoint
+//! selection, early stopping). Registered on the validation split with
 //! [`crate::evaluation_loader`] (the training set in eval mode, then the test set), it gives
 //! the protocol of the workspace's own runs; on the training split it measures the embeddings
 //! the training batches produced during the epoch (first view, train mode).
 
 use std::sync::Arc;
 
-use burn::backend::Flex;
-use burn::prelude::*;
+use burn::tensor::{Int, Tensor, TensorReadError};
 use burn::train::metric::{
     Adaptor, LossInput, Metric, MetricAttributes, MetricMetadata, MetricName, Numeric,
     NumericAttributes, NumericEntry, SerializedEntry,
 };
 use scl_geometry::Embeddings;
 
-use crate::step::{Part, SclOutputSync};
+use crate::step::{Part, SclOutput};
+
+/// What the geometry metrics read from a step: the embeddings of view 0, the labels and the
+/// set they come from.
+#[derive(Debug, Clone)]
+pub struct GeometryInput {
+    /// `[N, d]`.
+    pub embeddings: Tensor<2>,
+    /// `[N]`.
+    pub labels: Tensor<1, Int>,
+    /// Where the batch comes from.
+    pub part: Part,
+}
 
 /// Which measure a [`GeometryMetric`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,11 +70,47 @@ pub struct GeometryMetric {
     measure: GeometryMeasure,
     num_classes: usize,
     name: MetricName,
-    dim: usize,
-    train: (Vec<f32>, Vec<usize>),
-    test: (Vec<f32>, Vec<usize>),
+    /// This epoch's batches, per part.
+    train: Vec<(Tensor<2>, Tensor<1, Int>)>,
+    test: Vec<(Tensor<2>, Tensor<1, Int>)>,
     /// The value of the last finished epoch.
     last: Option<f64>,
+}
+
+/// Embeddings and labels read back to the host.
+struct Host {
+    values: Vec<f64>,
+    labels: Vec<usize>,
+    dim: usize,
+}
+
+impl Host {
+    /// The batches of one part, joined and read back in one transfer.
+    fn read(parts: &[(Tensor<2>, Tensor<1, Int>)]) -> Result<Self, TensorReadError> {
+        if parts.is_empty() {
+            return Ok(Self {
+                values: Vec::new(),
+                labels: Vec::new(),
+                dim: 0,
+            });
+        }
+        let z = Tensor::cat(parts.iter().map(|p| p.0.clone()).collect(), 0);
+        let dim = z.dims()[1];
+        let y = Tensor::cat(parts.iter().map(|p| p.1.clone()).collect(), 0);
+        Ok(Self {
+            values: z.try_into_vec_as::<f64>()?,
+            labels: y
+                .try_into_vec_as::<i64>()?
+                .into_iter()
+                .map(|l| l as usize)
+                .collect(),
+            dim,
+        })
+    }
+
+    fn embeddings(&self) -> Option<Embeddings> {
+        Embeddings::new(self.labels.len(), self.dim, self.values.clone()).ok()
+    }
 }
 
 impl GeometryMetric {
@@ -73,9 +120,8 @@ impl GeometryMetric {
             measure,
             num_classes,
             name: Arc::new(measure.name().to_string()),
-            dim: 0,
-            train: (Vec::new(), Vec::new()),
-            test: (Vec::new(), Vec::new()),
+            train: Vec::new(),
+            test: Vec::new(),
             last: None,
         }
     }
@@ -86,10 +132,14 @@ impl GeometryMetric {
         self.last
     }
 
+    fn unit(&self) -> Option<&'static str> {
+        (self.measure == GeometryMeasure::BalancedNccAccuracy).then_some("%")
+    }
+
     /// Why the measure of the collected embeddings is undefined.
-    fn undefined(&self) -> &'static str {
+    fn undefined(&self, train: &Host, test: &Host) -> &'static str {
         if self.measure == GeometryMeasure::BalancedNccAccuracy
-            && (self.test.1.is_empty() || self.train.1.is_empty())
+            && (test.labels.is_empty() || train.labels.is_empty())
         {
             "undefined (it needs training and test embeddings in one pass)"
         } else {
@@ -97,36 +147,23 @@ impl GeometryMetric {
         }
     }
 
-    /// The measure of the collected embeddings.
-    fn compute(&self) -> Option<f64> {
-        let embeddings = |(values, labels): &(Vec<f32>, Vec<usize>)| {
-            let rows = labels.len();
-            Embeddings::new(
-                rows,
-                self.dim,
-                values.iter().map(|&v| f64::from(v)).collect(),
-            )
-            .ok()
-        };
+    /// The measure of the epoch's embeddings.
+    fn measure_of(&self, train: &Host, test: &Host) -> Option<f64> {
         // The geometry is that of the training embeddings; without any (a loader of test
         // batches only), of the test ones.
-        let measured = if self.train.1.is_empty() {
-            &self.test
-        } else {
-            &self.train
-        };
-        let z = embeddings(measured)?;
+        let measured = if train.labels.is_empty() { test } else { train };
+        let z = measured.embeddings()?;
         if self.measure == GeometryMeasure::BalancedNccAccuracy {
             let classes: Vec<usize> = (0..self.num_classes).collect();
-            let means = scl_geometry::class_means(&z, &measured.1, &classes).ok()?;
-            if self.test.1.is_empty() || self.train.1.is_empty() {
+            let means = scl_geometry::class_means(&z, &measured.labels, &classes).ok()?;
+            if test.labels.is_empty() || train.labels.is_empty() {
                 return None;
             }
-            let test = embeddings(&self.test)?;
-            let (_, balanced, _) = scl_geometry::nearest_class_mean(&test, &self.test.1, &means);
+            let test_z = test.embeddings()?;
+            let (_, balanced, _) = scl_geometry::nearest_class_mean(&test_z, &test.labels, &means);
             return Some(100.0 * balanced);
         }
-        let g = scl_geometry::geometry(&z, &measured.1, self.num_classes).ok()?;
+        let g = scl_geometry::geometry(&z, &measured.labels, self.num_classes).ok()?;
         Some(match self.measure {
             GeometryMeasure::OfDistance => g.of_distance,
             GeometryMeasure::EtfDistance => g.etf_distance,
@@ -138,7 +175,7 @@ impl GeometryMetric {
 }
 
 impl Metric for GeometryMetric {
-    type Input = SclOutputSync;
+    type Input = GeometryInput;
 
     fn name(&self) -> MetricName {
         self.name.clone()
@@ -146,85 +183,83 @@ impl Metric for GeometryMetric {
 
     fn attributes(&self) -> MetricAttributes {
         NumericAttributes {
-            unit: (self.measure == GeometryMeasure::BalancedNccAccuracy).then(|| "%".to_string()),
+            unit: self.unit().map(str::to_string),
             higher_is_better: self.measure == GeometryMeasure::BalancedNccAccuracy,
         }
         .into()
     }
 
-    fn update(&mut self, item: &SclOutputSync, metadata: &MetricMetadata) -> SerializedEntry {
-        self.dim = item.dim;
-        let (values, labels) = match item.part {
+    fn update(
+        &mut self,
+        item: &GeometryInput,
+        _metadata: &MetricMetadata,
+    ) -> Result<SerializedEntry, TensorReadError> {
+        let part = match item.part {
             Part::Train => &mut self.train,
             Part::Test => &mut self.test,
         };
-        values.extend_from_slice(&item.embeddings);
-        labels.extend_from_slice(&item.labels);
-        let progress = &metadata.progress;
-        let done = progress.items_total > 0 && progress.items_processed >= progress.items_total;
-        if !done {
-            // Weight 0: the epoch value is the measure of the whole epoch alone.
-            let seen = self.train.1.len() + self.test.1.len();
-            return SerializedEntry::new(
-                format!("collecting ({seen} embeddings)"),
-                NumericEntry::Aggregated {
-                    aggregated_value: 0.0,
-                    count: 0,
-                }
-                .serialize(),
-            );
+        part.push((item.embeddings.clone(), item.labels.clone()));
+        // Nothing per batch: the value is the epoch's, in `compute`.
+        Ok(SerializedEntry::not_available(self.unit()))
+    }
+
+    fn compute(&mut self) -> Result<SerializedEntry, TensorReadError> {
+        if self.train.is_empty() && self.test.is_empty() {
+            self.last = None;
+            return Ok(SerializedEntry::not_available(self.unit()));
         }
-        self.last = self.compute();
-        match self.last {
-            Some(v) => SerializedEntry::new(
-                format!("{v:.4}"),
-                NumericEntry::Aggregated {
-                    aggregated_value: v,
-                    count: self.train.1.len() + self.test.1.len(),
-                }
-                .serialize(),
-            ),
+        let (train, test) = (Host::read(&self.train)?, Host::read(&self.test)?);
+        self.last = self.measure_of(&train, &test);
+        let unit = self.unit().map(|u| format!(" {u}")).unwrap_or_default();
+        Ok(match self.last {
+            Some(v) => {
+                SerializedEntry::new(format!("{v:.4}{unit}"), NumericEntry::Final(v).serialize())
+            }
+            // Not an error (that would stop training): the value is not a number, and the
+            // entry says why.
             None => SerializedEntry::new(
-                self.undefined().to_string(),
-                NumericEntry::Aggregated {
-                    aggregated_value: 0.0,
-                    count: 0,
-                }
-                .serialize(),
+                self.undefined(&train, &test).to_string(),
+                NumericEntry::Final(f64::NAN).serialize(),
             ),
-        }
+        })
     }
 
     fn clear(&mut self) {
-        self.train = (Vec::new(), Vec::new());
-        self.test = (Vec::new(), Vec::new());
+        self.train.clear();
+        self.test.clear();
     }
 }
 
 impl Numeric for GeometryMetric {
-    fn value(&self) -> NumericEntry {
-        NumericEntry::Value(self.last.unwrap_or(f64::NAN))
+    fn value(&self) -> Option<NumericEntry> {
+        None
     }
 
-    fn running_value(&self) -> NumericEntry {
-        self.value()
+    fn running_value(&self) -> Option<NumericEntry> {
+        None
     }
-}
 
-impl Adaptor<SclOutputSync> for SclOutputSync {
-    fn adapt(&self) -> SclOutputSync {
-        self.clone()
+    fn final_value(&self) -> NumericEntry {
+        NumericEntry::Final(self.last.unwrap_or(f64::NAN))
     }
 }
 
-/// burn-train's `LossMetric` reads the loss of a step, weighted by the batch's examples.
-impl Adaptor<LossInput<Flex>> for SclOutputSync {
-    fn adapt(&self) -> LossInput<Flex> {
-        let n = self.labels.len().max(1);
-        LossInput::new(Tensor::from_data(
-            TensorData::new(vec![self.loss as f32; n], [n]),
-            &Default::default(),
-        ))
+impl Adaptor<GeometryInput> for SclOutput {
+    fn adapt(&self) -> GeometryInput {
+        GeometryInput {
+            embeddings: self.embeddings.clone(),
+            labels: self.labels.clone(),
+            part: self.part,
+        }
+    }
+}
+
+/// burn-train's `LossMetric` reads the loss of a step, weighted by the batch's examples (its
+/// weight is the length of the tensor it gets).
+impl Adaptor<LossInput> for SclOutput {
+    fn adapt(&self) -> LossInput {
+        let n = self.labels.dims()[0].max(1);
+        LossInput::new(self.loss.clone().repeat_dim(0, n))
     }
 }
 

@@ -1,6 +1,7 @@
-//! burn-train's `TrainStep` and `InferenceStep` for an `scl-models` network: [`SclLearner`]
-//! wraps the [`SclModel`] with what it is trained with ([`Objective`]: SupCon on the views of
-//! each batch, with any `scl-loss` configuration, or cross-entropy of the classifier head).
+//! burn-train's `TrainStep` and `InferenceStep` for a contrastive encoder: [`SclLearner`]
+//! wraps any [`Encoder`] (the networks of `scl-models` are one: [`SclModel`]) with what it is
+//! trained with ([`Objective`]: SupCon on the views of each batch, with any `scl-loss`
+//! configuration, or cross-entropy of a classifier head).
 //!
 //! Training batches are `scl_data::SclBatch`es (the views of every example, sample-major);
 //! evaluation batches are [`EvalBatch`]es, one view, tagged with the set they come from, so
@@ -8,37 +9,91 @@
 //! the test embeddings by the training class means in one validation pass
 //! ([`crate::evaluation_loader`]).
 
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ExecutionError, Int, Tensor};
 use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 use scl_data::SclBatch;
-use scl_loss::{SupConBackend, SupConLoss};
-use scl_models::{LayerBackend, SclModel};
+use scl_loss::SupConLoss;
+use scl_models::SclModel;
+
+/// A network that maps images to embeddings: what [`SclLearner`] trains. Implement it for
+/// your own Burn module to train it with SupCon and batch-binding under burn-train.
+///
+/// ```
+/// use burn::module::Module;
+/// use burn::nn::{Linear, LinearConfig};
+/// use burn::tensor::{Device, Tensor};
+/// use scl_learner::Encoder;
+///
+/// /// A linear map of the flattened image, L2-normalised.
+/// #[derive(Module, Debug)]
+/// struct LinearEncoder {
+///     linear: Linear,
+/// }
+///
+/// impl Encoder for LinearEncoder {
+///     fn embed(&self, images: Tensor<4>) -> Tensor<2> {
+///         scl_loss::l2_normalize(self.linear.forward(images.flatten(1, 3)))
+///     }
+/// }
+///
+/// let device = Device::flex();
+/// let encoder = LinearEncoder { linear: LinearConfig::new(64, 16).init(&device) };
+/// let z = encoder.embed(Tensor::zeros([3, 1, 8, 8], &device));
+/// assert_eq!(z.dims(), [3, 16]);
+/// ```
+pub trait Encoder: Module + burn::module::ModuleDisplay + core::fmt::Display + 'static {
+    /// The embeddings the contrastive loss sees, one row per image: `[N, d]` for images
+    /// `[N, C, H, W]` (L2-normalise them here if your loss does not).
+    fn embed(&self, images: Tensor<4>) -> Tensor<2>;
+
+    /// For [`Objective::CrossEntropy`]: the embeddings the metrics measure (`[N, d]`,
+    /// normalised as [`Encoder::embed`]'s) and the class logits (`[N, classes]`) of one
+    /// forward pass. `None` (the default): the encoder has no classifier head.
+    fn embed_and_logits(&self, images: Tensor<4>) -> Option<(Tensor<2>, Tensor<2>)> {
+        let _ = images;
+        None
+    }
+}
+
+/// The networks of `scl-models`: [`SclModel::embed`], and its classifier head for
+/// cross-entropy.
+impl Encoder for SclModel {
+    fn embed(&self, images: Tensor<4>) -> Tensor<2> {
+        SclModel::embed(self, images)
+    }
+
+    fn embed_and_logits(&self, images: Tensor<4>) -> Option<(Tensor<2>, Tensor<2>)> {
+        let (h, logits) = self.features_and_logits(images);
+        Some((scl_models::l2_normalize(h), logits))
+    }
+}
 
 /// What the network is trained with.
 #[derive(Debug, Clone)]
 pub enum Objective {
     /// The SupCon loss of `scl-loss` on the embeddings of every view of each batch.
     SupCon(SupConLoss),
-    /// Cross-entropy of the classifier head on every view.
+    /// Cross-entropy of the classifier head on every view (needs an encoder whose
+    /// [`Encoder::embed_and_logits`] gives logits, as the networks of `scl-models` do).
     CrossEntropy,
 }
 
-/// An `scl-models` network and its [`Objective`], as burn-train trains it. Only the network's
-/// parameters are recorded (checkpoints hold the [`SclModel`]'s record).
+/// An [`Encoder`] and its [`Objective`], as burn-train trains it. Only the encoder's
+/// parameters are recorded (checkpoints hold the encoder's record).
 #[derive(Module, Debug)]
-pub struct SclLearner<B: Backend> {
+pub struct SclLearner<M: Encoder = SclModel> {
     /// The network.
-    pub model: SclModel<B>,
+    pub model: M,
     /// What it is trained with.
     #[module(skip)]
     pub objective: Objective,
 }
 
-impl<B: Backend> SclLearner<B> {
+impl<M: Encoder> SclLearner<M> {
     /// `model` trained with `objective`.
-    pub fn new(model: SclModel<B>, objective: Objective) -> Self {
+    pub fn new(model: M, objective: Objective) -> Self {
         Self { model, objective }
     }
 }
@@ -55,76 +110,70 @@ pub enum Part {
 
 /// An evaluation batch: one view of each example, and the set it comes from.
 #[derive(Debug, Clone)]
-pub struct EvalBatch<B: Backend> {
+pub struct EvalBatch {
     /// The batch (`views` is 1 for evaluation).
-    pub batch: SclBatch<B>,
+    pub batch: SclBatch,
     /// Where its examples come from.
     pub part: Part,
 }
 
 /// What a step gives burn-train's metrics: the loss, the L2-normalised embeddings of the first
-/// view of each example and the labels.
+/// view of each example and the labels, on the device they were computed on.
 #[derive(Debug, Clone)]
-pub struct SclOutput<B: Backend> {
+pub struct SclOutput {
     /// The batch's loss, `[1]`.
-    pub loss: Tensor<B, 1>,
+    pub loss: Tensor<1>,
     /// `[N, d]`, view 0 of every example.
-    pub embeddings: Tensor<B, 2>,
+    pub embeddings: Tensor<2>,
     /// `[N]`.
-    pub labels: Tensor<B, 1, Int>,
+    pub labels: Tensor<1, Int>,
     /// The set the batch comes from (training batches: [`Part::Train`]).
     pub part: Part,
 }
 
-/// [`SclOutput`] read back to the host, as metrics receive it.
-#[derive(Debug, Clone)]
-pub struct SclOutputSync {
-    /// The batch's loss.
-    pub loss: f64,
-    /// `[N, d]` row-major.
-    pub embeddings: std::sync::Arc<Vec<f32>>,
-    /// d.
-    pub dim: usize,
-    /// `[N]`.
-    pub labels: std::sync::Arc<Vec<usize>>,
-    /// The set the batch comes from.
-    pub part: Part,
-}
-
-impl<B: Backend> ItemLazy for SclOutput<B> {
-    type ItemSync = SclOutputSync;
-
-    fn sync(self) -> SclOutputSync {
-        let dim = self.embeddings.dims()[1];
-        let loss = self.loss.into_data().convert::<f64>();
-        let embeddings = self.embeddings.into_data().convert::<f32>();
-        let labels = self.labels.into_data().convert::<i64>();
-        SclOutputSync {
-            loss: loss.iter::<f64>().next().unwrap_or(f64::NAN),
-            embeddings: std::sync::Arc::new(embeddings.iter::<f32>().collect()),
-            dim,
-            labels: std::sync::Arc::new(labels.iter::<i64>().map(|l| l as usize).collect()),
+/// The metrics get the values, not the graph: the queued work is flushed and the tensors
+/// leave the autodiff graph; nothing is read back here (the metrics read what they need).
+impl ItemLazy for SclOutput {
+    fn sync(self) -> Result<Self, ExecutionError> {
+        self.loss.device().flush()?;
+        Ok(Self {
+            loss: self.loss.without_autodiff(),
+            embeddings: self.embeddings.without_autodiff(),
+            labels: self.labels.without_autodiff(),
             part: self.part,
-        }
+        })
     }
 }
 
-impl<B: LayerBackend + SupConBackend> SclLearner<B> {
+impl<M: Encoder> SclLearner<M> {
     /// The loss of a batch of `views` views per example, and the embeddings of view 0.
-    fn forward(&self, batch: SclBatch<B>, part: Part) -> SclOutput<B> {
+    ///
+    /// # Panics
+    /// With [`Objective::CrossEntropy`] when the encoder gives no logits.
+    fn forward(&self, batch: SclBatch, part: Part) -> SclOutput {
         let n = batch.labels.dims()[0];
         let v = batch.views;
+        let first_view = |z: Tensor<2>| {
+            let d = z.dims()[1];
+            z.reshape([n, v, d])
+                .slice([0..n, 0..1, 0..d])
+                .reshape([n, d])
+        };
         let (loss, z) = match &self.objective {
             Objective::SupCon(loss) => {
                 let z = self.model.embed(batch.images);
                 let d = z.dims()[1];
-                let z = z.reshape([n, v, d]);
-                let first = z.clone().slice([0..n, 0..1, 0..d]).reshape([n, d]);
-                (loss.forward(z, Some(batch.labels.clone())), first)
+                let first = first_view(z.clone());
+                (
+                    loss.forward(z.reshape([n, v, d]), Some(batch.labels.clone())),
+                    first,
+                )
             }
             Objective::CrossEntropy => {
-                let (h, logits) = self.model.features_and_logits(batch.images);
-                let d = h.dims()[1];
+                let (z, logits) = self.model.embed_and_logits(batch.images).expect(
+                    "Objective::CrossEntropy needs an encoder with a classifier head \
+                     (Encoder::embed_and_logits returned None)",
+                );
                 let targets = batch
                     .labels
                     .clone()
@@ -135,11 +184,7 @@ impl<B: LayerBackend + SupConBackend> SclLearner<B> {
                     .init(&logits.device())
                     .forward(logits, targets)
                     .reshape([1]);
-                let first = h
-                    .reshape([n, v, d])
-                    .slice([0..n, 0..1, 0..d])
-                    .reshape([n, d]);
-                (loss, scl_models::l2_normalize(first))
+                (loss, first_view(z))
             }
         };
         SclOutput {
@@ -151,32 +196,22 @@ impl<B: LayerBackend + SupConBackend> SclLearner<B> {
     }
 }
 
-impl<B> TrainStep for SclLearner<B>
-where
-    B: AutodiffBackend + LayerBackend + SupConBackend,
-    B::InnerBackend: LayerBackend + SupConBackend,
-{
-    type Input = SclBatch<B>;
-    type Output = SclOutput<B>;
+impl<M: Encoder> TrainStep for SclLearner<M> {
+    type Input = SclBatch;
+    type Output = SclOutput;
 
-    fn step(&self, batch: SclBatch<B>) -> TrainOutput<SclOutput<B>> {
+    fn step(&self, batch: SclBatch) -> TrainOutput<SclOutput> {
         let output = self.forward(batch, Part::Train);
         let grads = output.loss.backward();
-        // The metrics get the values, not the graph.
-        let output = SclOutput {
-            loss: output.loss.detach(),
-            embeddings: output.embeddings.detach(),
-            ..output
-        };
         TrainOutput::new(self, grads, output)
     }
 }
 
-impl<B: LayerBackend + SupConBackend> InferenceStep for SclLearner<B> {
-    type Input = EvalBatch<B>;
-    type Output = SclOutput<B>;
+impl<M: Encoder> InferenceStep for SclLearner<M> {
+    type Input = EvalBatch;
+    type Output = SclOutput;
 
-    fn step(&self, batch: EvalBatch<B>) -> SclOutput<B> {
+    fn step(&self, batch: EvalBatch) -> SclOutput {
         // One view cannot form a SupCon positive pair: the loss of an evaluation batch is
         // that of its single view against the others of its class.
         self.forward(batch.batch, batch.part)

@@ -1,21 +1,23 @@
-//! Checks of a [`SupConBackend`] implementation against the reference
-//! loss on the same backend: the grid of sizes and options every fused path of this crate is
+//! Checks of the fused SupCon paths ([`crate::SupConBackend`]) against the reference loss on
+//! the same device: the grid of sizes and options every fused path of this crate is
 //! tested on (sizes that are not multiples of any tile or cube size, every temperature,
 //! contrast mode, no-positive policy, singleton classes, SimCLR) and the comparison of a loss
 //! value and its feature gradient.
 //!
 //! The CPU kernel's unit tests, the wgpu tests and the GPU check (`scl-gpu-check`) all run
-//! these; a backend that implements the extension itself can run them too.
+//! these, on whatever device they are given.
 //!
 //! # Example
 //!
 //! ```
-//! use burn::backend::{Autodiff, Flex};
+//! use burn::tensor::Device;
 //! use scl_loss::check::{awkward_sizes, fused_vs_reference};
 //! use scl_loss::{ContrastMode, NoPositivePolicy};
 //!
+//! let device = Device::flex().autodiff();
 //! awkward_sizes(&[31], 0, |shape, labels, tau, seed| {
-//!     let deviations = fused_vs_reference::<Autodiff<Flex>>(
+//!     let deviations = fused_vs_reference(
+//!         &device,
 //!         shape,
 //!         Some(labels),
 //!         tau,
@@ -27,11 +29,8 @@
 //! });
 //! ```
 
-use crate::{
-    ContrastMode, Implementation, NoPositivePolicy, SupConBackend, SupConLoss, SupConLossConfig,
-};
-use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Int, Tensor, TensorData};
+use crate::{ContrastMode, Implementation, NoPositivePolicy, SupConLoss, SupConLossConfig};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 /// The tolerance of [`compare`]: relative to the reference value and to the largest reference
@@ -150,25 +149,36 @@ pub fn loss(
         .init()
 }
 
-/// Loss value and feature gradient on backend `B` (its default device).
-pub fn value_and_grad<B: AutodiffBackend + SupConBackend>(
+/// Loss value and feature gradient on `device` (an autodiff device; see
+/// `burn::tensor::Device::autodiff`).
+///
+/// # Panics
+/// When `device` does not track gradients.
+pub fn value_and_grad(
+    device: &Device,
     values: &[f32],
     shape: [usize; 3],
     labels: Option<&[i64]>,
     loss: &SupConLoss,
 ) -> (f64, Vec<f64>) {
-    let device = Default::default();
-    let f =
-        Tensor::<B, 3>::from_data(TensorData::new(values.to_vec(), shape), &device).require_grad();
-    let l = labels
-        .map(|l| Tensor::<B, 1, Int>::from_data(TensorData::new(l.to_vec(), [l.len()]), &device));
+    assert!(
+        device.is_autodiff(),
+        "value_and_grad needs an autodiff device (Device::autodiff)"
+    );
+    let f = Tensor::<3>::from_data(TensorData::new(values.to_vec(), shape), device).require_grad();
+    let l =
+        labels.map(|l| Tensor::<1, Int>::from_data(TensorData::new(l.to_vec(), [l.len()]), device));
     let out = loss.forward(f.clone(), l);
-    let grads = out.backward();
-    let host = |d: TensorData| d.convert::<f64>().into_vec::<f64>().unwrap_or_default();
-    let grad = f
-        .grad(&grads)
-        .map_or(vec![0.0; values.len()], |g| host(g.into_data()));
-    (host(out.into_data())[0], grad)
+    // A loss without any pair (one sample, one view) is a constant 0: no graph, no gradient.
+    let grad = if out.is_tracked() {
+        let grads = out.backward();
+        f.grad(&grads)
+            .map(|g| g.try_into_vec_as::<f64>().unwrap_or_default())
+    } else {
+        None
+    };
+    let grad = grad.unwrap_or_else(|| vec![0.0; values.len()]);
+    (out.try_into_vec_as::<f64>().unwrap_or_default()[0], grad)
 }
 
 /// `len` features uniform in [-1, 1) from `seed`.
@@ -177,9 +187,10 @@ pub fn random_features(len: usize, seed: u64) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
-/// The fused loss against the reference on the same backend `B`, for random features of
-/// `shape` from `seed`: the deviations of [`compare`], or its sentence.
-pub fn fused_vs_reference<B: AutodiffBackend + SupConBackend>(
+/// The fused loss against the reference on the same (autodiff) `device`, for random features
+/// of `shape` from `seed`: the deviations of [`compare`], or its sentence.
+pub fn fused_vs_reference(
+    device: &Device,
     shape: [usize; 3],
     labels: Option<&[i64]>,
     temperature: f64,
@@ -190,8 +201,8 @@ pub fn fused_vs_reference<B: AutodiffBackend + SupConBackend>(
     let values = random_features(shape.iter().product(), seed);
     let reference = loss(temperature, mode, policy, Implementation::Reference);
     let fused = loss(temperature, mode, policy, Implementation::Fused);
-    let want = value_and_grad::<B>(&values, shape, labels, &reference);
-    let got = value_and_grad::<B>(&values, shape, labels, &fused);
+    let want = value_and_grad(device, &values, shape, labels, &reference);
+    let got = value_and_grad(device, &values, shape, labels, &fused);
     let what = format!(
         "{shape:?} tau={temperature} {mode:?} {policy:?} labels={}",
         labels.is_some()

@@ -1,4 +1,4 @@
-//! Supervised contrastive (SupCon) loss for Burn, generic over the backend.
+//! Supervised contrastive (SupCon) loss for Burn, on whatever device the features live on.
 //!
 //! The loss follows the semantics of the de-facto reference, `SupConLoss` of
 //! HobbitLong/SupContrast (Khosla et al., 2020), so numbers can be compared with PyTorch code:
@@ -16,27 +16,26 @@
 //! What this crate adds: optional L2 normalisation inside the loss, a log-sum-exp that is
 //! taken over the non-self entries only (so temperatures of 0.005 and logits of 1e6 stay
 //! finite), and an explicit [`NoPositivePolicy`] for anchors that have no positive; fused
-//! kernels behind the backend extension [`SupConBackend`] ([`fused`]); the checks every
-//! fused path passes, public so that another backend's implementation can run them
-//! ([`check`]); and a peak-heap meter ([`memory`]).
+//! kernels behind the backend extension [`SupConBackend`] ([`fused`]) on Burn's Flex backend
+//! and, with the cargo feature `wgpu` or `cuda`, on Burn's CubeCL backends; the checks every
+//! fused path passes, public so that other devices can run them ([`check`]); and a peak-heap
+//! meter ([`memory`]).
 //!
 //! # Example
 //!
 //! ```
-//! use burn::backend::{Autodiff, Flex};
-//! use burn::tensor::{Int, Tensor};
+//! use burn::tensor::{Device, Int, Tensor};
 //! use scl_loss::SupConLossConfig;
 //!
-//! type B = Autodiff<Flex>;
-//! let device = Default::default();
+//! let device = Device::flex().autodiff();
 //! // Four samples, two views each, embedding dimension 3.
-//! let features = Tensor::<B, 3>::random(
+//! let features = Tensor::<3>::random(
 //!     [4, 2, 3],
 //!     burn::tensor::Distribution::Normal(0.0, 1.0),
 //!     &device,
 //! )
 //! .require_grad();
-//! let labels = Tensor::<B, 1, Int>::from_ints([0, 0, 1, 1], &device);
+//! let labels = Tensor::<1, Int>::from_ints([0, 0, 1, 1], &device);
 //! let loss = SupConLossConfig::new()
 //!     .with_temperature(0.1)
 //!     .with_normalize(true)
@@ -52,23 +51,23 @@ pub mod fused;
 pub mod memory;
 mod reference;
 
-pub use fused::{SupConBackend, supcon_fused, supcon_fused_composed};
+pub use fused::{SupConBackend, has_kernel, supcon_fused, supcon_fused_composed};
 pub use reference::supcon_reference;
 
 use burn::config::Config;
-use burn::tensor::{Int, Tensor, backend::Backend};
+use burn::tensor::{Device, Int, Tensor};
 
 /// Which implementation computes the loss.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
 pub enum Implementation {
-    /// The fused path where the backend has a kernel
-    /// ([`SupConBackend::supcon_fused_available`]), else the reference.
+    /// The fused path where the features' device has a kernel ([`has_kernel`]), else the
+    /// reference.
     Auto,
     /// Plain tensor ops with the `[anchors, contrast]` logits in memory
     /// ([`supcon_reference`]).
     Reference,
-    /// The fused path ([`supcon_fused`]); on a backend without a kernel it runs the trait's
-    /// default methods, which give the same values but materialise the logits.
+    /// The fused path ([`supcon_fused`]); on a device without a kernel its log-sum-exp is
+    /// the reference's (the same values, with the logits in memory).
     Fused,
 }
 
@@ -197,11 +196,11 @@ pub struct SupConLoss {
 
 /// Per-anchor losses and which anchors have a positive.
 #[derive(Debug, Clone)]
-pub struct SupConTerms<B: Backend> {
+pub struct SupConTerms {
     /// Loss of every anchor, `[anchors]`, view-major; 0 for anchors without positives.
-    pub loss: Tensor<B, 1>,
+    pub loss: Tensor<1>,
     /// 1 where the anchor has at least one positive, else 0, `[anchors]`.
-    pub has_positive: Tensor<B, 1>,
+    pub has_positive: Tensor<1>,
 }
 
 impl SupConLoss {
@@ -214,17 +213,13 @@ impl SupConLoss {
     ///
     /// # Panics
     /// When `labels` does not have `batch` entries.
-    pub fn forward<B: SupConBackend>(
-        &self,
-        features: Tensor<B, 3>,
-        labels: Option<Tensor<B, 1, Int>>,
-    ) -> Tensor<B, 1> {
+    pub fn forward(&self, features: Tensor<3>, labels: Option<Tensor<1, Int>>) -> Tensor<1> {
         self.reduce(self.terms(features, labels))
     }
 
     /// Reduces per-anchor terms to the loss, a scalar `[1]`: the mean over anchors, following
     /// [`NoPositivePolicy`]. [`SupConLoss::forward`] is `reduce(terms(..))`.
-    pub fn reduce<B: Backend>(&self, terms: SupConTerms<B>) -> Tensor<B, 1> {
+    pub fn reduce(&self, terms: SupConTerms) -> Tensor<1> {
         match self.no_positive {
             NoPositivePolicy::CountAsZero => terms.loss.mean(),
             NoPositivePolicy::Exclude => {
@@ -245,11 +240,11 @@ impl SupConLoss {
     ///
     /// # Panics
     /// When `labels` does not have `batch` entries.
-    pub fn forward_no_reduction<B: SupConBackend>(
+    pub fn forward_no_reduction(
         &self,
-        features: Tensor<B, 3>,
-        labels: Option<Tensor<B, 1, Int>>,
-    ) -> Tensor<B, 1> {
+        features: Tensor<3>,
+        labels: Option<Tensor<1, Int>>,
+    ) -> Tensor<1> {
         self.terms(features, labels).loss
     }
 
@@ -257,22 +252,18 @@ impl SupConLoss {
     ///
     /// # Panics
     /// When `labels` does not have `batch` entries.
-    pub fn terms<B: SupConBackend>(
-        &self,
-        features: Tensor<B, 3>,
-        labels: Option<Tensor<B, 1, Int>>,
-    ) -> SupConTerms<B> {
-        if self.uses_fused::<B>() {
+    pub fn terms(&self, features: Tensor<3>, labels: Option<Tensor<1, Int>>) -> SupConTerms {
+        if self.uses_fused(&features.device()) {
             supcon_fused(features, labels, self)
         } else {
             supcon_reference(features, labels, self)
         }
     }
 
-    /// Whether this loss takes the fused path on backend `B`.
-    pub fn uses_fused<B: SupConBackend>(&self) -> bool {
+    /// Whether this loss takes the fused path for features on `device`.
+    pub fn uses_fused(&self, device: &Device) -> bool {
         match self.implementation {
-            Implementation::Auto => B::supcon_fused_available(),
+            Implementation::Auto => has_kernel(device),
             Implementation::Reference => false,
             Implementation::Fused => true,
         }
@@ -283,12 +274,13 @@ impl SupConLoss {
 /// `1e-12` instead (as `torch.nn.functional.normalize` does), so zero rows stay zero.
 ///
 /// Written as `x * (1 / norm)` with the reciprocal taken by a division of constants, not as
-/// `x / norm`: Burn's autodiff differentiates `a / b` with respect to `a` through
-/// `Backend::float_recip(b)`, which Burn's ndarray backend computes with the processor's
-/// approximate reciprocal (`vrcpps`: 12 correct bits with AVX2, 14 with AVX-512). That put
-/// errors of up to 5e-4 of the largest entry into the gradient of every loss that normalises.
-/// Here every backward step is a product, a sum, a square root or an exact division.
-pub fn l2_normalize<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+/// `x / norm`: Burn's autodiff differentiates `a / b` with respect to `a` through the
+/// backend's `float_recip(b)`, which a backend may compute with the processor's approximate
+/// reciprocal (`vrcpps`: 12 correct bits with AVX2, 14 with AVX-512; Burn's older ndarray
+/// backend did, putting errors of up to 5e-4 of the largest entry into the gradient of every
+/// loss that normalises). Here every backward step is a product, a sum, a square root or an
+/// exact division.
+pub fn l2_normalize<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let norm = x
         .clone()
         .powi_scalar(2)
@@ -301,7 +293,7 @@ pub fn l2_normalize<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
 /// `1 / x` elementwise, as a division whose gradient (with respect to `x`) is the exact
 /// `-1 / x^2` on every backend: `ones / x` differentiates the divisor with a true division.
 /// See [`l2_normalize`] for why `Tensor::recip` and `a / x` are avoided.
-pub(crate) fn exact_recip<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+pub(crate) fn exact_recip<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.ones_like().div(x)
 }
 

@@ -3,7 +3,7 @@
 //! This is the definition every other implementation is tested against. It materialises the
 //! `[anchors, contrast]` similarity matrix, so its memory is quadratic in the batch.
 
-use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::{ContrastMode, SupConLoss, SupConTerms, l2_normalize};
 
@@ -18,11 +18,11 @@ use crate::{ContrastMode, SupConLoss, SupConTerms, l2_normalize};
 ///
 /// # Panics
 /// When `labels` does not have `batch` entries.
-pub fn supcon_reference<B: Backend>(
-    features: Tensor<B, 3>,
-    labels: Option<Tensor<B, 1, Int>>,
+pub fn supcon_reference(
+    features: Tensor<3>,
+    labels: Option<Tensor<1, Int>>,
     loss: &SupConLoss,
-) -> SupConTerms<B> {
+) -> SupConTerms {
     let [batch, views, dim] = features.dims();
     let device = features.device();
     let features = if loss.normalize {
@@ -40,7 +40,7 @@ pub fn supcon_reference<B: Backend>(
             );
             labels
         }
-        None => Tensor::<B, 1, Int>::arange(0..batch as i64, &device),
+        None => Tensor::<1, Int>::arange(0..batch as i64, &device),
     };
     let anchor_views = match loss.contrast_mode {
         ContrastMode::All => views,
@@ -72,7 +72,7 @@ pub fn supcon_reference<B: Backend>(
                 .unsqueeze_dim::<2>(0)
                 .expand([n_anchor, n_contrast]),
         );
-    let is_self = self_mask::<B>(n_anchor, n_contrast, &device);
+    let is_self = self_mask(n_anchor, n_contrast, &device);
     let positive = same_label.bool_and(is_self.clone().bool_not());
 
     let logits = logits.mask_fill(is_self, f32::NEG_INFINITY);
@@ -95,25 +95,21 @@ pub fn supcon_reference<B: Backend>(
 
 /// `log(sum)` whose gradient is `1 / sum` from an exact division.
 ///
-/// Burn's autodiff differentiates `log(x)` as `grad * Backend::float_recip(x)`, and Burn's
-/// ndarray backend takes that reciprocal with the processor's approximate instruction (12
-/// correct bits with AVX2), which put errors of up to 4e-4 of the largest entry into the
-/// reference's gradient. The value here is `log(sum)`; the gradient flows through
+/// Burn's autodiff differentiates `log(x)` as `grad * float_recip(x)`, and a backend may take
+/// that reciprocal with the processor's approximate instruction (Burn's older ndarray backend
+/// did: 12 correct bits with AVX2, errors of up to 4e-4 of the largest entry in the
+/// reference's gradient). The value here is `log(sum)`; the gradient flows through
 /// `(sum - sum.detach()) * (1 / sum)`, a term that is exactly 0 in value.
-fn log_of_sum<B: Backend, const D: usize>(sum: Tensor<B, D>) -> Tensor<B, D> {
+fn log_of_sum<const D: usize>(sum: Tensor<D>) -> Tensor<D> {
     let fixed = sum.clone().detach();
     let inv = crate::exact_recip(fixed.clone());
     fixed.clone().log() + (sum - fixed) * inv
 }
 
 /// `[n_anchor, n_contrast]`, true where anchor `i` meets itself (column `i`).
-pub(crate) fn self_mask<B: Backend>(
-    n_anchor: usize,
-    n_contrast: usize,
-    device: &B::Device,
-) -> Tensor<B, 2, Bool> {
-    let rows = Tensor::<B, 1, Int>::arange(0..n_anchor as i64, device);
-    let cols = Tensor::<B, 1, Int>::arange(0..n_contrast as i64, device);
+pub(crate) fn self_mask(n_anchor: usize, n_contrast: usize, device: &Device) -> Tensor<2, Bool> {
+    let rows = Tensor::<1, Int>::arange(0..n_anchor as i64, device);
+    let cols = Tensor::<1, Int>::arange(0..n_contrast as i64, device);
     rows.unsqueeze_dim::<2>(1)
         .expand([n_anchor, n_contrast])
         .equal(cols.unsqueeze_dim::<2>(0).expand([n_anchor, n_contrast]))

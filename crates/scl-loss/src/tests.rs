@@ -1,29 +1,27 @@
 use super::*;
-use burn::backend::{Autodiff, Flex};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
-// Only f32 here: Burn 0.21 keeps one default float dtype per device, so the f64 tests (on
-// ndarray's f64 backend) live in their own binary (tests/f64.rs).
-type F32 = Flex;
+// Only f32 here: Burn keeps one default float dtype per device, set once per process, so the
+// f64 tests (on Flex configured for f64) live in their own binary (tests/f64.rs).
+fn flex() -> Device {
+    Device::flex()
+}
 
 #[path = "../tests/support/naive.rs"]
 mod naive;
 use crate::check as parity;
 use naive::supcontrast_naive;
 
-fn features<B: Backend>(values: &[f64], shape: [usize; 3]) -> Tensor<B, 3> {
-    Tensor::from_data(TensorData::new(values.to_vec(), shape), &Default::default())
+fn features(values: &[f64], shape: [usize; 3]) -> Tensor<3> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), &flex())
 }
 
-fn labels<B: Backend>(values: &[i64]) -> Tensor<B, 1, Int> {
-    Tensor::from_data(
-        TensorData::new(values.to_vec(), [values.len()]),
-        &Default::default(),
-    )
+fn labels(values: &[i64]) -> Tensor<1, Int> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), &flex())
 }
 
-fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
-    t.into_data().convert::<f64>().into_vec::<f64>().unwrap()[0]
+fn scalar(t: Tensor<1>) -> f64 {
+    t.try_into_vec_as::<f64>().unwrap()[0]
 }
 
 fn loss_config(t: f64, base: f64, mode: ContrastMode, policy: NoPositivePolicy) -> SupConLoss {
@@ -37,14 +35,14 @@ fn loss_config(t: f64, base: f64, mode: ContrastMode, policy: NoPositivePolicy) 
 
 #[test]
 fn all_distinct_labels_give_zero_and_no_nan() {
-    let f = features::<F32>(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [3, 1, 2]);
-    let y = labels::<F32>(&[0, 1, 2]);
+    let f = features(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [3, 1, 2]);
+    let y = labels(&[0, 1, 2]);
     for policy in [NoPositivePolicy::CountAsZero, NoPositivePolicy::Exclude] {
         let loss = loss_config(0.1, 0.07, ContrastMode::All, policy);
         assert_eq!(scalar(loss.forward(f.clone(), Some(y.clone()))), 0.0);
     }
     // A single sample with a single view has no pair at all.
-    let one = features::<F32>(&[1.0, 2.0], [1, 1, 2]);
+    let one = features(&[1.0, 2.0], [1, 1, 2]);
     let loss = loss_config(0.1, 0.07, ContrastMode::All, NoPositivePolicy::Exclude);
     assert_eq!(scalar(loss.forward(one, None)), 0.0);
 }
@@ -96,13 +94,9 @@ fn extreme_logits_stay_finite_and_match_f64() {
         expected.iter().any(|v| *v > 1e3),
         "the test should reach large losses: {expected:?}"
     );
-    let f = || features::<F32>(&values, [batch, views, dim]);
-    let per_anchor = loss.forward_no_reduction(f(), Some(labels::<F32>(&y)));
-    let per_anchor = per_anchor
-        .into_data()
-        .convert::<f64>()
-        .into_vec::<f64>()
-        .unwrap();
+    let f = || features(&values, [batch, views, dim]);
+    let per_anchor = loss.forward_no_reduction(f(), Some(labels(&y)));
+    let per_anchor = per_anchor.try_into_vec_as::<f64>().unwrap();
     for (a, b) in per_anchor.iter().zip(&expected) {
         assert!(a.is_finite(), "{per_anchor:?}");
         assert!(
@@ -112,19 +106,19 @@ fn extreme_logits_stay_finite_and_match_f64() {
     }
     let mut fused_loss = loss.clone();
     fused_loss.implementation = Implementation::Fused;
-    let fused = scalar(fused_loss.forward(f(), Some(labels::<F32>(&y))));
+    let fused = scalar(fused_loss.forward(f(), Some(labels(&y))));
     assert!(
         fused.is_finite() && (fused - mean).abs() <= 1e-4 * mean,
         "fused {fused} vs f64 {mean}"
     );
 }
 
-/// The fused CPU kernel against the reference on backend `B`, over the whole parity grid of
+/// The fused CPU kernel against the reference on `device`, over the whole parity grid of
 /// [`crate::check`]: value and every feature gradient within its tolerance.
-fn fused_cpu_matches_the_reference_on<B: burn::tensor::backend::AutodiffBackend + SupConBackend>() {
+fn fused_cpu_matches_the_reference_on(device: &Device) {
     let check = |shape, y: Option<&[i64]>, tau, mode, policy, seed| {
-        if let Err(e) = parity::fused_vs_reference::<B>(shape, y, tau, mode, policy, seed) {
-            panic!("{}: {e}", B::name(&Default::default()));
+        if let Err(e) = parity::fused_vs_reference(device, shape, y, tau, mode, policy, seed) {
+            panic!("{device:?}: {e}");
         }
     };
     parity::awkward_sizes(&[1, 2, 31, 257], 0, |shape, y, tau, seed| {
@@ -157,10 +151,9 @@ fn fused_cpu_matches_the_reference_on<B: burn::tensor::backend::AutodiffBackend 
 
 #[test]
 fn fused_cpu_matches_the_reference_on_awkward_sizes_and_every_option() {
-    assert!(<Flex as SupConBackend>::supcon_fused_available());
-    fused_cpu_matches_the_reference_on::<Autodiff<Flex>>();
-    #[cfg(feature = "ndarray")]
-    fused_cpu_matches_the_reference_on::<Autodiff<burn::backend::NdArray>>();
+    assert_eq!(fused::kernel(&flex()), Some(fused::Kernel::Cpu));
+    assert_eq!(fused::kernel(&flex().autodiff()), Some(fused::Kernel::Cpu));
+    fused_cpu_matches_the_reference_on(&flex().autodiff());
 }
 
 #[path = "../tests/support/accuracy.rs"]
@@ -174,7 +167,7 @@ type CasePath = dyn Fn(&accuracy::Case) -> (f64, Vec<f64>);
 #[test]
 fn every_cpu_path_matches_f64_within_1e5_in_f32() {
     use fused::cpu::{Isa, with_isa};
-    type AdF32 = Autodiff<Flex>;
+    let device = flex().autodiff();
     let missing: Vec<Isa> = Isa::ALL.into_iter().filter(|i| !i.is_available()).collect();
     if !missing.is_empty() {
         eprintln!("not on this processor, so not checked here: {missing:?}");
@@ -186,15 +179,17 @@ fn every_cpu_path_matches_f64_within_1e5_in_f32() {
         .iter()
         .flat_map(|isa| [format!("fused-{isa}"), format!("composed-{isa}")])
         .collect();
-    let reference = |c: &accuracy::Case| c.run::<AdF32>(Implementation::Reference);
+    let reference = |c: &accuracy::Case| c.run(&device, Implementation::Reference);
     let fused: Vec<Box<CasePath>> = available
         .iter()
         .flat_map(|&isa| {
+            let on = device.clone();
             let host: Box<CasePath> =
-                Box::new(move |c| with_isa(isa, || c.run::<AdF32>(Implementation::Fused)));
+                Box::new(move |c| with_isa(isa, || c.run(&on, Implementation::Fused)));
+            let on = device.clone();
             let composed: Box<CasePath> = Box::new(move |c| {
                 with_isa(isa, || {
-                    c.run_with::<AdF32>(Implementation::Fused, |loss, f, labels| {
+                    c.run_with(&on, Implementation::Fused, |loss, f, labels| {
                         loss.reduce(supcon_fused_composed(f, labels, loss))
                     })
                 })
@@ -213,20 +208,18 @@ fn every_cpu_path_matches_f64_within_1e5_in_f32() {
 #[test]
 fn l2_normalisation_has_an_accurate_gradient_in_f32() {
     // The gradient of sum(g * x / |x|) is (g - u (u . g)) / |x|. Written as `x / norm`, Burn's
-    // ndarray backend took the divisor's reciprocal with the processor's approximate
+    // older ndarray backend took the divisor's reciprocal with the processor's approximate
     // instruction and this was off by 1.4e-4 of the largest entry (AVX2); see `l2_normalize`.
     use rand::{Rng, SeedableRng, rngs::StdRng};
-    type AdF32 = Autodiff<Flex>;
     let mut rng = StdRng::seed_from_u64(1);
     let (n, d) = (50usize, 8usize);
     let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
     let g: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    let device = Default::default();
-    let t =
-        Tensor::<AdF32, 2>::from_data(TensorData::new(x.clone(), [n, d]), &device).require_grad();
-    let weights = Tensor::<AdF32, 2>::from_data(TensorData::new(g.clone(), [n, d]), &device);
+    let device = flex().autodiff();
+    let t = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, d]), &device).require_grad();
+    let weights = Tensor::<2>::from_data(TensorData::new(g.clone(), [n, d]), &device);
     let grads = (l2_normalize(t.clone()) * weights).sum().backward();
-    let got: Vec<f32> = t.grad(&grads).unwrap().into_data().to_vec().unwrap();
+    let got: Vec<f32> = t.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap();
     let mut want = vec![0.0f64; n * d];
     for i in 0..n {
         let row = &x[i * d..(i + 1) * d];

@@ -1,12 +1,11 @@
 //! Tests in f64: hand-derived values, an independent transcription of SupContrast, finite
 //! differences, and f32-vs-f64 agreement at extreme logits.
 //!
-//! Burn 0.21 keeps one default float dtype per device and NdArray<f32> and NdArray<f64> share
-//! their device, so this binary sets the default to f64 before any tensor exists.
+//! Burn keeps one default float dtype per device, and every Flex device (autodiff or not)
+//! shares it for the whole process, so this binary sets Flex's default to f64 before any
+//! tensor exists. The losses here are the reference (the definition).
 
-use burn::backend::ndarray::NdArrayDevice;
-use burn::tensor::DType;
-use burn::tensor::backend::Backend;
+use burn::tensor::{Device, FloatDType};
 use scl_loss::*;
 use std::sync::Once;
 
@@ -19,37 +18,50 @@ mod exact;
 fn init() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        burn::tensor::set_default_dtypes::<NdArray<f64>>(
-            &NdArrayDevice::Cpu,
-            DType::F64,
-            DType::I64,
-        )
-        .expect("the f64 test binary sets its dtype before any tensor exists");
+        let mut device = Device::flex();
+        device
+            .configure(FloatDType::F64)
+            .expect("the f64 test binary sets its dtype before any tensor exists");
     });
 }
-use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{Int, Tensor, TensorData};
 
-type F64 = NdArray<f64>;
-type AdF64 = Autodiff<NdArray<f64>>;
+/// Flex without gradients.
+const F64: bool = false;
+/// Flex with gradients.
+const AD_F64: bool = true;
 
-fn features<B: Backend>(values: &[f64], shape: [usize; 3]) -> Tensor<B, 3> {
-    Tensor::from_data(TensorData::new(values.to_vec(), shape), &Default::default())
+fn device(autodiff: bool) -> Device {
+    if autodiff {
+        Device::flex().autodiff()
+    } else {
+        Device::flex()
+    }
 }
 
-fn labels<B: Backend>(values: &[i64]) -> Tensor<B, 1, Int> {
+fn features(autodiff: bool, values: &[f64], shape: [usize; 3]) -> Tensor<3> {
+    let t = Tensor::from_data(TensorData::new(values.to_vec(), shape), &device(autodiff));
+    assert_eq!(
+        t.dtype(),
+        burn::tensor::DType::F64,
+        "the f64 tests run in f64"
+    );
+    t
+}
+
+fn labels(autodiff: bool, values: &[i64]) -> Tensor<1, Int> {
     Tensor::from_data(
         TensorData::new(values.to_vec(), [values.len()]),
-        &Default::default(),
+        &device(autodiff),
     )
 }
 
-fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
-    t.into_data().convert::<f64>().into_vec::<f64>().unwrap()[0]
+fn scalar(t: Tensor<1>) -> f64 {
+    t.try_into_vec_as::<f64>().unwrap()[0]
 }
 
-fn vector<B: Backend>(t: Tensor<B, 1>) -> Vec<f64> {
-    t.into_data().convert::<f64>().into_vec::<f64>().unwrap()
+fn vector(t: Tensor<1>) -> Vec<f64> {
+    t.try_into_vec_as::<f64>().unwrap()
 }
 
 fn loss_config(t: f64, base: f64, mode: ContrastMode, policy: NoPositivePolicy) -> SupConLoss {
@@ -58,6 +70,7 @@ fn loss_config(t: f64, base: f64, mode: ContrastMode, policy: NoPositivePolicy) 
         .with_base_temperature(base)
         .with_contrast_mode(mode)
         .with_no_positive(policy)
+        .with_implementation(Implementation::Reference)
         .init()
 }
 
@@ -77,8 +90,8 @@ fn three_samples_give_the_hand_derived_value() {
     // z0 = z1 = e1, z2 = e2, labels [0, 0, 1], tau = 1. Anchors 0 and 1: one positive with
     // similarity 1, one negative with similarity 0: -log(e / (e + 1)) = log(1 + e^-1).
     // Anchor 2 has no positive.
-    let f = features::<F64>(&[1.0, 0.0, 1.0, 0.0, 0.0, 1.0], [3, 1, 2]);
-    let y = labels::<F64>(&[0, 0, 1]);
+    let f = features(F64, &[1.0, 0.0, 1.0, 0.0, 0.0, 1.0], [3, 1, 2]);
+    let y = labels(F64, &[0, 0, 1]);
     let per_anchor = (1.0 + (-1.0f64).exp()).ln();
 
     let zero = loss_config(1.0, 1.0, ContrastMode::All, NoPositivePolicy::CountAsZero);
@@ -97,8 +110,8 @@ fn temperature_and_base_temperature_enter_as_derived() {
     init();
     // Same points, tau = 0.5, base = 2: logits 2 and 0, per-anchor -log(e^2/(e^2+1)) scaled
     // by tau/base = 0.25.
-    let f = features::<F64>(&[1.0, 0.0, 1.0, 0.0, 0.0, 1.0], [3, 1, 2]);
-    let y = labels::<F64>(&[0, 0, 1]);
+    let f = features(F64, &[1.0, 0.0, 1.0, 0.0, 0.0, 1.0], [3, 1, 2]);
+    let y = labels(F64, &[0, 0, 1]);
     let loss = loss_config(0.5, 2.0, ContrastMode::All, NoPositivePolicy::Exclude);
     let v = scalar(loss.forward(f, Some(y)));
     let expected = 0.25 * (1.0 + (-2.0f64).exp()).ln();
@@ -108,8 +121,8 @@ fn temperature_and_base_temperature_enter_as_derived() {
 #[test]
 fn normalisation_inside_the_loss_removes_the_feature_scale() {
     init();
-    let scaled = features::<F64>(&[2.0, 0.0, 3.0, 0.0, 0.0, 5.0], [3, 1, 2]);
-    let y = labels::<F64>(&[0, 0, 1]);
+    let scaled = features(F64, &[2.0, 0.0, 3.0, 0.0, 0.0, 5.0], [3, 1, 2]);
+    let y = labels(F64, &[0, 0, 1]);
     let mut loss = loss_config(1.0, 1.0, ContrastMode::All, NoPositivePolicy::Exclude);
     loss.normalize = true;
     let v = scalar(loss.forward(scaled, Some(y)));
@@ -122,7 +135,7 @@ fn simclr_mode_takes_the_other_view_as_the_only_positive() {
     // Two samples, two views: sample 0 views e1, e1; sample 1 views e2, e2. View-major order
     // [s0v0, s1v0, s0v1, s1v1]. Each anchor: positive similarity 1, two negatives 0.
     // -log(e / (e + 2)) = log(1 + 2/e).
-    let f = features::<F64>(&[1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0], [2, 2, 2]);
+    let f = features(F64, &[1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0], [2, 2, 2]);
     let loss = loss_config(1.0, 1.0, ContrastMode::All, NoPositivePolicy::CountAsZero);
     let v = scalar(loss.forward(f, None));
     assert!((v - (1.0 + 2.0 / 1.0f64.exp()).ln()).abs() < 1e-12, "{v}");
@@ -135,7 +148,7 @@ fn contrast_mode_one_uses_view_zero_as_anchors_only() {
     // view-0 rows s0v0 = e1 and s1v0 = e2, contrast = all four rows.
     let r = std::f64::consts::FRAC_1_SQRT_2;
     let values = [1.0, 0.0, r, r, 0.0, 1.0, 0.0, 1.0];
-    let f = features::<F64>(&values, [2, 2, 2]);
+    let f = features(F64, &values, [2, 2, 2]);
     let loss = loss_config(1.0, 1.0, ContrastMode::One, NoPositivePolicy::CountAsZero);
     let terms = vector(loss.forward_no_reduction(f, None));
     assert_eq!(terms.len(), 2);
@@ -172,8 +185,8 @@ fn matches_an_independent_supcontrast_transcription_for_every_option() {
                 );
                 let loss = loss_config(t, base, mode, NoPositivePolicy::CountAsZero);
                 let got = vector(loss.forward_no_reduction(
-                    features::<F64>(&values, [batch, views, dim]),
-                    with_labels.then(|| labels::<F64>(&y)),
+                    features(F64, &values, [batch, views, dim]),
+                    with_labels.then(|| labels(F64, &y)),
                 ));
                 assert_eq!(got.len(), expected.len());
                 for (g, e) in got.iter().zip(&expected) {
@@ -199,18 +212,12 @@ fn gradient_matches_central_finite_differences() {
         for policy in [NoPositivePolicy::CountAsZero, NoPositivePolicy::Exclude] {
             let mut loss = loss_config(0.5, 0.7, mode, policy);
             loss.normalize = true;
-            let f = features::<AdF64>(&values, shape).require_grad();
-            let out = loss.forward(f.clone(), Some(labels::<AdF64>(&y)));
+            let f = features(AD_F64, &values, shape).require_grad();
+            let out = loss.forward(f.clone(), Some(labels(AD_F64, &y)));
             let grads = out.backward();
-            let analytic = f
-                .grad(&grads)
-                .unwrap()
-                .into_data()
-                .into_vec::<f64>()
-                .unwrap();
-            let eval = |v: &[f64]| {
-                scalar(loss.forward(features::<F64>(v, shape), Some(labels::<F64>(&y))))
-            };
+            let analytic = f.grad(&grads).unwrap().try_into_vec_as::<f64>().unwrap();
+            let eval =
+                |v: &[f64]| scalar(loss.forward(features(F64, v, shape), Some(labels(F64, &y))));
             for (k, want) in analytic.iter().enumerate() {
                 let numeric = central_difference(&values, k, eval);
                 assert!(

@@ -2,8 +2,7 @@
 //! measures the peak of live allocations during a forward and backward at N = 8192, d = 128,
 //! where a single N x N f32 buffer would be 256 MiB.
 
-use burn::backend::{Autodiff, Flex};
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor};
 use scl_loss::{Implementation, SupConLossConfig};
 
 use scl_loss::memory::{CountingAllocator, measure_peak};
@@ -13,12 +12,11 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 #[test]
 fn fused_forward_and_backward_at_8192_stay_under_64_mib_beyond_the_inputs() {
-    type B = Autodiff<Flex>;
     let (n, d) = (8192usize, 128usize);
-    let device = Default::default();
+    let device = Device::flex().autodiff();
     let features =
-        Tensor::<B, 3>::random([n, 1, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
-    let labels = Tensor::<B, 1, Int>::from_ints(
+        Tensor::<3>::random([n, 1, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
+    let labels = Tensor::<1, Int>::from_ints(
         (0..n as i64).map(|i| i % 10).collect::<Vec<_>>().as_slice(),
         &device,
     );

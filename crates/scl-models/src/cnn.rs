@@ -13,7 +13,7 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxP
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use scl_layers::{LayerBackend, batch_norm as norm, forward as conv};
+use scl_layers::{batch_norm as norm, forward as conv};
 
 /// Configuration of [`SmallCnn`].
 #[derive(Config, Debug)]
@@ -30,23 +30,23 @@ pub struct SmallCnnConfig {
 
 /// One convolution stage.
 #[derive(Module, Debug)]
-pub struct ConvStage<B: Backend> {
-    conv: Conv2d<B>,
-    norm: BatchNorm<B>,
+pub struct ConvStage {
+    conv: Conv2d,
+    norm: BatchNorm,
 }
 
 /// See [`SmallCnnConfig`].
 #[derive(Module, Debug)]
-pub struct SmallCnn<B: Backend> {
-    stages: Vec<ConvStage<B>>,
+pub struct SmallCnn {
+    stages: Vec<ConvStage>,
     pool: MaxPool2d,
     gap: AdaptiveAvgPool2d,
-    head: Linear<B>,
+    head: Linear,
 }
 
 impl SmallCnnConfig {
     /// Builds the network.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> SmallCnn<B> {
+    pub fn init(&self, device: &Device) -> SmallCnn {
         let stage = |i: usize, o: usize| ConvStage {
             conv: Conv2dConfig::new([i, o], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
@@ -66,9 +66,9 @@ impl SmallCnnConfig {
     }
 }
 
-impl<B: LayerBackend> SmallCnn<B> {
+impl SmallCnn {
     /// `[N, C, H, W]` to `[N, embedding]`.
-    pub fn forward(&self, x: Tensor<B, 4>, final_relu: bool) -> Tensor<B, 2> {
+    pub fn forward(&self, x: Tensor<4>, final_relu: bool) -> Tensor<2> {
         let mut h = x;
         for stage in &self.stages {
             h = self
@@ -80,7 +80,7 @@ impl<B: LayerBackend> SmallCnn<B> {
     }
 }
 
-impl<B: Backend> SmallCnn<B> {
+impl SmallCnn {
     /// The embedding dimension.
     pub fn output_dim(&self) -> usize {
         let [_, out] = self.head.weight.dims();

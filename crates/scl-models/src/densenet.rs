@@ -16,7 +16,7 @@ use burn::nn::pool::{
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use scl_layers::{LayerBackend, batch_norm as norm, concat_channels, forward as conv};
+use scl_layers::{batch_norm as norm, concat_channels, forward as conv};
 
 /// Configuration of [`DenseNet`].
 #[derive(Config, Debug)]
@@ -40,36 +40,36 @@ pub struct DenseNetConfig {
 
 /// A bottleneck layer whose output is concatenated to its input.
 #[derive(Module, Debug)]
-pub struct DenseLayer<B: Backend> {
-    norm1: BatchNorm<B>,
-    conv1: Conv2d<B>,
-    norm2: BatchNorm<B>,
-    conv2: Conv2d<B>,
+pub struct DenseLayer {
+    norm1: BatchNorm,
+    conv1: Conv2d,
+    norm2: BatchNorm,
+    conv2: Conv2d,
 }
 
 /// Halves the channels and the resolution.
 #[derive(Module, Debug)]
-pub struct Transition<B: Backend> {
-    norm: BatchNorm<B>,
-    conv: Conv2d<B>,
+pub struct Transition {
+    norm: BatchNorm,
+    conv: Conv2d,
     pool: AvgPool2d,
 }
 
 /// A dense block and the transition after it (none after the last).
 #[derive(Module, Debug)]
-pub struct DenseStage<B: Backend> {
-    layers: Vec<DenseLayer<B>>,
-    transition: Option<Transition<B>>,
+pub struct DenseStage {
+    layers: Vec<DenseLayer>,
+    transition: Option<Transition>,
 }
 
 /// See [`DenseNetConfig`].
 #[derive(Module, Debug)]
-pub struct DenseNet<B: Backend> {
-    stem: Conv2d<B>,
-    stem_norm: BatchNorm<B>,
+pub struct DenseNet {
+    stem: Conv2d,
+    stem_norm: BatchNorm,
     stem_pool: MaxPool2d,
-    stages: Vec<DenseStage<B>>,
-    norm5: BatchNorm<B>,
+    stages: Vec<DenseStage>,
+    norm5: BatchNorm,
     gap: AdaptiveAvgPool2d,
 }
 
@@ -87,7 +87,7 @@ impl DenseNetConfig {
     }
 
     /// Builds the network.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> DenseNet<B> {
+    pub fn init(&self, device: &Device) -> DenseNet {
         let mut c = self.initial;
         let mut stages = Vec::new();
         for (i, &n) in self.blocks.iter().enumerate() {
@@ -138,9 +138,9 @@ impl DenseNetConfig {
     }
 }
 
-impl<B: LayerBackend> DenseNet<B> {
+impl DenseNet {
     /// `[N, C, H, W]` to `[N, output_dim]`; `final_relu` switches the ReLU after `norm5`.
-    pub fn forward(&self, x: Tensor<B, 4>, final_relu: bool) -> Tensor<B, 2> {
+    pub fn forward(&self, x: Tensor<4>, final_relu: bool) -> Tensor<2> {
         let mut h = self
             .stem_pool
             .forward(relu(norm(&self.stem_norm, conv(&self.stem, x))));
@@ -160,7 +160,7 @@ impl<B: LayerBackend> DenseNet<B> {
     }
 }
 
-impl<B: Backend> DenseNet<B> {
+impl DenseNet {
     /// The embedding dimension (142 for the paper's configuration).
     pub fn output_dim(&self) -> usize {
         let [c] = self.norm5.gamma.dims();

@@ -12,15 +12,14 @@
 //! output ("a ReLU after the projection layer").
 //!
 //! ```
-//! use burn::backend::Flex;
 //! use burn::prelude::*;
 //! use scl_models::{Architecture, FinalActivation, MlpConfig, SclModelConfig};
 //!
-//! let device = Default::default();
+//! let device = Device::flex();
 //! let config = SclModelConfig::new(Architecture::Mlp(MlpConfig::new(64, vec![128, 32])), 10)
 //!     .with_final_activation(FinalActivation::Relu);
-//! let model = config.init::<Flex>(&device);
-//! let images = Tensor::<Flex, 4>::zeros([5, 1, 8, 8], &device);
+//! let model = config.init(&device);
+//! let images = Tensor::<4>::zeros([5, 1, 8, 8], &device);
 //! let z = model.embed(images.clone()); // [5, 32], non-negative, unit rows
 //! let logits = model.logits(images); // [5, 10]
 //! assert_eq!(z.dims(), [5, 32]);
@@ -40,9 +39,6 @@ pub use resnet::{ResNet18, ResNet18Config};
 
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-/// The backend bound of the networks' forward passes: Burn's `Backend` plus the
-/// convolution extension of `scl-layers` (implemented for every Burn backend).
-pub use scl_layers::LayerBackend;
 use serde::{Deserialize, Serialize};
 
 /// The paper's switch.
@@ -101,20 +97,20 @@ impl PartialEq for DenseNetConfig {
 // One model exists per run; the size difference of the variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
-pub enum Backbone<B: Backend> {
+pub enum Backbone {
     /// See [`Mlp`].
-    Mlp(Mlp<B>),
+    Mlp(Mlp),
     /// See [`SmallCnn`].
-    SmallCnn(SmallCnn<B>),
+    SmallCnn(SmallCnn),
     /// See [`ResNet18`].
-    Resnet18(ResNet18<B>),
+    Resnet18(ResNet18),
     /// See [`DenseNet`].
-    Densenet(DenseNet<B>),
+    Densenet(DenseNet),
 }
 
-impl<B: LayerBackend> Backbone<B> {
+impl Backbone {
     /// Runs the backbone; `final_relu` is the switch at its last layer.
-    pub fn forward(&self, x: Tensor<B, 4>, final_relu: bool) -> Tensor<B, 2> {
+    pub fn forward(&self, x: Tensor<4>, final_relu: bool) -> Tensor<2> {
         match self {
             Self::Mlp(m) => m.forward(x, final_relu),
             Self::SmallCnn(m) => m.forward(x, final_relu),
@@ -124,7 +120,7 @@ impl<B: LayerBackend> Backbone<B> {
     }
 }
 
-impl<B: Backend> Backbone<B> {
+impl Backbone {
     /// The backbone's output dimension.
     pub fn output_dim(&self) -> usize {
         match self {
@@ -157,10 +153,10 @@ pub struct SclModelConfig {
 /// A backbone, optional projection, final activation, optional L2 normalisation and a
 /// classifier head.
 #[derive(Module, Debug)]
-pub struct SclModel<B: Backend> {
-    backbone: Backbone<B>,
-    projection: Option<Linear<B>>,
-    classifier: Linear<B>,
+pub struct SclModel {
+    backbone: Backbone,
+    projection: Option<Linear>,
+    classifier: Linear,
     #[module(skip)]
     final_activation: FinalActivation,
     #[module(skip)]
@@ -169,7 +165,7 @@ pub struct SclModel<B: Backend> {
 
 impl SclModelConfig {
     /// Builds the model.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> SclModel<B> {
+    pub fn init(&self, device: &Device) -> SclModel {
         let backbone = match &self.architecture {
             Architecture::Mlp(c) => Backbone::Mlp(c.init(device)),
             Architecture::SmallCnn(c) => Backbone::SmallCnn(c.init(device)),
@@ -191,13 +187,13 @@ impl SclModelConfig {
     }
 }
 
-impl<B: LayerBackend> SclModel<B> {
+impl SclModel {
     /// The embedding `h` after the final activation, before normalisation: `[N, dim]`.
     ///
     /// # Shapes
     /// - `images`: `[N, C, H, W]`
     /// - output: `[N, embedding_dim]`
-    pub fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
         let relu_on = self.final_activation == FinalActivation::Relu;
         match &self.projection {
             None => self.backbone.forward(images, relu_on),
@@ -214,26 +210,26 @@ impl<B: LayerBackend> SclModel<B> {
 
     /// The embedding fed to the contrastive loss: [`SclModel::features`], L2-normalised when
     /// configured.
-    pub fn embed(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+    pub fn embed(&self, images: Tensor<4>) -> Tensor<2> {
         let h = self.features(images);
         if self.normalize { l2_normalize(h) } else { h }
     }
 
     /// Class logits from the classifier head on [`SclModel::features`] (cross-entropy).
-    pub fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+    pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         self.classifier.forward(self.features(images))
     }
 
     /// [`SclModel::features`] and the logits of the classifier head on them, from one
     /// forward pass: `([N, embedding_dim], [N, classes])`.
-    pub fn features_and_logits(&self, images: Tensor<B, 4>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    pub fn features_and_logits(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let h = self.features(images);
         let logits = self.classifier.forward(h.clone());
         (h, logits)
     }
 }
 
-impl<B: Backend> SclModel<B> {
+impl SclModel {
     /// The embedding dimension.
     pub fn embedding_dim(&self) -> usize {
         match &self.projection {
@@ -251,11 +247,12 @@ impl<B: Backend> SclModel<B> {
 /// Rows divided by their L2 norm (with a floor of 1e-12, as `F.normalize`).
 ///
 /// Written as `x * (1 / norm)` with the reciprocal from a division of constants: Burn's
-/// autodiff differentiates `x / norm` through `Backend::float_recip`, which Burn's ndarray
-/// backend computes with the processor's approximate reciprocal (12 correct bits with AVX2),
-/// and that error reaches every gradient through the normalisation. `scl_loss::l2_normalize`
+/// autodiff differentiates `x / norm` through the backend's `float_recip`, which a backend may
+/// compute with the processor's approximate reciprocal (Burn's older ndarray backend did: 12
+/// correct bits with AVX2), and that error would reach every gradient through the
+/// normalisation. `scl_loss::l2_normalize`
 /// is written the same way.
-pub fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
     x * norm.clone().ones_like().div(norm)
 }

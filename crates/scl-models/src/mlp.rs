@@ -5,7 +5,6 @@
 
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use scl_layers::LayerBackend;
 
 /// Configuration of [`Mlp`].
 #[derive(Config, Debug)]
@@ -21,15 +20,15 @@ pub struct MlpConfig {
 
 /// One linear layer with optional batch norm.
 #[derive(Module, Debug)]
-pub struct MlpLayer<B: Backend> {
-    linear: Linear<B>,
-    norm: Option<BatchNorm<B>>,
+pub struct MlpLayer {
+    linear: Linear,
+    norm: Option<BatchNorm>,
 }
 
 /// See [`MlpConfig`].
 #[derive(Module, Debug)]
-pub struct Mlp<B: Backend> {
-    layers: Vec<MlpLayer<B>>,
+pub struct Mlp {
+    layers: Vec<MlpLayer>,
 }
 
 impl MlpConfig {
@@ -37,7 +36,7 @@ impl MlpConfig {
     ///
     /// # Panics
     /// When `widths` is empty.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Mlp<B> {
+    pub fn init(&self, device: &Device) -> Mlp {
         assert!(!self.widths.is_empty(), "an MLP needs at least one layer");
         let mut input = self.input;
         let layers = self
@@ -58,11 +57,11 @@ impl MlpConfig {
     }
 }
 
-impl<B: LayerBackend> Mlp<B> {
+impl Mlp {
     /// `[N, C, H, W]` (or any shape with N first) to `[N, widths.last]`; `final_relu` switches
     /// the ReLU after the last layer.
-    pub fn forward(&self, x: Tensor<B, 4>, final_relu: bool) -> Tensor<B, 2> {
-        let mut h: Tensor<B, 2> = x.flatten(1, 3);
+    pub fn forward(&self, x: Tensor<4>, final_relu: bool) -> Tensor<2> {
+        let mut h: Tensor<2> = x.flatten(1, 3);
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.linear.forward(h);
@@ -77,7 +76,7 @@ impl<B: LayerBackend> Mlp<B> {
     }
 }
 
-impl<B: Backend> Mlp<B> {
+impl Mlp {
     /// The embedding dimension.
     pub fn output_dim(&self) -> usize {
         let [_, out] = self.layers[self.layers.len() - 1].linear.weight.dims();

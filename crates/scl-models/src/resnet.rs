@@ -13,7 +13,7 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use scl_layers::{LayerBackend, batch_norm as norm, forward as conv};
+use scl_layers::{batch_norm as norm, forward as conv};
 
 /// Configuration of [`ResNet18`].
 #[derive(Config, Debug)]
@@ -26,7 +26,7 @@ pub struct ResNet18Config {
     pub width: usize,
 }
 
-fn conv3x3<B: Backend>(i: usize, o: usize, stride: usize, device: &B::Device) -> Conv2d<B> {
+fn conv3x3(i: usize, o: usize, stride: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([i, o], [3, 3])
         .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
@@ -36,23 +36,23 @@ fn conv3x3<B: Backend>(i: usize, o: usize, stride: usize, device: &B::Device) ->
 
 /// The 1x1 projection of a shortcut that changes shape.
 #[derive(Module, Debug)]
-pub struct Downsample<B: Backend> {
-    conv: Conv2d<B>,
-    norm: BatchNorm<B>,
+pub struct Downsample {
+    conv: Conv2d,
+    norm: BatchNorm,
 }
 
 /// A basic residual block: two 3x3 convolutions with batch norm, a shortcut, a final ReLU.
 #[derive(Module, Debug)]
-pub struct BasicBlock<B: Backend> {
-    conv1: Conv2d<B>,
-    bn1: BatchNorm<B>,
-    conv2: Conv2d<B>,
-    bn2: BatchNorm<B>,
-    downsample: Option<Downsample<B>>,
+pub struct BasicBlock {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    downsample: Option<Downsample>,
 }
 
-impl<B: Backend> BasicBlock<B> {
-    fn new(i: usize, o: usize, stride: usize, device: &B::Device) -> Self {
+impl BasicBlock {
+    fn new(i: usize, o: usize, stride: usize, device: &Device) -> Self {
         let downsample = (stride != 1 || i != o).then(|| Downsample {
             conv: Conv2dConfig::new([i, o], [1, 1])
                 .with_stride([stride, stride])
@@ -70,8 +70,8 @@ impl<B: Backend> BasicBlock<B> {
     }
 }
 
-impl<B: LayerBackend> BasicBlock<B> {
-    fn forward(&self, x: Tensor<B, 4>, end_relu: bool) -> Tensor<B, 4> {
+impl BasicBlock {
+    fn forward(&self, x: Tensor<4>, end_relu: bool) -> Tensor<4> {
         let shortcut = match &self.downsample {
             Some(d) => norm(&d.norm, conv(&d.conv, x.clone())),
             None => x.clone(),
@@ -84,16 +84,16 @@ impl<B: LayerBackend> BasicBlock<B> {
 
 /// See [`ResNet18Config`].
 #[derive(Module, Debug)]
-pub struct ResNet18<B: Backend> {
-    conv1: Conv2d<B>,
-    bn1: BatchNorm<B>,
-    blocks: Vec<BasicBlock<B>>,
+pub struct ResNet18 {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    blocks: Vec<BasicBlock>,
     gap: AdaptiveAvgPool2d,
 }
 
 impl ResNet18Config {
     /// Builds the network.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> ResNet18<B> {
+    pub fn init(&self, device: &Device) -> ResNet18 {
         let w = self.width;
         let mut blocks = Vec::new();
         let mut i = w;
@@ -112,10 +112,10 @@ impl ResNet18Config {
     }
 }
 
-impl<B: LayerBackend> ResNet18<B> {
+impl ResNet18 {
     /// `[N, C, H, W]` to `[N, 8 * width]`; `final_relu` switches the ReLU at the end of the
     /// last block.
-    pub fn forward(&self, x: Tensor<B, 4>, final_relu: bool) -> Tensor<B, 2> {
+    pub fn forward(&self, x: Tensor<4>, final_relu: bool) -> Tensor<2> {
         let mut h = relu(norm(&self.bn1, conv(&self.conv1, x)));
         let last = self.blocks.len() - 1;
         for (i, block) in self.blocks.iter().enumerate() {
@@ -125,7 +125,7 @@ impl<B: LayerBackend> ResNet18<B> {
     }
 }
 
-impl<B: Backend> ResNet18<B> {
+impl ResNet18 {
     /// The embedding dimension (512 for width 64).
     pub fn output_dim(&self) -> usize {
         let [o, _, _, _] = self.blocks[self.blocks.len() - 1].conv2.weight.dims();

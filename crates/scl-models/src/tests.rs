@@ -1,13 +1,10 @@
 //! Shapes, non-negativity with the ReLU switch, and record round trips for every model.
 
-use burn::backend::Flex;
 use burn::module::Module;
-use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::store::ModuleRecord;
 use burn::tensor::Distribution;
 
 use super::*;
-
-type B = Flex;
 
 fn configs() -> Vec<(&'static str, Architecture, [usize; 4], usize)> {
     vec![
@@ -41,13 +38,13 @@ fn configs() -> Vec<(&'static str, Architecture, [usize; 4], usize)> {
 
 #[test]
 fn every_model_has_the_documented_shapes_and_dimensions() {
-    let device = Default::default();
+    let device = Device::flex();
     for (name, arch, input, dim) in configs() {
         for projection in [None, Some(7)] {
             let model = SclModelConfig::new(arch.clone(), 10)
                 .with_projection(projection)
-                .init::<B>(&device);
-            let x = Tensor::<B, 4>::random(input, Distribution::Normal(0.0, 1.0), &device);
+                .init(&device);
+            let x = Tensor::<4>::random(input, Distribution::Normal(0.0, 1.0), &device);
             let expected = projection.unwrap_or(dim);
             assert_eq!(model.embedding_dim(), expected, "{name}");
             assert_eq!(
@@ -60,19 +57,19 @@ fn every_model_has_the_documented_shapes_and_dimensions() {
     }
     // The paper's DenseNet embedding: 64 -> 136 -> 68 -> 140 -> 70 -> 142.
     assert_eq!(DenseNetConfig::new().output_dim(), 142);
-    assert_eq!(ResNet18Config::new().init::<B>(&device).output_dim(), 512);
+    assert_eq!(ResNet18Config::new().init(&device).output_dim(), 512);
 }
 
 #[test]
 fn relu_switch_makes_embeddings_non_negative_and_none_does_not() {
-    let device = Default::default();
+    let device = Device::flex();
     for (name, arch, input, _) in configs() {
         for projection in [None, Some(7)] {
-            let x = Tensor::<B, 4>::random(input, Distribution::Normal(0.0, 1.0), &device);
+            let x = Tensor::<4>::random(input, Distribution::Normal(0.0, 1.0), &device);
             let relu = SclModelConfig::new(arch.clone(), 3)
                 .with_projection(projection)
-                .init::<B>(&device);
-            let z = relu.embed(x.clone()).into_data().to_vec::<f32>().unwrap();
+                .init(&device);
+            let z = relu.embed(x.clone()).try_into_vec_as::<f32>().unwrap();
             assert!(
                 z.iter().all(|v| *v >= 0.0),
                 "{name} {projection:?}: negative entry with ReLU"
@@ -95,14 +92,10 @@ fn relu_switch_makes_embeddings_non_negative_and_none_does_not() {
             let none = SclModelConfig::new(arch.clone(), 3)
                 .with_projection(projection)
                 .with_final_activation(FinalActivation::None)
-                .init::<B>(&device)
+                .init(&device)
                 .load_record(relu.clone().into_record());
-            let with = relu
-                .features(x.clone())
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap();
-            let without = none.features(x).into_data().to_vec::<f32>().unwrap();
+            let with = relu.features(x.clone()).try_into_vec_as::<f32>().unwrap();
+            let without = none.features(x).try_into_vec_as::<f32>().unwrap();
             if projection.is_some()
                 || matches!(arch, Architecture::Mlp(_) | Architecture::SmallCnn(_))
             {
@@ -125,20 +118,16 @@ fn relu_switch_makes_embeddings_non_negative_and_none_does_not() {
 
 #[test]
 fn a_saved_record_loads_to_the_same_outputs() {
-    let device = Default::default();
+    let device = Device::flex();
     for (name, arch, input, _) in configs() {
         let config = SclModelConfig::new(arch, 5);
-        let model = config.init::<B>(&device);
-        let x = Tensor::<B, 4>::random(input, Distribution::Normal(0.0, 1.0), &device);
+        let model = config.init(&device);
+        let x = Tensor::<4>::random(input, Distribution::Normal(0.0, 1.0), &device);
         let before = model.embed(x.clone()).into_data();
-        let bytes = BinBytesRecorder::<FullPrecisionSettings>::default()
-            .record(model.into_record(), ())
-            .unwrap();
+        let bytes = model.into_record().into_bytes().unwrap();
         // A fresh model (different random weights) takes the saved record.
-        let record = BinBytesRecorder::<FullPrecisionSettings>::default()
-            .load(bytes, &device)
-            .unwrap();
-        let loaded = config.init::<B>(&device).load_record(record);
+        let record = ModuleRecord::from_bytes(bytes).unwrap();
+        let loaded = config.init(&device).try_load_record(record).unwrap();
         let after = loaded.embed(x).into_data();
         after.assert_eq(&before, true);
         eprintln!("{name}: record round trip ok");

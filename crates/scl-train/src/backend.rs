@@ -1,25 +1,26 @@
 //! Choosing a Burn backend at run time, among those compiled in.
 //!
-//! This is the one place in the workspace that names concrete backends: every command,
-//! benchmark and check runs its backend-generic code through [`BackendKind::run`] with a
-//! [`BackendTask`]. Adding a backend is one variant here, one arm in [`BackendKind::run`], and
-//! its device enumeration.
+//! Burn 0.22 chooses the backend by the `Device` a tensor lives on; this module maps a backend
+//! name (`flex`, `wgpu`, `cuda`) and a device index to such a device, with one clear sentence
+//! when the backend was not compiled in or the device does not exist. It is the one place in
+//! the workspace that names concrete backends: every command, benchmark and check gets its
+//! device from [`BackendKind::device`]. Adding a backend is one variant here, its device
+//! constructor and its device enumeration; the training code is the same for all of them.
 
 use std::fmt;
 use std::str::FromStr;
 
+use burn::tensor::Device;
+
+use crate::RunError;
 use crate::config::{ConfigError, UfmConfig};
 use crate::ufm::UfmOutcome;
-use crate::{RunError, TrainBackend};
 
-/// A Burn backend, selected by name (`flex`, `ndarray`, `wgpu`, `cuda`).
+/// A Burn backend, selected by name (`flex`, `wgpu`, `cuda`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     /// Burn's Flex CPU backend, the default (cargo feature `flex`, on by default).
     Flex,
-    /// Burn's older ndarray CPU backend (cargo feature `ndarray`, on by default), kept for
-    /// comparisons with earlier results.
-    Ndarray,
     /// WebGPU through wgpu: Vulkan, Metal, DX12, or the CPU through Mesa's lavapipe
     /// (cargo feature `wgpu`).
     Wgpu,
@@ -27,46 +28,17 @@ pub enum BackendKind {
     Cuda,
 }
 
-/// Work written once over the backend type, run on a backend chosen at run time by
-/// [`BackendKind::run`] (a closure cannot be generic over a type, so the work is a value of a
-/// type that implements this trait).
-///
-/// # Example
-///
-/// ```
-/// use burn::tensor::{ElementConversion, Tensor};
-/// use scl_train::TrainBackend;
-/// use scl_train::backend::{BackendKind, BackendTask};
-///
-/// /// The sum of a vector of ones, on any backend.
-/// struct SumOfOnes(usize);
-///
-/// impl BackendTask for SumOfOnes {
-///     type Output = f32;
-///     fn run<B: TrainBackend>(self, device: B::Device) -> f32 {
-///         Tensor::<B, 1>::ones([self.0], &device).sum().into_scalar().elem()
-///     }
-/// }
-///
-/// assert_eq!(BackendKind::Flex.run(0, SumOfOnes(3)).unwrap(), 3.0);
-/// ```
-pub trait BackendTask {
-    /// What the work returns.
-    type Output;
-
-    /// Runs the work on backend `B` (with autodiff), on `device`.
-    fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output;
-}
-
 /// Every backend name, for error messages.
-pub const BACKEND_NAMES: &[&str] = &["flex", "ndarray", "wgpu", "cuda"];
+pub const BACKEND_NAMES: &[&str] = &["flex", "wgpu", "cuda"];
 
 impl BackendKind {
+    /// Every backend, compiled in or not.
+    pub const ALL: [BackendKind; 3] = [Self::Flex, Self::Wgpu, Self::Cuda];
+
     /// The name used on the command line and in run records.
     pub fn name(self) -> &'static str {
         match self {
             Self::Flex => "flex",
-            Self::Ndarray => "ndarray",
             Self::Wgpu => "wgpu",
             Self::Cuda => "cuda",
         }
@@ -74,14 +46,13 @@ impl BackendKind {
 
     /// Whether this backend runs on the CPU (its memory is the process's heap).
     pub fn is_cpu(self) -> bool {
-        matches!(self, Self::Flex | Self::Ndarray)
+        matches!(self, Self::Flex)
     }
 
     /// Whether this backend was compiled into the binary.
     pub fn compiled(self) -> bool {
         match self {
             Self::Flex => cfg!(feature = "flex"),
-            Self::Ndarray => cfg!(feature = "ndarray"),
             Self::Wgpu => cfg!(feature = "wgpu"),
             Self::Cuda => cfg!(feature = "cuda"),
         }
@@ -89,10 +60,7 @@ impl BackendKind {
 
     /// The backends compiled into this binary.
     pub fn compiled_in() -> Vec<BackendKind> {
-        [Self::Flex, Self::Ndarray, Self::Wgpu, Self::Cuda]
-            .into_iter()
-            .filter(|b| b.compiled())
-            .collect()
+        Self::ALL.into_iter().filter(|b| b.compiled()).collect()
     }
 
     /// An error naming the cargo feature when this backend was not compiled in.
@@ -113,7 +81,7 @@ impl BackendKind {
         }
     }
 
-    /// Number of devices this backend sees: 1 for `flex` and `ndarray` (the CPU), the adapters wgpu
+    /// Number of devices this backend sees: 1 for `flex` (the CPU), the adapters wgpu
     /// enumerates (lavapipe counts as one), the CUDA devices the driver reports (0 without a
     /// driver). 0 when the backend is not compiled in. [`Self::probe`] says why there are none.
     pub fn device_count(self) -> usize {
@@ -130,7 +98,7 @@ impl BackendKind {
     pub fn probe(self) -> Result<usize, ConfigError> {
         self.check_available()?;
         match self {
-            Self::Flex | Self::Ndarray => Ok(1),
+            Self::Flex => Ok(1),
             #[cfg(feature = "wgpu")]
             Self::Wgpu => match wgpu_devices().len() {
                 0 => Err(ConfigError::new(
@@ -141,42 +109,28 @@ impl BackendKind {
                 n => Ok(n),
             },
             #[cfg(feature = "cuda")]
-            Self::Cuda => {
-                static COUNT: std::sync::OnceLock<Result<usize, String>> =
-                    std::sync::OnceLock::new();
-                let count = COUNT.get_or_init(|| {
-                    quietly(|| {
-                        use burn_cubecl::cubecl::Runtime;
-                        <burn_cubecl::cubecl::cuda::CudaRuntime as Runtime>::enumerate_devices(
-                            0,
-                            &(),
-                        )
-                        .len()
-                    })
-                });
-                match count {
-                    Ok(0) => Err(ConfigError::new(
-                        "no CUDA device: the CUDA driver is loaded but reports no device",
-                    )),
-                    Ok(n) => Ok(*n),
-                    Err(why) => Err(ConfigError::new(format!("no CUDA device: {why}"))),
-                }
-            }
+            Self::Cuda => match cuda_devices() {
+                Ok(devices) if devices.is_empty() => Err(ConfigError::new(
+                    "no CUDA device: the CUDA driver is loaded but reports no device",
+                )),
+                Ok(devices) => Ok(devices.len()),
+                Err(why) => Err(ConfigError::new(format!("no CUDA device: {why}"))),
+            },
             #[allow(unreachable_patterns)]
             _ => unreachable!("check_available passed"),
         }
     }
 
-    /// Names of the devices [`Self::probe`] finds: `cpu`; wgpu's adapters by kind and index
-    /// (`DiscreteGpu(0)`, or `Cpu` for a software driver such as lavapipe); `cuda:0`, ...
-    /// Empty when there are none.
+    /// Names of the devices [`Self::probe`] finds: `cpu`; wgpu's adapters (Burn's device
+    /// description, e.g. `Cpu` for a software driver such as lavapipe); `cuda:0`, ... Empty
+    /// when there are none.
     pub fn device_names(self) -> Vec<String> {
         let count = self.device_count();
         match self {
             _ if count == 0 => Vec::new(),
-            Self::Flex | Self::Ndarray => vec!["cpu".to_string()],
+            Self::Flex => vec!["cpu".to_string()],
             #[cfg(feature = "wgpu")]
-            Self::Wgpu => wgpu_devices().iter().map(|d| format!("{d:?}")).collect(),
+            Self::Wgpu => wgpu_devices().iter().map(describe).collect(),
             _ => (0..count).map(|i| format!("{}:{i}", self.name())).collect(),
         }
     }
@@ -201,7 +155,7 @@ impl BackendKind {
             return Ok(());
         }
         Err(ConfigError::new(match (self, count) {
-            (Self::Flex | Self::Ndarray, _) => format!(
+            (Self::Flex, _) => format!(
                 "device {index} does not exist: backend {} runs on the CPU, device 0 only",
                 self.name()
             ),
@@ -213,84 +167,50 @@ impl BackendKind {
         }))
     }
 
-    /// Runs `task` on device `device` of this backend, with autodiff.
+    /// Device `index` of this backend, without autodiff (call `.autodiff()` on it to train).
     ///
     /// # Errors
     /// A [`ConfigError`] when the backend is not compiled in or the device does not exist
-    /// ([`Self::check_device`]); nothing runs then.
-    #[cfg_attr(
-        not(any(
-            feature = "flex",
-            feature = "ndarray",
-            feature = "wgpu",
-            feature = "cuda"
-        )),
-        allow(unused_variables)
-    )]
-    pub fn run<T: BackendTask>(self, device: usize, task: T) -> Result<T::Output, ConfigError> {
-        self.check_device(device)?;
-        use burn::backend::Autodiff;
+    /// ([`Self::check_device`]).
+    pub fn device(self, index: usize) -> Result<Device, ConfigError> {
+        self.check_device(index)?;
         Ok(match self {
             #[cfg(feature = "flex")]
-            Self::Flex => task.run::<Autodiff<burn::backend::Flex>>(Default::default()),
-            #[cfg(feature = "ndarray")]
-            Self::Ndarray => task.run::<Autodiff<burn::backend::NdArray>>(Default::default()),
+            Self::Flex => Device::flex(),
             #[cfg(feature = "wgpu")]
-            Self::Wgpu => task.run::<Autodiff<burn::backend::Wgpu>>(wgpu_devices()[device].clone()),
+            Self::Wgpu => wgpu_devices()[index].clone(),
             #[cfg(feature = "cuda")]
-            Self::Cuda => {
-                task.run::<Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice {
-                    index: device,
-                })
-            }
+            Self::Cuda => Device::cuda(index),
             #[allow(unreachable_patterns)]
             _ => unreachable!("check_device rejected a backend that is not compiled in"),
         })
     }
 
-    /// Bytes of device memory that the backend's memory pool has reserved on device `device`
-    /// (0 on the CPU backend, which allocates on the heap, and when the device does not exist).
-    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_variables))]
-    pub fn device_memory_reserved(self, device: usize) -> u64 {
-        if self.check_device(device).is_err() {
+    /// Bytes of device memory that the backend's memory pool has reserved on `device` (0 on
+    /// the CPU backend, which allocates on the heap).
+    pub fn device_memory_reserved(self, device: &Device) -> u64 {
+        if self.is_cpu() {
             return 0;
         }
-        match self {
-            #[cfg(feature = "wgpu")]
-            Self::Wgpu => scl_loss::fused::cube::device_memory_reserved::<
-                burn::backend::wgpu::WgpuRuntime,
-            >(&wgpu_devices()[device]),
-            #[cfg(feature = "cuda")]
-            Self::Cuda => scl_loss::fused::cube::device_memory_reserved::<
-                burn_cubecl::cubecl::cuda::CudaRuntime,
-            >(&burn::backend::cuda::CudaDevice { index: device }),
-            _ => 0,
-        }
+        device
+            .memory_pool_usage()
+            .map_or(0, |usage| usage.bytes_reserved)
     }
 
-    /// Returns the unused pages of the memory pool of device `device` to the driver, so that
-    /// [`Self::device_memory_reserved`] measured next starts from what live tensors hold
-    /// (nothing to do on the CPU backend).
-    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_variables))]
-    pub fn device_memory_cleanup(self, device: usize) {
-        if self.check_device(device).is_err() {
+    /// Returns the unused pages of `device`'s memory pool to the driver, after the queued
+    /// work, so that [`Self::device_memory_reserved`] measured next starts from what live
+    /// tensors hold (nothing to do on the CPU backend).
+    pub fn device_memory_cleanup(self, device: &Device) {
+        if self.is_cpu() {
             return;
         }
-        match self {
-            #[cfg(feature = "wgpu")]
-            Self::Wgpu => scl_loss::fused::cube::device_memory_cleanup::<
-                burn::backend::wgpu::WgpuRuntime,
-            >(&wgpu_devices()[device]),
-            #[cfg(feature = "cuda")]
-            Self::Cuda => scl_loss::fused::cube::device_memory_cleanup::<
-                burn_cubecl::cubecl::cuda::CudaRuntime,
-            >(&burn::backend::cuda::CudaDevice { index: device }),
-            _ => {}
-        }
+        // A failed synchronisation surfaces on the next read of a tensor; the cleanup itself
+        // cannot fail.
+        let _ = device.sync();
+        device.memory_cleanup();
     }
 
-    /// Runs a UFM cell on device `device` of this backend (see [`Self::check_device`]), with
-    /// autodiff.
+    /// Runs a UFM cell on device `device` of this backend, with autodiff.
     ///
     /// # Errors
     /// See [`crate::ufm::run_ufm`]; a [`ConfigError`] when the backend is not compiled in or
@@ -301,14 +221,8 @@ impl BackendKind {
         cfg: &UfmConfig,
         progress: impl FnMut(usize),
     ) -> Result<UfmOutcome, RunError> {
-        struct Ufm<'a, P>(&'a UfmConfig, P);
-        impl<P: FnMut(usize)> BackendTask for Ufm<'_, P> {
-            type Output = Result<UfmOutcome, RunError>;
-            fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output {
-                crate::ufm::run_ufm::<B>(self.0, &device, self.1)
-            }
-        }
-        self.run(device, Ufm(cfg, progress))?
+        let device = self.device(device)?.autodiff();
+        crate::ufm::run_ufm(cfg, &device, progress)
     }
 
     /// Trains a deep-network cell on device `device` of this backend, with autodiff.
@@ -321,21 +235,10 @@ impl BackendKind {
         device: usize,
         cfg: &crate::deep::DeepConfig,
         opts: &crate::deep::DeepRunOptions,
-        progress: impl FnMut(usize),
+        mut progress: impl FnMut(usize),
     ) -> Result<crate::deep::DeepOutcome, RunError> {
-        struct Deep<'a, P>(
-            &'a crate::deep::DeepConfig,
-            &'a crate::deep::DeepRunOptions,
-            P,
-        );
-        impl<P: FnMut(usize)> BackendTask for Deep<'_, P> {
-            type Output = Result<crate::deep::DeepOutcome, RunError>;
-            fn run<B: TrainBackend>(self, device: B::Device) -> Self::Output {
-                let mut progress = self.2;
-                crate::deep::train_deep::<B>(self.0, self.1, &device, |done, _| progress(done))
-            }
-        }
-        self.run(device, Deep(cfg, opts, progress))?
+        let device = self.device(device)?.autodiff();
+        crate::deep::train_deep(cfg, opts, &device, |done, _| progress(done))
     }
 }
 
@@ -355,10 +258,9 @@ pub fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
-/// [`guarded`] without printing the panic (the CUDA runtime panics when the driver library
-/// cannot be loaded). The panic hook is process-wide: it is swapped out only for the duration
-/// of `f`.
-#[cfg(feature = "cuda")]
+/// [`guarded`] without printing the panic (a driver library that cannot be loaded may panic).
+/// The panic hook is process-wide: it is swapped out only for the duration of `f`.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     static HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = HOOK.lock().unwrap_or_else(|e| e.into_inner());
@@ -378,32 +280,35 @@ fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 /// The wgpu adapters in wgpu's enumeration order, as Burn devices (enumerated once per
-/// process: it creates a wgpu instance).
+/// process: it creates a wgpu instance). Empty where enumeration fails.
 #[cfg(feature = "wgpu")]
-fn wgpu_devices() -> &'static [burn::backend::wgpu::WgpuDevice] {
-    use burn::backend::wgpu::graphics::{AutoGraphicsApi, GraphicsApi};
-    use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
-    use burn_cubecl::cubecl::Runtime;
-    static DEVICES: std::sync::OnceLock<Vec<WgpuDevice>> = std::sync::OnceLock::new();
+fn wgpu_devices() -> &'static [Device] {
+    use burn::tensor::DeviceType;
+    static DEVICES: std::sync::OnceLock<Vec<Device>> = std::sync::OnceLock::new();
     DEVICES.get_or_init(|| {
-        let mut seen = [0usize; 3];
-        <WgpuRuntime as Runtime>::enumerate_all_devices(&AutoGraphicsApi::backend())
-            .into_iter()
-            .map(|id| {
-                let mut next = |t: usize| {
-                    seen[t] += 1;
-                    seen[t] - 1
-                };
-                match id.type_id {
-                    0 => WgpuDevice::DiscreteGpu(next(0)),
-                    1 => WgpuDevice::IntegratedGpu(next(1)),
-                    2 => WgpuDevice::VirtualGpu(next(2)),
-                    3 => WgpuDevice::Cpu,
-                    _ => WgpuDevice::DefaultDevice,
-                }
-            })
-            .collect()
+        quietly(|| Device::enumerate(DeviceType::Wgpu).into_vec()).unwrap_or_default()
     })
+}
+
+/// A wgpu device as Burn describes it, without the wrapping of the dispatch layer.
+#[cfg(feature = "wgpu")]
+fn describe(device: &Device) -> String {
+    let text = format!("{device:?}");
+    text.strip_prefix("Device<")
+        .and_then(|t| t.strip_suffix('>'))
+        .map_or(text.clone(), str::to_string)
+}
+
+/// The CUDA devices the driver reports, enumerated once per process; a sentence when the
+/// driver cannot be used.
+#[cfg(feature = "cuda")]
+fn cuda_devices() -> Result<&'static [Device], String> {
+    use burn::tensor::DeviceType;
+    static DEVICES: std::sync::OnceLock<Result<Vec<Device>, String>> = std::sync::OnceLock::new();
+    DEVICES
+        .get_or_init(|| quietly(|| Device::enumerate(DeviceType::Cuda).into_vec()))
+        .as_deref()
+        .map_err(Clone::clone)
 }
 
 impl fmt::Display for BackendKind {
@@ -418,9 +323,13 @@ impl FromStr for BackendKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "flex" => Ok(Self::Flex),
-            "ndarray" => Ok(Self::Ndarray),
             "wgpu" => Ok(Self::Wgpu),
             "cuda" => Ok(Self::Cuda),
+            "ndarray" => Err(ConfigError::new(format!(
+                "backend ndarray is not allowed: Burn 0.22 deprecates its ndarray backend and \
+                 this build has none; use flex (Burn's CPU backend). The allowed backends are {}",
+                BACKEND_NAMES.join(", ")
+            ))),
             other => Err(ConfigError::new(format!(
                 "backend {other} is not allowed: the allowed backends are {}",
                 BACKEND_NAMES.join(", ")

@@ -21,13 +21,12 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::AutodiffModule;
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
-use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use scl_batching::{BatchingConfig, Loader, Position, Schedule, ScheduleKind};
 use scl_data::{
     DataDir, ImageItem, ImageSet, Imbalance, LoadOptions, Manifest, SclBatcher, Split, ViewPreset,
@@ -36,7 +35,6 @@ use scl_geometry::probe::{ProbeConfig, ProbeReport, linear_probe};
 use scl_geometry::{Embeddings, GeometrySummary, geometry_summary};
 use scl_loss::{SupConLoss, SupConLossConfig};
 
-use crate::TrainBackend;
 use scl_models::{
     Architecture, DenseNetConfig, FinalActivation, MlpConfig, ResNet18Config, SclModel,
     SclModelConfig, SmallCnnConfig,
@@ -442,6 +440,10 @@ pub struct DeepRunOptions {
     /// L2-normalised, eval mode, one view without augmentation) and
     /// `embeddings/epoch-NNNN-{train,test}-labels.npy` (`[n]`, `i64`).
     pub save_embeddings: bool,
+    /// When the run finishes, also write the trained model's weights (and batch-norm running
+    /// statistics) to this SafeTensors file, named by their module paths (Burn's store), for
+    /// other frameworks (`safetensors.torch.load_file`). Written atomically.
+    pub export_safetensors: Option<PathBuf>,
 }
 
 /// The folder of a run directory that `save_embeddings` writes to.
@@ -466,16 +468,17 @@ struct State {
     #[serde(default)]
     window: (f64, usize),
     config: DeepConfig,
-    /// The layout of the model's parameters ([`MODEL_FORMAT`]); 1 in checkpoints that do not
-    /// say.
+    /// The format of the checkpoint's model and optimiser files ([`MODEL_FORMAT`]); 1 in
+    /// checkpoints that do not say.
     #[serde(default = "first_model_format")]
     model_format: u32,
 }
 
-/// The layout of the parameters in the checkpoints this version writes: 2 since the small
-/// CNN's convolutions are Burn's `Conv2d` (`[O, C, 3, 3]`); 1 before, when they were one
-/// `[9 C, O]` matrix. Only the small CNN changed; its format-1 checkpoints cannot be resumed.
-const MODEL_FORMAT: u32 = 2;
+/// The format of the checkpoints this version writes: 3 since the model and the optimiser are
+/// written by Burn 0.22's store (`model.bpk`, `optimizer.bpk`, burnpack files); 2 and 1 were
+/// Burn 0.21's records (`model.bin`, `optimizer.bin`; in format 1 the small CNN's convolutions
+/// were one `[9 C, O]` matrix). Checkpoints of formats 1 and 2 cannot be resumed.
+const MODEL_FORMAT: u32 = 3;
 
 fn first_model_format() -> u32 {
     1
@@ -488,13 +491,13 @@ fn first_model_format() -> u32 {
 ///
 /// # Panics
 /// When the image count is not `N * V`.
-pub fn scl_batch_loss<B: TrainBackend>(
-    model: &SclModel<B>,
-    images: Tensor<B, 4>,
-    labels: Tensor<B, 1, Int>,
+pub fn scl_batch_loss(
+    model: &SclModel,
+    images: Tensor<4>,
+    labels: Tensor<1, Int>,
     views: usize,
     loss: &SupConLoss,
-) -> Tensor<B, 1> {
+) -> Tensor<1> {
     let n = labels.dims()[0];
     let z = model.embed(images);
     let d = z.dims()[1];
@@ -524,22 +527,20 @@ fn class_minority(counts: &[usize]) -> Vec<usize> {
 
 /// Embeddings (normalised, as the loss sees them) of a whole set in eval mode, one view
 /// without augmentation.
-fn embed_set<B: scl_models::LayerBackend>(
-    model: &SclModel<B>,
+fn embed_set(
+    model: &SclModel,
     set: &ImageSet,
     batcher: &SclBatcher,
-    device: &B::Device,
+    device: &Device,
 ) -> Result<Embeddings, RunError> {
     let mut rows = Vec::with_capacity(set.len() * model.embedding_dim());
     let indices: Vec<usize> = (0..set.len()).collect();
     for chunk in indices.chunks(256) {
         let items = items_of(set, chunk);
-        let batch = batcher.assemble(&items, 0).to_device::<B>(device);
+        let batch = batcher.assemble(&items, 0).to_device(device);
         let z = model.embed(batch.images);
         rows.extend(
-            z.into_data()
-                .convert::<f64>()
-                .to_vec::<f64>()
+            z.try_into_vec_as::<f64>()
                 .map_err(|e| RunError::Other(format!("reading embeddings: {e:?}")))?,
         );
     }
@@ -567,10 +568,10 @@ fn items_of(set: &ImageSet, indices: &[usize]) -> Vec<ImageItem> {
 /// [`RunError::NonFinite`] when the loss stops being finite (the last checkpoint stays
 /// loadable); [`RunError::Interrupted`] after a stop was asked for ([`crate::interrupt`]) and
 /// a checkpoint saved; [`RunError::Io`] when a file cannot be written.
-pub fn train_deep<B: TrainBackend>(
+pub fn train_deep(
     cfg: &DeepConfig,
     opts: &DeepRunOptions,
-    device: &B::Device,
+    device: &Device,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<DeepOutcome, RunError> {
     cfg.validate()?;
@@ -630,16 +631,13 @@ pub fn train_deep<B: TrainBackend>(
 
     // Burn draws initial weights from the backend's process-wide generator: seed it and
     // initialise under one lock, so runs on other threads cannot interleave their draws.
-    let model: SclModel<B> = {
+    let model: SclModel = {
         static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        B::seed(device, cfg.seed);
+        device.seed(cfg.seed);
         // Parameters are initialised lazily, on first use: force the draws now, inside the
         // lock, by taking the record.
-        let record = cfg
-            .model_config(out_shape, k)
-            .init::<B>(device)
-            .into_record();
+        let record = cfg.model_config(out_shape, k).init(device).into_record();
         cfg.model_config(out_shape, k)
             .init(device)
             .load_record(record)
@@ -661,7 +659,7 @@ pub fn train_deep<B: TrainBackend>(
         device,
     };
     let wd = (cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.weight_decay as f32));
-    let metrics = match cfg.optimizer {
+    let (metrics, model) = match cfg.optimizer {
         OptimizerKind::Sgd => {
             let momentum =
                 (cfg.momentum > 0.0).then(|| MomentumConfig::new().with_momentum(cfg.momentum));
@@ -689,12 +687,30 @@ pub fn train_deep<B: TrainBackend>(
             .is_some_and(|m| m.epoch == cfg.epochs)
     });
     if finished {
+        if let Some(path) = &opts.export_safetensors {
+            export_safetensors(&model, path)?;
+        }
         write_json(&opts.run_dir.join(crate::run_files::SUMMARY), &outcome)?;
     }
     Ok(outcome)
 }
 
-struct Run<'a, B: TrainBackend> {
+/// Writes `model`'s parameters and batch-norm running statistics to the SafeTensors file
+/// `path` (replacing it; Burn's store writes a temporary file and renames it), in eval mode,
+/// each tensor under its module path (e.g. `backbone.Mlp.layers.0.linear.weight`).
+///
+/// # Errors
+/// [`RunError::Io`] naming `path` when it cannot be written.
+pub fn export_safetensors(model: &SclModel, path: &Path) -> Result<(), RunError> {
+    use burn::store::{ModuleSnapshot, SafetensorsStore};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let mut store = SafetensorsStore::from_file(path).overwrite(true);
+    model.valid().save_into(&mut store).map_err(io(path))
+}
+
+struct Run<'a> {
     cfg: &'a DeepConfig,
     opts: &'a DeepRunOptions,
     train: &'a ImageSet,
@@ -704,18 +720,16 @@ struct Run<'a, B: TrainBackend> {
     train_batcher: SclBatcher,
     eval_batcher: SclBatcher,
     loss: SupConLoss,
-    device: &'a B::Device,
+    device: &'a Device,
 }
 
-type Rec = BinFileRecorder<FullPrecisionSettings>;
-
-impl<B: TrainBackend> Run<'_, B> {
-    fn optimise<O: Optimizer<SclModel<B>, B>>(
+impl Run<'_> {
+    fn optimise(
         &self,
-        mut model: SclModel<B>,
-        mut optim: O,
+        mut model: SclModel,
+        mut optim: ModuleOptimizer,
         progress: &mut impl FnMut(usize, usize),
-    ) -> Result<Vec<EpochMetrics>, RunError> {
+    ) -> Result<(Vec<EpochMetrics>, SclModel), RunError> {
         let cfg = self.cfg;
         let ckpt_root = self.opts.run_dir.join("checkpoints");
         let mut state = State {
@@ -772,7 +786,7 @@ impl<B: TrainBackend> Run<'_, B> {
                 move |indices: &[usize]| batcher.assemble(&items_of(&train, indices), e),
             );
             for loaded in loader {
-                let batch = loaded.item.to_device::<B>(self.device);
+                let batch = loaded.item.to_device(self.device);
                 let n = batch.indices.len();
                 let v = batch.views;
                 let loss = match cfg.loss {
@@ -794,7 +808,7 @@ impl<B: TrainBackend> Run<'_, B> {
                 } else {
                     loss
                 };
-                let value: f64 = loss.clone().into_scalar().elem();
+                let value: f64 = loss.clone().into_scalar::<f64>();
                 if !value.is_finite() {
                     // The logged losses up to here show how the run got there.
                     self.write_metrics(&state.metrics, &state.step_losses)?;
@@ -840,20 +854,22 @@ impl<B: TrainBackend> Run<'_, B> {
                 self.save_checkpoint(&ckpt_root, &state, &model, &optim)?;
             }
         }
-        Ok(state.metrics)
+        Ok((state.metrics, model))
     }
 
     fn evaluate(
         &self,
-        model: &SclModel<B>,
+        model: &SclModel,
         epoch: usize,
         step: usize,
         lr: f64,
         train_loss: f64,
     ) -> Result<EpochMetrics, RunError> {
+        // Eval mode: no autodiff, batch norms on their running statistics.
         let valid = model.valid();
+        let inner = self.device.clone().inner();
         let k = self.train.num_classes();
-        let train_z = embed_set(&valid, self.train, &self.eval_batcher, self.device)?;
+        let train_z = embed_set(&valid, self.train, &self.eval_batcher, &inner)?;
         let geometry =
             geometry_summary(&train_z, self.train.labels(), k, self.minority).map_err(|e| {
                 RunError::Geometry {
@@ -872,7 +888,7 @@ impl<B: TrainBackend> Run<'_, B> {
                     source: e,
                 }
             })?;
-        let test_z = embed_set(&valid, self.test, &self.eval_batcher, self.device)?;
+        let test_z = embed_set(&valid, self.test, &self.eval_batcher, &inner)?;
         if self.opts.save_embeddings {
             self.save_embeddings(epoch, "train", &train_z, self.train.labels())?;
             self.save_embeddings(epoch, "test", &test_z, self.test.labels())?;
@@ -1003,14 +1019,14 @@ impl<B: TrainBackend> Run<'_, B> {
     /// Saves a checkpoint at the current position (`batches` of epoch `state.epochs_done`
     /// done) and returns the error that says where it is; an error saving it is returned
     /// instead.
-    fn interrupted<O: Optimizer<SclModel<B>, B>>(
+    fn interrupted(
         &self,
         root: &Path,
         mut state: State,
         batches: usize,
         loss_sum: f64,
-        model: &SclModel<B>,
-        optim: &O,
+        model: &SclModel,
+        optim: &ModuleOptimizer,
     ) -> RunError {
         state.batch_in_epoch = batches;
         state.loss_sum = loss_sum;
@@ -1031,12 +1047,12 @@ impl<B: TrainBackend> Run<'_, B> {
 
     /// Writes `root/epoch-NNNN` (or `epoch-NNNN-batch-BBBBB` in the middle of an epoch),
     /// points `root/latest` at it and returns its path.
-    fn save_checkpoint<O: Optimizer<SclModel<B>, B>>(
+    fn save_checkpoint(
         &self,
         root: &Path,
         state: &State,
-        model: &SclModel<B>,
-        optim: &O,
+        model: &SclModel,
+        optim: &ModuleOptimizer,
     ) -> Result<PathBuf, RunError> {
         let name = if state.batch_in_epoch == 0 {
             format!("epoch-{:04}", state.epochs_done)
@@ -1049,12 +1065,14 @@ impl<B: TrainBackend> Run<'_, B> {
         // Filled under a temporary name and renamed whole; `latest` moves only after that.
         let staged = scl_fs::StagedDir::new_in(root, &name)?;
         let tmp = staged.path();
-        let rec = Rec::new();
+        // `valid` syncs the batch norms' running statistics, so the file holds the last
+        // step's update (Burn's record reads them as they were one update before).
+        let _ = model.valid();
         model
             .clone()
-            .save_file(tmp.join("model"), &rec)
+            .save_file(tmp.join("model"))
             .map_err(io(tmp))?;
-        Recorder::<B>::record(&rec, optim.to_record(), tmp.join("optimizer")).map_err(io(tmp))?;
+        optim.save(tmp.join("optimizer")).map_err(io(tmp))?;
         write_json(&tmp.join("state.json"), state)?;
         write_json(&tmp.join(CHECKPOINT_FILES), &FileList::of(tmp)?)?;
         let dest = root.join(&name);
@@ -1072,12 +1090,12 @@ impl<B: TrainBackend> Run<'_, B> {
     /// this version cannot read; [`RunError::DamagedCheckpoint`] when checkpoints exist but
     /// none is intact.
     #[allow(clippy::type_complexity)]
-    fn load_latest<O: Optimizer<SclModel<B>, B> + Clone>(
+    fn load_latest(
         &self,
         root: &Path,
-        model: &SclModel<B>,
-        optim: &O,
-    ) -> Result<Option<(State, SclModel<B>, O)>, RunError> {
+        model: &SclModel,
+        optim: &ModuleOptimizer,
+    ) -> Result<Option<(State, SclModel, ModuleOptimizer)>, RunError> {
         let candidates = checkpoint_candidates(root);
         if candidates.is_empty() {
             return Ok(None);
@@ -1110,12 +1128,12 @@ impl<B: TrainBackend> Run<'_, B> {
 
     /// Validates and loads one checkpoint folder.
     #[allow(clippy::type_complexity)]
-    fn load_checkpoint<O: Optimizer<SclModel<B>, B> + Clone>(
+    fn load_checkpoint(
         &self,
         dir: &Path,
-        model: &SclModel<B>,
-        optim: &O,
-    ) -> Result<(State, SclModel<B>, O), Loaded> {
+        model: &SclModel,
+        optim: &ModuleOptimizer,
+    ) -> Result<(State, SclModel, ModuleOptimizer), Loaded> {
         FileList::check(dir).map_err(Loaded::Damaged)?;
         let state_path = dir.join("state.json");
         let state: State = std::fs::read_to_string(&state_path)
@@ -1130,28 +1148,25 @@ impl<B: TrainBackend> Run<'_, B> {
                 ),
             ))));
         }
-        if state.model_format < 2 && self.cfg.model == ModelKind::SmallCnn {
+        if state.model_format < MODEL_FORMAT {
             return Err(Loaded::Refused(RunError::Config(ConfigError::new(
                 format!(
-                    "{} holds a checkpoint of the small CNN written by an earlier version (its \
-                 convolutions were stored as [9 C, O] matrices), which this version cannot \
-                 load; start the run again in a new run directory",
+                    "{} holds a checkpoint written by an earlier version (Burn 0.21's record \
+                     files model.bin and optimizer.bin), which this version cannot load; start \
+                     the run again in a new run directory",
                     self.opts.run_dir.display()
                 ),
             ))));
         }
         self.check_position(&state)
             .map_err(|why| Loaded::Damaged(format!("{}: {why}", state_path.display())))?;
-        let rec = Rec::new();
         let model = model
             .clone()
-            .load_file(dir.join("model"), &rec, self.device)
-            .map_err(|e| Loaded::Damaged(format!("{}: {e:?}", dir.join("model.bin").display())))?;
-        let record =
-            Recorder::<B>::load(&rec, dir.join("optimizer"), self.device).map_err(|e| {
-                Loaded::Damaged(format!("{}: {e:?}", dir.join("optimizer.bin").display()))
-            })?;
-        let optim = optim.clone().load_record(record);
+            .try_load_file(dir.join("model.bpk"))
+            .map_err(|e| Loaded::Damaged(format!("{}: {e}", dir.join("model.bpk").display())))?;
+        let optim = optim.clone().load(dir.join("optimizer.bpk")).map_err(|e| {
+            Loaded::Damaged(format!("{}: {e}", dir.join("optimizer.bpk").display()))
+        })?;
         Ok((state, model, optim))
     }
 

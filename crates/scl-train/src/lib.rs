@@ -4,7 +4,7 @@
 //! features optimised with SupCon (full batch or a batch schedule), with or without a ReLU, on
 //! STEP-imbalanced classes ([`ufm`]); and deep networks (MLP, ResNet-18, DenseNet) trained with
 //! SCL or cross-entropy on a dataset, with evaluation, checkpoints and exact resume ([`deep`]).
-//! [`backend`] runs backend-generic work on a backend chosen at run time. Experiment grids,
+//! [`backend`] maps a backend name and device index to a Burn `Device`. Experiment grids,
 //! results folders and the sweep runner live in the `scl-experiments` crate.
 //!
 //! # Example
@@ -42,26 +42,6 @@ pub mod run_files;
 pub mod ufm;
 
 pub use config::ConfigError;
-
-use burn::tensor::backend::AutodiffBackend;
-use scl_loss::SupConBackend;
-use scl_models::LayerBackend;
-
-/// What training asks of a Burn backend: autodiff, the SupCon extension of `scl-loss` and
-/// the convolution extension of `scl-layers`, the latter also on the inner backend that
-/// evaluation runs on. Every backend of [`backend::BackendKind`] has it; so does any
-/// `Autodiff<B>` whose `B` implements both extensions.
-pub trait TrainBackend:
-    AutodiffBackend<InnerBackend: LayerBackend> + SupConBackend + LayerBackend
-{
-}
-
-impl<B> TrainBackend for B
-where
-    B: AutodiffBackend + SupConBackend + LayerBackend,
-    B::InnerBackend: LayerBackend,
-{
-}
 
 /// Why a run did not finish.
 #[derive(Debug, thiserror::Error)]

@@ -8,28 +8,29 @@
 //! orthogonal frame, whatever the class sizes.
 
 use burn::module::{Module, Param};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig, momentum::MomentumConfig};
-use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData, activation::relu};
+use burn::optim::{
+    AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig,
+};
+use burn::tensor::{Device, Int, Tensor, TensorData, activation::relu};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 use scl_batching::{BatchingConfig, Schedule, Verdict, validate};
 use scl_geometry::{Embeddings, GeometrySummary, geometry_summary};
-use scl_loss::{NoPositivePolicy, SupConBackend, SupConLossConfig, l2_normalize};
+use scl_loss::{NoPositivePolicy, SupConLossConfig, l2_normalize};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, OptimizerKind, UfmConfig};
 
 /// The free features, a Burn module with one parameter.
 #[derive(Module, Debug)]
-pub struct FreeFeatures<B: burn::tensor::backend::Backend> {
+pub struct FreeFeatures {
     /// The free matrix `W [N, d]`.
-    pub weights: Param<Tensor<B, 2>>,
+    pub weights: Param<Tensor<2>>,
 }
 
-impl<B: burn::tensor::backend::Backend> FreeFeatures<B> {
+impl FreeFeatures {
     /// Unit-norm features `[N, d]`, after the ReLU when `relu` is set.
-    pub fn features(&self, relu_on: bool) -> Tensor<B, 2> {
+    pub fn features(&self, relu_on: bool) -> Tensor<2> {
         let w = self.weights.val();
         let w = if relu_on { relu(w) } else { w };
         l2_normalize(w)
@@ -91,9 +92,9 @@ pub struct UfmOutcome {
 /// # Errors
 /// A [`ConfigError`] when the configuration is invalid, and a message when the loss or the
 /// features stop being finite.
-pub fn run_ufm<B: AutodiffBackend + SupConBackend>(
+pub fn run_ufm(
     cfg: &UfmConfig,
-    device: &B::Device,
+    device: &Device,
     progress: impl FnMut(usize),
 ) -> Result<UfmOutcome, crate::RunError> {
     cfg.validate()?;
@@ -114,7 +115,7 @@ pub fn run_ufm<B: AutodiffBackend + SupConBackend>(
         Some(s) => Batches::Schedule(s),
         None => Batches::Full,
     };
-    run_ufm_with::<B>(
+    run_ufm_with(
         cfg,
         &labels,
         &cfg.minority_classes(),
@@ -131,11 +132,11 @@ pub fn run_ufm<B: AutodiffBackend + SupConBackend>(
 /// # Errors
 /// As [`run_ufm`]; a [`ConfigError`] when `batches` is empty or holds an index outside
 /// `labels`.
-pub fn run_ufm_on_batches<B: AutodiffBackend + SupConBackend>(
+pub fn run_ufm_on_batches(
     cfg: &UfmConfig,
     labels: &[usize],
     batches: &[Vec<usize>],
-    device: &B::Device,
+    device: &Device,
 ) -> Result<UfmOutcome, crate::RunError> {
     if batches.is_empty() || batches.iter().any(Vec::is_empty) {
         return Err(ConfigError::new("batches is empty: give at least one non-empty batch").into());
@@ -147,7 +148,7 @@ pub fn run_ufm_on_batches<B: AutodiffBackend + SupConBackend>(
         ))
         .into());
     }
-    run_ufm_with::<B>(cfg, labels, &[], Batches::Fixed(batches), device, |_| {})
+    run_ufm_with(cfg, labels, &[], Batches::Fixed(batches), device, |_| {})
 }
 
 /// Where the training batches come from.
@@ -170,12 +171,12 @@ impl Batches<'_> {
     }
 }
 
-fn run_ufm_with<B: AutodiffBackend + SupConBackend>(
+fn run_ufm_with(
     cfg: &UfmConfig,
     labels: &[usize],
     minority: &[usize],
     source: Batches<'_>,
-    device: &B::Device,
+    device: &Device,
     mut progress: impl FnMut(usize),
 ) -> Result<UfmOutcome, crate::RunError> {
     let n = labels.len();
@@ -194,7 +195,7 @@ fn run_ufm_with<B: AutodiffBackend + SupConBackend>(
     let model = FreeFeatures {
         weights: Param::from_data(TensorData::new(init, [n, d]), device),
     };
-    let label_tensor = Tensor::<B, 1, Int>::from_data(
+    let label_tensor = Tensor::<1, Int>::from_data(
         TensorData::new(labels.iter().map(|&y| y as i64).collect(), [n]),
         device,
     );
@@ -238,20 +239,20 @@ fn run_ufm_with<B: AutodiffBackend + SupConBackend>(
 /// matrix of the class means at the last logged point.
 type Optimised = (Vec<UfmPoint>, Vec<Vec<usize>>, Vec<Vec<f64>>);
 
-struct Problem<'a, B: AutodiffBackend + SupConBackend> {
+struct Problem<'a> {
     source: Batches<'a>,
     cfg: &'a UfmConfig,
     labels: &'a [usize],
-    label_tensor: Tensor<B, 1, Int>,
+    label_tensor: Tensor<1, Int>,
     loss_fn: scl_loss::SupConLoss,
     minority: &'a [usize],
 }
 
-impl<B: AutodiffBackend + SupConBackend> Problem<'_, B> {
-    fn optimise<O: Optimizer<FreeFeatures<B>, B>>(
+impl Problem<'_> {
+    fn optimise(
         &self,
-        mut model: FreeFeatures<B>,
-        mut optimizer: O,
+        mut model: FreeFeatures,
+        mut optimizer: ModuleOptimizer,
         progress: &mut impl FnMut(usize),
     ) -> Result<Optimised, crate::RunError> {
         let cfg = self.cfg;
@@ -282,7 +283,7 @@ impl<B: AutodiffBackend + SupConBackend> Problem<'_, B> {
                 )
             });
             if let Some(loss) = &full_loss {
-                let loss_value: f64 = loss.clone().into_scalar().elem();
+                let loss_value: f64 = loss.clone().into_scalar::<f64>();
                 if !loss_value.is_finite() {
                     return Err(crate::RunError::NonFinite { step });
                 }
@@ -324,7 +325,7 @@ impl<B: AutodiffBackend + SupConBackend> Problem<'_, B> {
                     let batch = batches[next].clone();
                     next += 1;
                     let device = features.device();
-                    let index = Tensor::<B, 1, Int>::from_data(
+                    let index = Tensor::<1, Int>::from_data(
                         TensorData::new(batch.iter().map(|&i| i as i64).collect(), [batch.len()]),
                         &device,
                     );

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use burn::optim::{GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use scl_loss::memory::measure_peak;
@@ -16,8 +16,7 @@ use scl_models::{
     Architecture, DenseNetConfig, MlpConfig, ResNet18Config, SclModel, SclModelConfig,
     SmallCnnConfig,
 };
-use scl_train::TrainBackend;
-use scl_train::backend::{BackendKind, BackendTask};
+use scl_train::backend::BackendKind;
 use scl_train::deep::scl_batch_loss;
 use serde::{Deserialize, Serialize};
 
@@ -39,8 +38,7 @@ pub struct TrainBenchArgs {
     /// Images per batch for each network (each image gives two views).
     #[arg(long, default_value = "mlp=256,cnn=64,resnet18=64,densenet=64")]
     batch: String,
-    /// Backends (default: every compiled one but ndarray, whose convolutions take minutes per
-    /// step; name it to include it).
+    /// Backends (default: every compiled one that finds a device).
     #[arg(long, value_delimiter = ',', value_parser = crate::choice::Choice::backend())]
     backends: Vec<String>,
     /// Timed steps (the median is reported).
@@ -113,39 +111,36 @@ struct Steps<'a> {
     warmup: usize,
 }
 
-impl BackendTask for Steps<'_> {
-    type Output = StepRow;
-
-    fn run<B: TrainBackend>(self, device: B::Device) -> StepRow {
+impl Steps<'_> {
+    /// The steps on `device` (an autodiff device of the backend), with their peak memory.
+    fn run(self, device: &Device) -> StepRow {
         let cpu = self.backend.is_cpu();
-        self.backend.device_memory_cleanup(0);
-        let before = self.backend.device_memory_reserved(0);
-        let (mut row, heap) = measure_peak(|| self.measure::<B>(&device));
+        self.backend.device_memory_cleanup(device);
+        let before = self.backend.device_memory_reserved(device);
+        let (mut row, heap) = measure_peak(|| self.measure(device));
         let memory = if cpu {
             heap as f64
         } else {
             self.backend
-                .device_memory_reserved(0)
+                .device_memory_reserved(device)
                 .saturating_sub(before) as f64
         };
         row.peak_memory_mib = memory / (1024.0 * 1024.0);
         row
     }
-}
 
-impl Steps<'_> {
-    fn measure<B: TrainBackend>(&self, device: &B::Device) -> StepRow {
-        B::seed(device, 0);
+    fn measure(&self, device: &Device) -> StepRow {
+        device.seed(0);
         let (config, [c, h, w]) = model_config(self.network);
-        let mut model: SclModel<B> = config.init(device);
-        let mut optim = crate::paper_step::optimizer::<B>();
+        let mut model: SclModel = config.init(device);
+        let mut optim = crate::paper_step::optimizer();
         let loss = crate::paper_step::loss();
         let n = self.batch;
-        let x = Tensor::<B, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), device);
+        let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), device);
         let labels: Vec<i64> = (0..n as i64).map(|i| i % 10).collect();
-        let y = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), device);
         let sync = || {
-            let _ = B::sync(device);
+            let _ = device.sync();
         };
         let mut times = Vec::new();
         for step in 0..self.warmup + self.steps {
@@ -260,7 +255,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
         }
         let default: Vec<BackendKind> = BackendKind::compiled_in()
             .into_iter()
-            .filter(|b| *b != BackendKind::Ndarray && b.probe().is_ok())
+            .filter(|b| b.probe().is_ok())
             .collect();
         let backends = super::backends(&args.backends, default)?;
         Ok((parse_batches(&args.batch, &args.networks)?, backends))
@@ -293,7 +288,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
                 steps: args.steps,
                 warmup: args.warmup,
             };
-            let row = backend.run(0, task)?;
+            let row = task.run(&backend.device(0)?.autodiff());
             eprintln!(
                 "   {:.1} images/s ({:.3} s per step: forward {:.3}, backward {:.3}, update {:.3})",
                 row.images_per_second,

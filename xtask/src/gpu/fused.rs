@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
+use burn::tensor::Device;
 use scl_loss::{ContrastMode, NoPositivePolicy};
-use scl_train::TrainBackend;
-use scl_train::backend::{BackendKind, BackendTask};
+use scl_train::backend::BackendKind;
 
 use scl_train::backend::guarded;
 
@@ -58,9 +58,17 @@ fn cases(large: usize) -> Vec<Case> {
     out
 }
 
-fn check<B: TrainBackend>(case: &Case) -> Result<(f64, f64), String> {
+fn check(device: &Device, case: &Case) -> Result<(f64, f64), String> {
     let (shape, labels, tau, mode, policy, seed) = case;
-    fused_vs_reference::<B>(*shape, labels.as_deref(), *tau, *mode, *policy, *seed)
+    fused_vs_reference(
+        device,
+        *shape,
+        labels.as_deref(),
+        *tau,
+        *mode,
+        *policy,
+        *seed,
+    )
 }
 
 /// The parity cases on one backend until the budget runs out.
@@ -70,10 +78,9 @@ struct Parity {
     budget: Budget,
 }
 
-impl BackendTask for Parity {
-    type Output = ParityResult;
-
-    fn run<B: TrainBackend>(self, _device: B::Device) -> ParityResult {
+impl Parity {
+    /// The cases on `device` (an autodiff device of the backend).
+    fn run(self, device: &Device) -> ParityResult {
         let start = Instant::now();
         let mut result = ParityResult {
             backend: self.kind.name().into(),
@@ -87,7 +94,7 @@ impl BackendTask for Parity {
                 break;
             }
             result.cases += 1;
-            match guarded(|| check::<B>(case)).and_then(|r| r) {
+            match guarded(|| check(device, case)).and_then(|r| r) {
                 Ok((v, g)) => {
                     result.passed += 1;
                     result.max_value_deviation = result.max_value_deviation.max(v);
@@ -108,5 +115,6 @@ pub fn run(kind: BackendKind, large: usize, budget: Budget) -> Result<ParityResu
         large,
         budget,
     };
-    kind.run(0, task).map_err(|e| e.to_string())
+    let device = kind.device(0).map_err(|e| e.to_string())?;
+    Ok(task.run(&device.autodiff()))
 }

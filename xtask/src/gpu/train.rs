@@ -11,13 +11,12 @@
 use std::path::Path;
 use std::time::Instant;
 
-use burn::optim::{GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use scl_data::readers::cifar::{CifarVariant, PIXELS, parse_cifar_records};
 use scl_models::{Architecture, ResNet18Config, SclModel, SclModelConfig};
-use scl_train::TrainBackend;
-use scl_train::backend::{BackendKind, BackendTask};
+use scl_train::backend::BackendKind;
 use scl_train::deep::scl_batch_loss;
 
 use super::{Budget, TrainResult};
@@ -138,33 +137,17 @@ impl Spec {
     }
 }
 
-/// The timed training on one backend.
-struct Training<'a> {
-    kind: BackendKind,
-    spec: &'a Spec,
-    images: &'a Images,
-    budget: Budget,
-}
-
-impl BackendTask for Training<'_> {
-    type Output = TrainResult;
-
-    fn run<B: TrainBackend>(self, device: B::Device) -> TrainResult {
-        train::<B>(self.kind, self.spec, self.images, self.budget, &device)
-    }
-}
-
-fn train<B: TrainBackend>(
+fn train(
     kind: BackendKind,
     spec: &Spec,
     images: &Images,
     budget: Budget,
-    device: &B::Device,
+    device: &Device,
 ) -> TrainResult {
-    B::seed(device, 0);
-    let mut model: SclModel<B> =
+    device.seed(0);
+    let mut model: SclModel =
         SclModelConfig::new(Architecture::Resnet18(ResNet18Config::new()), 10).init(device);
-    let mut optim = crate::paper_step::optimizer::<B>();
+    let mut optim = crate::paper_step::optimizer();
     let loss = crate::paper_step::loss();
     let mut result = TrainResult {
         backend: kind.name().into(),
@@ -185,15 +168,15 @@ fn train<B: TrainBackend>(
         }
         let start = Instant::now();
         let (x, y) = images.batch(step, n);
-        let x = Tensor::<B, 4>::from_data(TensorData::new(x, [n, 3, 32, 32]), device);
-        let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [n]), device);
+        let x = Tensor::<4>::from_data(TensorData::new(x, [n, 3, 32, 32]), device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), device);
         // Views: the image and its vertical flip, next to each other (sample-major), and the
         // loss of the training crate's SCL step.
         let views = Tensor::stack::<5>(vec![x.clone(), x.flip([2])], 1).reshape([2 * n, 3, 32, 32]);
         let value = scl_batch_loss(&model, views, y, 2, &loss);
         let grads = GradientsParams::from_grads(value.backward(), &model);
         model = optim.step(0.1, model, grads);
-        let v: f64 = value.into_scalar().elem();
+        let v: f64 = value.into_scalar::<f64>();
         result.step_seconds.push(start.elapsed().as_secs_f64());
         result.loss.push(v);
         if !v.is_finite() {
@@ -227,11 +210,6 @@ pub fn run(
     images: &Images,
     budget: Budget,
 ) -> Result<TrainResult, String> {
-    let task = Training {
-        kind,
-        spec,
-        images,
-        budget,
-    };
-    kind.run(0, task).map_err(|e| e.to_string())
+    let device = kind.device(0).map_err(|e| e.to_string())?;
+    Ok(train(kind, spec, images, budget, &device.autodiff()))
 }

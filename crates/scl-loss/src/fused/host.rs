@@ -1,5 +1,5 @@
-//! The whole fused loss on the host, for the CPU backends: one copy of the features in, the
-//! `[Na]` per-anchor losses out, and in the backward one copy of the gradient out.
+//! The whole fused loss on the host, for the CPU backend (Flex): the features read in place,
+//! the `[Na]` per-anchor losses out, and in the backward one gradient tensor out.
 //!
 //! [`super::supcon_fused`] on a GPU backend composes the loss from about twenty tensor
 //! operations around [`super::SupConBackend::supcon_lse`] (the normalisation, the view-major
@@ -14,18 +14,21 @@
 //! with `z . dz` in `f64`: the radial part of `dz` cancels there, and in `f32` that
 //! difference is where the gradient's relative error would come from.
 
+#[cfg(feature = "flex")]
 use std::sync::Arc;
 
-use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorData};
+#[cfg(feature = "flex")]
+use burn::backend::flex::FlexTensor;
+#[cfg(feature = "flex")]
 use rayon::prelude::*;
 
-use super::{cpu, host_f32};
+#[cfg(feature = "flex")]
+use super::{cpu, flex_tensor, with_f32};
 
 /// Rows whose norm is below this are divided by it instead (as
 /// `torch.nn.functional.normalize` and [`crate::l2_normalize`] do); the clamped norm is a
 /// constant, so such a row's gradient is `dz / NORM_FLOOR`.
+#[cfg(feature = "flex")]
 const NORM_FLOOR: f64 = 1e-12;
 
 /// What the per-anchor SupCon terms need besides the features.
@@ -52,6 +55,7 @@ pub struct TermsProblem {
 }
 
 impl TermsProblem {
+    #[cfg(feature = "flex")]
     fn n_contrast(&self) -> usize {
         self.batch * self.views
     }
@@ -87,6 +91,7 @@ impl TermsProblem {
 
 /// What the forward keeps for the backward: the view-major (normalised) contrast rows, their
 /// norms, the class sums and the log-sum-exps. `O(N d)`; shared, never copied.
+#[cfg(feature = "flex")]
 #[derive(Debug, Clone)]
 pub struct HostTerms {
     problem: Arc<TermsProblem>,
@@ -100,17 +105,6 @@ pub struct HostTerms {
     lse: Arc<Vec<f32>>,
 }
 
-/// A float primitive of `shape` from host values.
-pub(super) fn device_tensor<B: Backend, const D: usize>(
-    values: Vec<f32>,
-    shape: [usize; D],
-    device: &B::Device,
-) -> FloatTensor<B> {
-    Tensor::<B, D>::from_data(TensorData::new(values, shape), device)
-        .into_primitive()
-        .tensor()
-}
-
 /// The per-anchor losses `[n_anchor]` of `features` (`[batch, views, dim]`, `f32` values) and
 /// what the backward needs.
 ///
@@ -119,12 +113,13 @@ pub(super) fn device_tensor<B: Backend, const D: usize>(
 ///
 /// # Panics
 /// When `features` does not have `batch * views * dim` values, or `batch * views < 2`.
-pub fn forward<B: Backend>(
-    features: FloatTensor<B>,
-    problem: &TermsProblem,
-) -> (FloatTensor<B>, HostTerms) {
-    let device = B::float_device(&features);
-    let x = host_f32::<B>(features);
+#[cfg(feature = "flex")]
+pub fn forward(features: &FlexTensor, problem: &TermsProblem) -> (FlexTensor, HostTerms) {
+    with_f32(features, |x| forward_values(x, problem))
+}
+
+#[cfg(feature = "flex")]
+fn forward_values(x: &[f32], problem: &TermsProblem) -> (FlexTensor, HostTerms) {
     let (b, v, d) = (problem.batch, problem.views, problem.dim);
     let n = problem.n_contrast();
     assert_eq!(x.len(), n * d, "SupCon terms: features of the wrong size");
@@ -155,7 +150,6 @@ pub fn forward<B: Backend>(
             row.copy_from_slice(&x[(sample * v + view) * d..][..d]);
         });
     }
-    drop(x);
 
     let kernel = cpu::Problem {
         z: &z,
@@ -191,7 +185,7 @@ pub fn forward<B: Backend>(
         })
         .collect();
 
-    let out = device_tensor::<B, 1>(loss, [problem.n_anchor], &device);
+    let out = flex_tensor(loss, [problem.n_anchor]);
     let state = HostTerms {
         problem: Arc::new(problem.clone()),
         z: Arc::new(z),
@@ -209,9 +203,13 @@ pub fn forward<B: Backend>(
 /// the anchors of class c`, the positive term's gradient on contrast row `j` is
 /// `[j anchor] c_j (S_{y_j} - 2 z_j) + A_{y_j}`; the log-sum-exp's comes from the kernel with
 /// upstream `scale has_i g_i`; the normalisation's backward maps the sum to the raw rows.
-pub fn backward<B: Backend>(state: &HostTerms, grad: FloatTensor<B>) -> FloatTensor<B> {
-    let device = B::float_device(&grad);
-    let g = host_f32::<B>(grad);
+#[cfg(feature = "flex")]
+pub fn backward(state: &HostTerms, grad: &FlexTensor) -> FlexTensor {
+    with_f32(grad, |g| backward_values(state, g))
+}
+
+#[cfg(feature = "flex")]
+fn backward_values(state: &HostTerms, g: &[f32]) -> FlexTensor {
     let p = &*state.problem;
     let (b, v, d) = (p.batch, p.views, p.dim);
     let n = p.n_contrast();
@@ -278,5 +276,5 @@ pub fn backward<B: Backend>(state: &HostTerms, grad: FloatTensor<B>) -> FloatTen
                 }
             }
         });
-    device_tensor::<B, 3>(out, [b, v, d], &device)
+    flex_tensor(out, [b, v, d])
 }

@@ -11,12 +11,9 @@
 //! ```
 
 use super::exact::{Spec, loss_and_grad};
-use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use scl_loss::{
-    ContrastMode, Implementation, NoPositivePolicy, SupConBackend, SupConLoss, SupConLossConfig,
-};
+use scl_loss::{ContrastMode, Implementation, NoPositivePolicy, SupConLoss, SupConLossConfig};
 
 /// The tolerance of [`Case::check`], relative as in the module documentation.
 pub const TOLERANCE: f64 = 1e-5;
@@ -63,36 +60,38 @@ impl Case {
             .init()
     }
 
-    /// Loss and feature gradient in f32 on backend `B` (its default device), through the
-    /// public API.
-    pub fn run<B: AutodiffBackend + SupConBackend>(
-        &self,
-        implementation: Implementation,
-    ) -> (f64, Vec<f64>) {
-        self.run_with::<B>(implementation, |loss, f, labels| loss.forward(f, labels))
+    /// Loss and feature gradient in f32 on the autodiff `device`, through the public API.
+    pub fn run(&self, device: &Device, implementation: Implementation) -> (f64, Vec<f64>) {
+        self.run_with(device, implementation, |loss, f, labels| {
+            loss.forward(f, labels)
+        })
     }
 
     /// [`Case::run`] with the loss computed by `compute` from the loss options, the features
     /// and the labels (e.g. `loss.reduce(supcon_fused_composed(..))`).
-    pub fn run_with<B: AutodiffBackend + SupConBackend>(
+    pub fn run_with(
         &self,
+        device: &Device,
         implementation: Implementation,
-        compute: impl Fn(&SupConLoss, Tensor<B, 3>, Option<Tensor<B, 1, Int>>) -> Tensor<B, 1>,
+        compute: impl Fn(&SupConLoss, Tensor<3>, Option<Tensor<1, Int>>) -> Tensor<1>,
     ) -> (f64, Vec<f64>) {
-        let device = Default::default();
-        let f =
-            Tensor::<B, 3>::from_data(TensorData::new(self.features.clone(), self.shape), &device)
-                .require_grad();
-        let labels = self.labels.as_ref().map(|l| {
-            Tensor::<B, 1, Int>::from_data(TensorData::new(l.clone(), [l.len()]), &device)
-        });
+        let f = Tensor::<3>::from_data(TensorData::new(self.features.clone(), self.shape), device)
+            .require_grad();
+        let labels = self
+            .labels
+            .as_ref()
+            .map(|l| Tensor::<1, Int>::from_data(TensorData::new(l.clone(), [l.len()]), device));
         let out = compute(&self.loss(implementation), f.clone(), labels);
-        let grads = out.backward();
-        let host = |d: TensorData| d.convert::<f64>().into_vec::<f64>().unwrap_or_default();
-        let grad = f
-            .grad(&grads)
-            .map_or(vec![0.0; self.features.len()], |g| host(g.into_data()));
-        (host(out.into_data())[0], grad)
+        let host = |t: Tensor<3>| t.try_into_vec_as::<f64>().unwrap_or_default();
+        // A loss without any pair is a constant 0: no graph, no gradient.
+        let grad = if out.is_tracked() {
+            let grads = out.backward();
+            f.grad(&grads).map(host)
+        } else {
+            None
+        };
+        let grad = grad.unwrap_or_else(|| vec![0.0; self.features.len()]);
+        (out.try_into_vec_as::<f64>().unwrap_or_default()[0], grad)
     }
 
     /// `(loss deviation, gradient deviation)`, relative as in the module documentation, when
