@@ -102,9 +102,10 @@ impl BackendKind {
             #[cfg(feature = "wgpu")]
             Self::Wgpu => match wgpu_devices().len() {
                 0 => Err(ConfigError::new(
-                    "no Vulkan adapter: wgpu found none (a machine without a GPU needs Mesa's \
-                     lavapipe driver: apt-get install mesa-vulkan-drivers; a GPU machine needs \
-                     the Vulkan loader libvulkan1 and the vendor's ICD file)",
+                    "no Vulkan adapter: wgpu found no Vulkan, Metal or DX12 adapter (a machine \
+                     without a GPU needs Mesa's lavapipe driver: apt-get install \
+                     mesa-vulkan-drivers; a GPU machine needs the Vulkan loader libvulkan1 and \
+                     the vendor's ICD file)",
                 )),
                 n => Ok(n),
             },
@@ -279,14 +280,52 @@ fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
-/// The wgpu adapters in wgpu's enumeration order, as Burn devices (enumerated once per
-/// process: it creates a wgpu instance). Empty where enumeration fails.
+/// The wgpu adapters, as Burn devices pinned to one graphics API: the first of Vulkan, Metal
+/// and DX12 with a hardware adapter, else the first with any (lavapipe), in wgpu's enumeration
+/// order. OpenGL is not used: Burn's own choice falls back to it when there is no Vulkan
+/// driver, and there Mesa's llvmpipe fails the fused loss's 256 MiB buffers after minutes of
+/// work. Enumerated once per process (it creates a wgpu instance per API); empty where
+/// enumeration fails.
 #[cfg(feature = "wgpu")]
 fn wgpu_devices() -> &'static [Device] {
-    use burn::tensor::DeviceType;
+    use burn::backend::{CubeDevice, WgpuBackend, WgpuDevice, WgpuDeviceKind};
     static DEVICES: std::sync::OnceLock<Vec<Device>> = std::sync::OnceLock::new();
+    // The adapters on `api`, and whether one of them is hardware (not a software driver).
+    let on = |api: WgpuBackend| {
+        let (mut devices, mut hardware) = (Vec::<Device>::new(), false);
+        for kind in [
+            WgpuDeviceKind::DiscreteGpu(0),
+            WgpuDeviceKind::IntegratedGpu(0),
+            WgpuDeviceKind::VirtualGpu(0),
+            WgpuDeviceKind::Other(0),
+            WgpuDeviceKind::Cpu,
+        ] {
+            let seed = CubeDevice::Wgpu(WgpuDevice::new(kind.clone()).on(api));
+            for id in CubeDevice::enumerate(seed.to_id()) {
+                let device = Device::new(CubeDevice::from_id(id));
+                if !devices.contains(&device) {
+                    hardware |= kind != WgpuDeviceKind::Cpu;
+                    devices.push(device);
+                }
+            }
+        }
+        (devices, hardware)
+    };
     DEVICES.get_or_init(|| {
-        quietly(|| Device::enumerate(DeviceType::Wgpu).into_vec()).unwrap_or_default()
+        quietly(|| {
+            let mut software_only = Vec::new();
+            for api in [WgpuBackend::Vulkan, WgpuBackend::Metal, WgpuBackend::Dx12] {
+                let (devices, hardware) = on(api);
+                if hardware {
+                    return devices;
+                }
+                if software_only.is_empty() {
+                    software_only = devices;
+                }
+            }
+            software_only
+        })
+        .unwrap_or_default()
     })
 }
 
