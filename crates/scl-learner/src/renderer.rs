@@ -145,9 +145,8 @@ impl TrainingProgressLogger for EpochLines {
 
     fn end(&mut self) {}
 
-    fn log_event_training(&mut self, event: String) {
-        let _ = writeln!(std::io::stderr().lock(), "{event}");
-    }
+    /// burn-train's events are one "Iteration" per step: one line per epoch is the point.
+    fn log_event_training(&mut self, _event: String) {}
 }
 
 impl EvaluationProgressLogger for EpochLines {
@@ -161,9 +160,7 @@ impl EvaluationProgressLogger for EpochLines {
 
     fn end_global_progress(&mut self) {}
 
-    fn log_event_evaluation(&mut self, event: String) {
-        let _ = writeln!(std::io::stderr().lock(), "{event}");
-    }
+    fn log_event_evaluation(&mut self, _event: String) {}
 }
 
 impl MetricsRenderer for EpochLines {
