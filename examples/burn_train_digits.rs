@@ -33,7 +33,7 @@ fn main() {
 // Written as a project would write it, one step per line (rustfmt would spread it over 52).
 #[rustfmt::skip]
 fn run(dir: &str, epochs: usize, resume: Option<usize>) -> Result<(), Box<dyn std::error::Error>> {
-    // -- your project's code from here: 29 lines (and the 9 `use` lines above) --
+    // -- your project's code from here: 29 lines (and the 8 `use` lines above) --
     let device = Device::flex().autodiff();
     let digits = Manifest::named("sklearn-digits")?;
     let opts = LoadOptions::offline(DataDir::resolve(None));

@@ -13,9 +13,8 @@
 //! ```
 //!
 //! The default methods of [`crate::LayerBackend`] compute these formulas with tensor
-//! operations (any backend); Flex and ndarray in `f32` use the host loops of this module,
-//! parallel over channels for the sums and over `(image, channel)` planes for the elementwise
-//! passes.
+//! operations (any backend); Flex in `f32` uses the host loops of this module, parallel over
+//! channels for the sums and over `(image, channel)` planes for the elementwise passes.
 
 use rayon::prelude::*;
 
