@@ -254,6 +254,91 @@ pub fn render(p: &SlurmPlan<'_>) -> String {
     s
 }
 
+/// Whether `text` is a time limit Slurm accepts (`--time`): `M`, `M:S`, `H:M:S`, `D-H`,
+/// `D-H:M`, `D-H:M:S` with decimal numbers, or `UNLIMITED` / `INFINITE`; and not zero.
+pub fn is_slurm_time(text: &str) -> bool {
+    if ["unlimited", "infinite"].contains(&text.to_ascii_lowercase().as_str()) {
+        return true;
+    }
+    let number = |t: &str| !t.is_empty() && t.len() <= 9 && t.bytes().all(|b| b.is_ascii_digit());
+    let (days, rest) = match text.split_once('-') {
+        Some((d, r)) if number(d) => (Some(d), r),
+        Some(_) => return false,
+        None => (None, text),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    (1..=3).contains(&parts.len())
+        && parts.iter().all(|p| number(p))
+        && days
+            .into_iter()
+            .chain(parts.iter().copied())
+            .any(|p| p.bytes().any(|b| b != b'0'))
+}
+
+/// One sentence for the first value that cannot be written into the script as given: a
+/// control character anywhere (a newline would start a line of its own, an `#SBATCH` option
+/// or a command), a partition that is not a Slurm name, a time Slurm does not read, no CPU,
+/// or whitespace in a path that an `#SBATCH` line carries (Slurm splits those lines into
+/// words).
+fn check_values(args: &SlurmArgs, workdir: &Path) -> Result<(), ConfigError> {
+    let path = |p: &Path| p.display().to_string();
+    let mut texts: Vec<(&str, String)> = vec![
+        ("--experiment", path(&args.experiment)),
+        ("--time", args.time.clone()),
+        ("--out", path(&args.out)),
+        ("--binary", path(&args.binary)),
+        ("--workdir", path(workdir)),
+    ];
+    let optional = [
+        ("--profile", args.profile.clone()),
+        ("--partition", args.partition.clone()),
+        ("--script", args.script.as_deref().map(path)),
+        ("--data-dir", args.data_dir.as_deref().map(path)),
+    ];
+    texts.extend(optional.into_iter().filter_map(|(f, t)| Some((f, t?))));
+    texts.extend(args.set.iter().map(|s| ("--set", s.clone())));
+    for (flag, text) in &texts {
+        if text.chars().any(char::is_control) {
+            return Err(ConfigError::new(format!(
+                "{flag} {text:?} is not allowed: it holds a control character such as a \
+                 newline, which would start a line of its own in the script"
+            )));
+        }
+    }
+    if let Some(partition) = &args.partition
+        && (partition.is_empty()
+            || !partition
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.,".contains(c)))
+    {
+        return Err(ConfigError::new(format!(
+            "--partition {partition:?} is not allowed: a partition is letters, digits, '_', '-' \
+             and '.' (several separated by ',')"
+        )));
+    }
+    if !is_slurm_time(&args.time) {
+        return Err(ConfigError::new(format!(
+            "--time {:?} is not allowed: Slurm takes minutes, M:S, H:M:S, D-H, D-H:M, D-H:M:S \
+             (not zero) or UNLIMITED",
+            args.time
+        )));
+    }
+    if args.cpus_per_task == 0 {
+        return Err(ConfigError::new(
+            "--cpus-per-task 0 is not allowed: it must be at least 1",
+        ));
+    }
+    for (flag, text) in [("--workdir", path(workdir)), ("--out", path(&args.out))] {
+        if text.chars().any(char::is_whitespace) {
+            return Err(ConfigError::new(format!(
+                "{flag} {text:?} is not allowed: the script's #SBATCH lines carry it, and Slurm \
+                 splits those lines at spaces; use a path without whitespace"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Writes the script.
 pub fn run(args: SlurmArgs) -> anyhow::Result<ExitCode> {
     let backend: BackendKind = match args.backend.parse() {
@@ -265,20 +350,34 @@ pub fn run(args: SlurmArgs) -> anyhow::Result<ExitCode> {
             "--max-concurrent 0 is not allowed: it must be at least 1",
         )));
     }
+    let workdir = match &args.workdir {
+        Some(w) => w.clone(),
+        None => std::env::current_dir()?,
+    };
+    if let Err(e) = check_values(&args, &workdir) {
+        return Ok(config_error(&e));
+    }
     let experiment = match crate::sweep::parse_sets(&args.set)
         .and_then(|sets| Experiment::load_with(&args.experiment, args.profile.as_deref(), &sets))
     {
         Ok(e) => e,
         Err(e) => return Ok(config_error(&e)),
     };
+    if experiment
+        .folder_name()
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Ok(config_error(&ConfigError::new(format!(
+            "the experiment name {:?} is not allowed in a Slurm script: it holds whitespace or \
+             a control character, and the script's #SBATCH lines carry it",
+            experiment.folder_name()
+        ))));
+    }
     let root = experiment_root(&experiment, &args.out);
     if let Err(e) = check_results_dir(&experiment, &root) {
         return Ok(config_error(&e));
     }
-    let workdir = match &args.workdir {
-        Some(w) => w.clone(),
-        None => std::env::current_dir()?,
-    };
     let script = args
         .script
         .clone()
@@ -314,4 +413,44 @@ pub fn run(args: SlurmArgs) -> anyhow::Result<ExitCode> {
         script.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_slurm_time;
+
+    #[test]
+    fn slurm_time_limits_are_the_forms_sbatch_reads() {
+        for good in [
+            "30",
+            "30:00",
+            "24:00:00",
+            "2-0",
+            "2-12",
+            "1-12:30",
+            "1-00:00:01",
+            "UNLIMITED",
+            "infinite",
+        ] {
+            assert!(is_slurm_time(good), "{good}");
+        }
+        for bad in [
+            "",
+            "abc",
+            "0",
+            "00:00:00",
+            "1:2:3:4",
+            "1-",
+            "-1",
+            "1-2-3",
+            "1:",
+            ":30",
+            "1.5",
+            "24:00:00\n#SBATCH --wrap=x",
+            "1 h",
+            "1234567890",
+        ] {
+            assert!(!is_slurm_time(bad), "{bad:?}");
+        }
+    }
 }

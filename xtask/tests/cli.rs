@@ -1128,6 +1128,57 @@ fn the_slurm_script_matches_its_snapshot() {
 }
 
 #[test]
+fn slurm_values_that_would_change_the_script_exit_2_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), KILLABLE).unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--partition", "gpu\n#SBATCH --wrap=touch /tmp/PWNED"],
+            "--partition \"gpu\\n#SBATCH --wrap=touch /tmp/PWNED\" is not allowed: it holds a \
+             control character",
+        ),
+        (
+            &["--partition", "gpu;rm"],
+            "--partition \"gpu;rm\" is not allowed",
+        ),
+        (
+            &["--time", "abc"],
+            "--time \"abc\" is not allowed: Slurm takes minutes",
+        ),
+        (&["--time", "0"], "--time \"0\" is not allowed"),
+        (
+            &["--cpus-per-task", "0"],
+            "--cpus-per-task 0 is not allowed",
+        ),
+        (
+            &["--set", "epochs=2\nrm -rf x"],
+            "--set \"epochs=2\\nrm -rf x\" is not allowed",
+        ),
+        (&["--workdir", "/a b"], "--workdir \"/a b\" is not allowed"),
+        (
+            &["--data-dir", "d\rx"],
+            "--data-dir \"d\\rx\" is not allowed",
+        ),
+    ];
+    for (extra, sentence) in cases {
+        let mut args = vec![
+            "slurm",
+            "--experiment",
+            "exp.toml",
+            "--script",
+            "job.sbatch",
+        ];
+        args.extend_from_slice(extra);
+        let (code, err) = xtask(dir.path(), &args);
+        assert_eq!(code, 2, "{extra:?}: {err}");
+        assert!(err.contains(sentence), "{extra:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{extra:?}: {err}");
+        assert!(!dir.path().join("job.sbatch").exists(), "{extra:?}");
+        assert!(!dir.path().join("runs").exists(), "{extra:?}");
+    }
+}
+
+#[test]
 fn help_lists_the_allowed_values_of_enumerated_options_and_keys() {
     let help = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
