@@ -121,17 +121,20 @@ impl UfmConfig {
 
     /// The feature dimension: `dim`, or `2 K` when absent.
     pub fn dim(&self) -> usize {
-        self.dim.unwrap_or(2 * self.num_classes)
+        self.dim.unwrap_or(self.num_classes.saturating_mul(2))
     }
 
     /// Bytes a run of this configuration holds at once, roughly: the `N x d` features with
     /// their gradient and the optimiser's two moments in f32 (`16 N d`), their f64 copy for the
     /// geometry (`8 N d`), the class means and their Gram matrix (`8 K d + 8 K^2`). The loss
     /// kernel keeps no `N x N` matrix on the CPU backends.
+    ///
+    /// In closed form (no loop over the classes), so that it answers at once for any `K`.
     pub fn memory_estimate_bytes(&self) -> f64 {
-        let n: f64 = (0..self.num_classes)
-            .map(|c| self.class_size(c) as f64)
-            .sum();
+        let majority = (self.num_classes / 2) as f64;
+        let minority = (self.num_classes - self.num_classes / 2) as f64;
+        let n = majority * self.class_size(0) as f64
+            + minority * self.class_size(self.num_classes.saturating_sub(1)) as f64;
         let (d, k) = (self.dim() as f64, self.num_classes as f64);
         24.0 * n * d + 8.0 * k * d + 8.0 * k * k
     }
@@ -204,10 +207,17 @@ impl UfmConfig {
         if let Some(available) = crate::machine_memory_bytes() {
             let needed = self.memory_estimate_bytes();
             if needed > available as f64 {
-                let gib = |b: f64| b / f64::from(1u32 << 30);
+                let gib = |b: f64| {
+                    let g = b / f64::from(1u32 << 30);
+                    if g < 1e6 {
+                        format!("{g:.1}")
+                    } else {
+                        format!("{g:.1e}")
+                    }
+                };
                 return Err(ConfigError::new(format!(
                     "num_classes = {}, n_majority = {} and dim = {} are not allowed together: \
-                     the run would hold about {:.1} GiB, more than this machine's {:.1} GiB of \
+                     the run would hold about {} GiB, more than this machine's {} GiB of \
                      memory; lower one of them",
                     self.num_classes,
                     self.n_majority,
@@ -247,5 +257,48 @@ impl UfmConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ufm(num_classes: usize, dim: Option<usize>) -> UfmConfig {
+        UfmConfig {
+            num_classes,
+            dim,
+            n_majority: 200,
+            ratio: 10.0,
+            relu: true,
+            temperature: 1.0,
+            steps: 400,
+            lr: 0.05,
+            optimizer: OptimizerKind::Adam,
+            seed: 0,
+            log_every: 25,
+            schedule: None,
+            batch_size: None,
+        }
+    }
+
+    #[test]
+    fn the_memory_estimate_counts_every_class_without_a_loop_over_them() {
+        // K = 5: classes 0 and 1 with 200 samples, 2 to 4 with 20: N = 460, d = 10.
+        let small = ufm(5, None);
+        let n: usize = (0..5).map(|c| small.class_size(c)).sum();
+        assert_eq!(n, 460);
+        assert_eq!(
+            small.memory_estimate_bytes(),
+            24.0 * 460.0 * 10.0 + 8.0 * 5.0 * 10.0 + 8.0 * 25.0
+        );
+        // The largest K a file can give: a loop over the classes would not end; the closed
+        // form answers, and validation refuses the run for its memory in one sentence.
+        let huge = ufm(i64::MAX as usize, Some(i64::MAX as usize));
+        assert!(huge.memory_estimate_bytes() > 1e40);
+        if crate::machine_memory_bytes().is_some() {
+            let err = huge.validate().unwrap_err().to_string();
+            assert!(err.contains("are not allowed together"), "{err}");
+        }
     }
 }
