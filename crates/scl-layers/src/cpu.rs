@@ -510,6 +510,9 @@ impl Shift {
         // Valid rows: 0 <= y + dy < h; and 0 <= q + delta < p.
         let lo = ((-dy).max(0) * w).max(-delta).clamp(0, p);
         let hi = ((h - dy).min(h) * w).min(p - delta).clamp(lo, p);
+        // No position reads inside the plane (a kernel offset as far as the padding on a plane
+        // that small, e.g. 1 x 1): an empty range whose source is in bounds too.
+        let (lo, hi, delta) = if lo < hi { (lo, hi, delta) } else { (0, 0, 0) };
         Shift {
             lo: lo as usize,
             hi: hi as usize,

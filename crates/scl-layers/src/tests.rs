@@ -47,8 +47,32 @@ fn check_device(device: &Device, name: &str) {
     let mut rng = StdRng::seed_from_u64(7);
     // (batch, in, out, height, width, kernel, stride, padding, bias): 3x3 with padding,
     // stride 2, 1x1 (stride 1 and 2), batch 1, channel counts that are no multiple of a vector
-    // width, non-square inputs and kernels, the 7x7 stride-2 stem, valid padding.
+    // width, non-square inputs and kernels, the 7x7 stride-2 stem, valid padding; 3x3 with
+    // padding on 1x1 and 2x2 planes (the last stages of a ResNet-18 on 8x8 images), where
+    // some kernel offsets read no position of the plane at all.
     let cases = [
+        (
+            2,
+            3,
+            4,
+            1,
+            1,
+            [3, 3],
+            [1, 1],
+            PaddingConfig2d::Explicit(1, 1, 1, 1),
+            false,
+        ),
+        (
+            2,
+            3,
+            4,
+            2,
+            2,
+            [3, 3],
+            [1, 1],
+            PaddingConfig2d::Explicit(1, 1, 1, 1),
+            true,
+        ),
         (
             2,
             3,
