@@ -187,6 +187,74 @@ impl SclModelConfig {
     }
 }
 
+impl SclModelConfig {
+    /// The number of values the model's module will hold, counted from the configuration
+    /// without building it: weights, biases, and batch norm's scales, shifts and running
+    /// statistics (what Burn's `Module::num_params` counts on the built model). An `f64`, so
+    /// that any sizes give a number: a configuration can be checked against the memory it
+    /// would need before anything is allocated.
+    pub fn parameter_count(&self) -> f64 {
+        let f = |x: usize| x as f64;
+        let linear = |i: f64, o: f64| i * o + o;
+        let conv = |i: f64, o: f64, k: f64| i * o * k * k;
+        let norm = |c: f64| 4.0 * c;
+        let (backbone, dim) = match &self.architecture {
+            Architecture::Mlp(c) => {
+                let (mut n, mut input) = (0.0, f(c.input));
+                for &w in &c.widths {
+                    n += linear(input, f(w)) + if c.batch_norm { norm(f(w)) } else { 0.0 };
+                    input = f(w);
+                }
+                (n, input)
+            }
+            Architecture::SmallCnn(c) => {
+                let [a, b] = c.channels.map(f);
+                let n = conv(f(c.in_channels), a, 3.0)
+                    + norm(a)
+                    + conv(a, b, 3.0)
+                    + norm(b)
+                    + linear(b, f(c.embedding));
+                (n, f(c.embedding))
+            }
+            Architecture::Resnet18(c) => {
+                let w = f(c.width);
+                let mut n = conv(f(c.in_channels), w, 3.0) + norm(w);
+                let mut i = w;
+                for o in [w, 2.0 * w, 4.0 * w, 8.0 * w] {
+                    // Two basic blocks of two 3x3 convolutions and two batch norms each; the
+                    // first block's first convolution takes `i` channels, and that block has a
+                    // 1x1 shortcut where the shape changes (every stage but the first).
+                    n += conv(i, o, 3.0) + 3.0 * conv(o, o, 3.0) + 4.0 * norm(o);
+                    if i != o {
+                        n += conv(i, o, 1.0) + norm(o);
+                    }
+                    i = o;
+                }
+                (n, 8.0 * w)
+            }
+            Architecture::Densenet(c) => {
+                let (growth, mid) = (f(c.growth), f(c.bn_size * c.growth));
+                let mut ch = f(c.initial);
+                let mut n = conv(f(c.in_channels), ch, 7.0) + norm(ch);
+                for (i, &layers) in c.blocks.iter().enumerate() {
+                    for _ in 0..layers {
+                        n += norm(ch) + conv(ch, mid, 1.0) + norm(mid) + conv(mid, growth, 3.0);
+                        ch += growth;
+                    }
+                    if i + 1 < c.blocks.len() {
+                        n += norm(ch) + conv(ch, (ch / 2.0).floor(), 1.0);
+                        ch = (ch / 2.0).floor();
+                    }
+                }
+                (n + norm(ch), ch)
+            }
+        };
+        let projection = self.projection.map_or(0.0, |p| linear(dim, f(p)));
+        let embed = self.projection.map_or(dim, f);
+        backbone + projection + linear(embed, f(self.num_classes))
+    }
+}
+
 impl SclModel {
     /// The embedding `h` after the final activation, before normalisation: `[N, dim]`.
     ///

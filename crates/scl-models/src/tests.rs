@@ -133,3 +133,25 @@ fn a_saved_record_loads_to_the_same_outputs() {
         eprintln!("{name}: record round trip ok");
     }
 }
+
+#[test]
+fn the_parameter_count_from_a_configuration_is_the_built_models() {
+    let device = Device::flex();
+    for (name, architecture, _, _) in configs() {
+        for projection in [None, Some(24)] {
+            let config = SclModelConfig::new(architecture.clone(), 10).with_projection(projection);
+            let built = config.init(&device).num_params() as f64;
+            assert_eq!(
+                config.parameter_count(),
+                built,
+                "{name}, projection {projection:?}"
+            );
+        }
+    }
+    // Sizes no machine can hold still give a number, at once.
+    let huge = SclModelConfig::new(
+        Architecture::Mlp(MlpConfig::new(784, vec![100_000_000])),
+        10,
+    );
+    assert!(huge.parameter_count() > 7.8e10);
+}

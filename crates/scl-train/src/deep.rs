@@ -250,7 +250,8 @@ fn default_eval_every() -> usize {
 impl DeepConfig {
     /// Checks every value; the error names the key and what is allowed.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        Manifest::named(&self.dataset).map_err(|e| ConfigError::new(format!("dataset: {e}")))?;
+        let manifest = Manifest::named(&self.dataset)
+            .map_err(|e| ConfigError::new(format!("dataset: {e}")))?;
         let positive = |name: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
@@ -316,7 +317,46 @@ impl DeepConfig {
                 "batch_size must be at least 2 for SCL with a single view",
             ));
         }
-        Ok(())
+        self.check_model_memory(manifest.image_shape, manifest.num_classes)
+    }
+
+    /// The model's parameters, their gradients and the optimiser's state (16 bytes per
+    /// parameter in f32) against this machine's memory, before anything is allocated: one
+    /// sentence naming the size keys of the model.
+    fn check_model_memory(&self, shape: [usize; 3], num_classes: usize) -> Result<(), ConfigError> {
+        let Some(available) = crate::machine_memory_bytes() else {
+            return Ok(());
+        };
+        let parameters = self.model_config(shape, num_classes).parameter_count();
+        let needed = 16.0 * parameters;
+        if needed <= available as f64 {
+            return Ok(());
+        }
+        let keys = match self.model {
+            ModelKind::Mlp => format!("mlp_widths = {:?}", self.mlp_widths),
+            ModelKind::SmallCnn => format!("embedding = {}", self.embedding),
+            ModelKind::Resnet18 => format!("resnet_width = {}", self.resnet_width),
+            ModelKind::Densenet => "the DenseNet-BC configuration".to_string(),
+        };
+        let keys = match self.projection {
+            Some(p) => format!("{keys} with projection = {p}"),
+            None => keys,
+        };
+        let gib = |b: f64| {
+            let g = b / f64::from(1u32 << 30);
+            if g < 1e6 {
+                format!("{g:.1}")
+            } else {
+                format!("{g:.1e}")
+            }
+        };
+        Err(ConfigError::new(format!(
+            "{keys} is not allowed: the model would have about {parameters:.1e} parameters, \
+             {} GiB with their gradients and the optimiser's state, more than this machine's \
+             {} GiB of memory; lower it",
+            gib(needed),
+            gib(available as f64)
+        )))
     }
 
     /// The model configuration for images of `shape` (after the views' transforms).
@@ -1353,5 +1393,44 @@ mod tests {
         for key in DEEP_REQUIRED_KEYS {
             assert!(DEEP_KEYS.contains(key), "{key}");
         }
+    }
+
+    #[test]
+    fn model_sizes_no_machine_holds_are_one_sentence_before_anything_is_allocated() {
+        let base = "dataset = \"sklearn-digits\"\nepochs = 1\n";
+        let cases = [
+            (
+                "model = \"mlp\"\nmlp_widths = [100000000]",
+                "mlp_widths = [100000000]",
+            ),
+            (
+                "model = \"mlp\"\nprojection = 1000000000",
+                "mlp_widths = [256, 128] with projection = 1000000000",
+            ),
+            (
+                "model = \"small-cnn\"\nembedding = 1000000000",
+                "embedding = 1000000000",
+            ),
+            (
+                "model = \"resnet18\"\nresnet_width = 1000000",
+                "resnet_width = 1000000",
+            ),
+        ];
+        for (text, key) in cases {
+            let cfg: DeepConfig = toml::from_str(&format!("{base}{text}")).unwrap();
+            if crate::machine_memory_bytes().is_none() {
+                assert!(cfg.validate().is_ok());
+                continue;
+            }
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("{key} is not allowed: the model would have about")),
+                "{err}"
+            );
+            assert!(err.contains("GiB of memory"), "{err}");
+        }
+        // The default sizes pass.
+        let cfg: DeepConfig = toml::from_str(&format!("{base}model = \"resnet18\"")).unwrap();
+        cfg.validate().unwrap();
     }
 }
