@@ -207,14 +207,6 @@ impl UfmConfig {
         if let Some(available) = crate::machine_memory_bytes() {
             let needed = self.memory_estimate_bytes();
             if needed > available as f64 {
-                let gib = |b: f64| {
-                    let g = b / f64::from(1u32 << 30);
-                    if g < 1e6 {
-                        format!("{g:.1}")
-                    } else {
-                        format!("{g:.1e}")
-                    }
-                };
                 return Err(ConfigError::new(format!(
                     "num_classes = {}, n_majority = {} and dim = {} are not allowed together: \
                      the run would hold about {} GiB, more than this machine's {} GiB of \
@@ -222,8 +214,8 @@ impl UfmConfig {
                     self.num_classes,
                     self.n_majority,
                     self.dim(),
-                    gib(needed),
-                    gib(available as f64)
+                    crate::gib_text(needed),
+                    crate::gib_text(available as f64)
                 )));
             }
         }

@@ -342,20 +342,12 @@ impl DeepConfig {
             Some(p) => format!("{keys} with projection = {p}"),
             None => keys,
         };
-        let gib = |b: f64| {
-            let g = b / f64::from(1u32 << 30);
-            if g < 1e6 {
-                format!("{g:.1}")
-            } else {
-                format!("{g:.1e}")
-            }
-        };
         Err(ConfigError::new(format!(
             "{keys} is not allowed: the model would have about {parameters:.1e} parameters, \
              {} GiB with their gradients and the optimiser's state, more than this machine's \
              {} GiB of memory; lower it",
-            gib(needed),
-            gib(available as f64)
+            crate::gib_text(needed),
+            crate::gib_text(available as f64)
         )))
     }
 

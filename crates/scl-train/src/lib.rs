@@ -103,6 +103,17 @@ pub enum RunError {
 /// `1e3` for `1e-3`, which would otherwise run to the end on dead or overflowing features.
 pub const MAX_LR: f64 = 10.0;
 
+/// `bytes` in GiB for a sentence: one decimal (`23.5`), or a power of ten beyond a million GiB
+/// (`2.5e18`), where a configuration's estimate can go.
+pub(crate) fn gib_text(bytes: f64) -> String {
+    let gib = bytes / f64::from(1u32 << 30);
+    if gib < 1e6 {
+        format!("{gib:.1}")
+    } else {
+        format!("{gib:.1e}")
+    }
+}
+
 /// Total memory of this machine in bytes (`MemTotal` of `/proc/meminfo`); `None` where the
 /// system does not say.
 pub fn machine_memory_bytes() -> Option<u64> {
