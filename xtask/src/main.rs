@@ -33,6 +33,7 @@ mod loss_timing;
 mod paper_step;
 mod report;
 mod slurm;
+mod stderr_relay;
 mod sweep;
 mod train;
 

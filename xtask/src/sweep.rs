@@ -482,15 +482,66 @@ fn run_one(
     opts: &SweepOptions,
     args: &SweepArgs,
 ) -> ExitCode {
-    if args.supervised {
-        ChildProtocol::exit_when_parent_dies();
+    if !args.supervised {
+        return report_one(
+            experiment,
+            index,
+            run_cell_at(experiment, index, opts, false),
+        );
     }
-    let device = opts.devices.first().copied().unwrap_or(0);
-    let result = run_cell(experiment, index, opts, device, |done, total| {
-        if args.supervised {
-            println!("{}", ChildProtocol::progress_line(done, total));
+    ChildProtocol::stop_when_asked_or_orphaned();
+    // A full disk must not make a warning on stderr (the cell's log) end the cell.
+    let relay = crate::stderr_relay::StderrRelay::start();
+    let result = run_cell_at(experiment, index, opts, true);
+    let code = match result {
+        Ok(status) => {
+            ChildProtocol::say(&ChildProtocol::status_line(&status));
+            if let CellStatus::Interrupted(what) = &status {
+                // In the log too: a cell whose parent died has no one else to tell.
+                eprintln!("cell {index}: {what}");
+            }
+            ExitCode::SUCCESS
         }
-    });
+        Err(RunError::Config(e)) => {
+            ChildProtocol::say(&ChildProtocol::failure_line(&e.to_string()));
+            config_error(&e)
+        }
+        Err(e) => {
+            // The parent hears the reason even where the failure record and the log could
+            // not be written (a full disk).
+            ChildProtocol::say(&ChildProtocol::failure_line(&e.to_string()));
+            eprintln!("error: cell {index} failed: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    if let Some(relay) = relay {
+        relay.finish();
+    }
+    code
+}
+
+/// Runs cell `index` on the first device given, printing progress lines for a supervising
+/// sweep when `supervised`.
+fn run_cell_at(
+    experiment: &Experiment,
+    index: usize,
+    opts: &SweepOptions,
+    supervised: bool,
+) -> Result<CellStatus, RunError> {
+    let device = opts.devices.first().copied().unwrap_or(0);
+    run_cell(experiment, index, opts, device, |done, total| {
+        if supervised {
+            ChildProtocol::say(&ChildProtocol::progress_line(done, total));
+        }
+    })
+}
+
+/// The last line and exit code of `--cell I` run by hand.
+fn report_one(
+    experiment: &Experiment,
+    index: usize,
+    result: Result<CellStatus, RunError>,
+) -> ExitCode {
     let id = experiment
         .ids()
         .get(index)
@@ -498,26 +549,20 @@ fn run_one(
         .unwrap_or_default();
     match result {
         Ok(status) => {
-            if args.supervised {
-                println!("{}", ChildProtocol::status_line(&status));
-            } else {
-                let line = match &status {
-                    CellStatus::Finished(line) => format!("finished {line}"),
-                    CellStatus::AlreadyFinished => "already finished".to_string(),
-                    CellStatus::Busy => format!(
-                        "busy: another process has been running it for over {} s",
-                        scl_experiments::runner::LOCK_WAIT.as_secs()
-                    ),
-                    CellStatus::Interrupted(what) => what.clone(),
-                };
-                eprintln!("cell {index} {id}: {line}");
-            }
+            let line = match &status {
+                CellStatus::Finished(line) => format!("finished {line}"),
+                CellStatus::AlreadyFinished => "already finished".to_string(),
+                CellStatus::Busy => format!(
+                    "busy: another process has been running it for over {} s",
+                    scl_experiments::runner::LOCK_WAIT.as_secs()
+                ),
+                CellStatus::Interrupted(what) => what.clone(),
+            };
+            eprintln!("cell {index} {id}: {line}");
             match status {
-                CellStatus::Interrupted(_) if !args.supervised => {
-                    ExitCode::from(scl_train::interrupt::EXIT_CODE)
-                }
+                CellStatus::Interrupted(_) => ExitCode::from(scl_train::interrupt::EXIT_CODE),
                 // Not done here: the other process finishes it, or a rerun does.
-                CellStatus::Busy if !args.supervised => ExitCode::FAILURE,
+                CellStatus::Busy => ExitCode::FAILURE,
                 _ => ExitCode::SUCCESS,
             }
         }

@@ -376,6 +376,29 @@ fn train_stopped_mid_epoch_resumes_to_the_uninterrupted_metrics() {
         whole,
         "a run stopped mid-epoch must resume exactly"
     );
+
+    // A stop asked for at the last batch of an epoch (step 6 of 6) ends that epoch first:
+    // the checkpoint is at the epoch's end, and the run resumes from it.
+    std::fs::write(
+        dir.path().join("edge.toml"),
+        format!("{config}interrupt_at_step = 6\n"),
+    )
+    .unwrap();
+    let edge = ["train", "--config", "edge.toml", "--out", "edge"];
+    let (code, err) = xtask(dir.path(), &edge);
+    assert_eq!(code, 130, "{err}");
+    assert!(err.contains("interrupted at step 6;"), "{err}");
+    let latest = std::fs::read_to_string(dir.path().join("edge/checkpoints/latest")).unwrap();
+    assert_eq!(latest.trim(), "epoch-0001", "{err}");
+    let mut resume = edge.to_vec();
+    resume.push("--resume");
+    let (code, err) = xtask(dir.path(), &resume);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        metrics("edge"),
+        whole,
+        "a run stopped at an epoch's end must resume exactly"
+    );
 }
 
 #[test]
@@ -915,12 +938,18 @@ fn a_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_results() {
         2,
         "the two UFM cells had finished: {before:?}"
     );
-    // The cell's process notices that its parent died and stops: nothing finishes later.
+    // The cell's process notices that its parent died, saves a checkpoint at its current
+    // step and stops: nothing finishes later.
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert_eq!(
         finished(&root),
         before,
         "an orphaned cell process kept running"
+    );
+    let log = std::fs::read_to_string(root.join(format!(".logs/{partial}.log"))).unwrap();
+    assert!(
+        log.contains("interrupted at step") && log.contains("checkpoint saved in"),
+        "the orphaned cell did not checkpoint: {log}"
     );
 
     let status = killable_sweep(dir.path(), "cut").status().unwrap();
@@ -1270,5 +1299,171 @@ fn data_check_finds_mnist_where_torchvision_keeps_it() {
         total.split_whitespace().collect::<Vec<_>>(),
         ["total", "60000", "10000"],
         "{mnist}"
+    );
+}
+
+/// `KILLABLE` with longer deep cells (about a second each here), so that restarted processes
+/// meet cells in progress.
+fn stress_killable() -> String {
+    KILLABLE.replace("epochs = 16", "epochs = 40")
+}
+
+/// The ids of the cells of `dir/exp.toml`, grid order.
+fn cell_ids(dir: &Path) -> Vec<String> {
+    let listed = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(dir)
+        .args(["sweep", "--experiment", "exp.toml", "--dry-run"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect()
+}
+
+/// How often the outputs in `logs` say that cell `id` was computed to its end (a sweep's
+/// `finished <id>: ...` or `--cell`'s `<id>: finished ...`).
+fn times_computed(logs: &[String], id: &str) -> usize {
+    logs.iter()
+        .flat_map(|l| l.lines())
+        .filter(|l| {
+            l.starts_with(&format!("finished {id}:")) || l.contains(&format!(" {id}: finished "))
+        })
+        .count()
+}
+
+/// One round of the stress test in `dir/<out>`: a sweep killed with its cell processes after
+/// `kill_after` (or once a deep cell has a checkpoint), locks planted on the unfinished
+/// cells, then two sweeps and two `--cell N` per cell at once, and a last sweep. Returns the
+/// standard error of every process of the round.
+#[cfg(target_os = "linux")]
+fn stress_round(
+    dir: &Path,
+    out: &str,
+    ids: &[String],
+    kill_after: Option<std::time::Duration>,
+) -> Vec<String> {
+    use std::os::unix::process::CommandExt;
+    let root = dir.join(out).join("kill");
+    let sweep = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.current_dir(dir)
+            .args(["sweep", "--experiment", "exp.toml", "--out", out])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let mut first = sweep(&["--jobs", "2"]);
+    first.stderr(std::process::Stdio::null()).process_group(0);
+    let mut first = first.spawn().unwrap();
+    match kill_after {
+        Some(delay) => std::thread::sleep(delay),
+        None => {
+            wait_for_partial_checkpoint(&root, &mut first);
+        }
+    }
+    let group = format!("-{}", first.id());
+    let _ = Command::new("kill").args(["-9", "--", &group]).status();
+    first.wait().unwrap();
+    // Planted over whatever the killed processes left: locks that name no owner, a process
+    // that has ended, and a live process that is not a cell process (pid 1).
+    std::fs::create_dir_all(&root).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let planted = [
+        String::new(),
+        "garbage \u{1}".to_string(),
+        format!("{host} 99999999"),
+        format!("{host} 1"),
+    ];
+    for (id, content) in ids.iter().zip(&planted) {
+        if !root.join(id).join("summary.json").exists() {
+            std::fs::write(root.join(format!(".lock-{id}")), content).unwrap();
+        }
+    }
+    let mut children = vec![
+        sweep(&["--jobs", "2"]).spawn().unwrap(),
+        sweep(&["--jobs", "2"]).spawn().unwrap(),
+    ];
+    for i in 0..ids.len() {
+        for _ in 0..2 {
+            children.push(sweep(&["--cell", &i.to_string()]).spawn().unwrap());
+        }
+    }
+    let mut logs = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let code = out.status.code().unwrap_or(-1);
+        // 0, or 1 for a `--cell` whose cell another process held for longer than it waited.
+        assert!(
+            code == 0 || (code == 1 && err.contains("busy: another process")),
+            "exit {code}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        logs.push(err);
+    }
+    // The supervised cell processes write to their logs.
+    if let Ok(entries) = std::fs::read_dir(root.join(".logs")) {
+        for e in entries.flatten() {
+            logs.push(std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    let last = sweep(&[]).output().unwrap();
+    let err = String::from_utf8_lossy(&last.stderr).into_owned();
+    assert!(last.status.success(), "{err}");
+    assert!(
+        err.contains("0 cells ran, 4 were already finished"),
+        "{err}"
+    );
+    logs
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn concurrent_restarts_with_planted_locks_compute_each_cell_once_and_lose_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), stress_killable()).unwrap();
+    let ids = cell_ids(dir.path());
+    assert_eq!(ids.len(), 4);
+    let mut foreign_named = false;
+    let kills = [None, Some(300), Some(800), Some(1500)];
+    for (round, kill) in kills.into_iter().enumerate() {
+        let out = format!("o{round}");
+        let delay = kill.map(std::time::Duration::from_millis);
+        let logs = stress_round(dir.path(), &out, &ids, delay);
+        let all = logs.join("\n");
+        foreign_named |= all.contains("holds no lock on it (not a cell process of this project)");
+        let root = dir.path().join(&out).join("kill");
+        for id in &ids {
+            let n = times_computed(&logs, id);
+            assert!(n <= 1, "round {round}: {id} was computed {n} times:\n{all}");
+            let cell = root.join(id);
+            for file in ["config.json", "metrics.csv", "summary.json"] {
+                assert!(
+                    cell.join(file).is_file(),
+                    "round {round}: {id} lost {file}:\n{all}"
+                );
+            }
+            if id.contains("digits") {
+                assert!(
+                    cell.join("checkpoints/epoch-0040/files.json").is_file(),
+                    "round {round}: {id} lost its last checkpoint:\n{all}"
+                );
+            }
+        }
+        let left = leftovers_under(&root, &[".tmp-", ".partial-", ".lock-"]);
+        assert!(
+            left.is_empty(),
+            "round {round}: left behind: {left:?}\n{all}"
+        );
+    }
+    // In some round the live process's lock met a cell that had not finished.
+    assert!(
+        foreign_named,
+        "a lock naming a live foreign process was never named"
     );
 }

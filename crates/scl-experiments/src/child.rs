@@ -54,16 +54,20 @@ impl std::fmt::Debug for Launcher {
 
 /// How a supervised child process talks to the sweep that started it.
 ///
-/// - It prints `progress <done> <total>` lines on stdout as its cell advances.
-/// - It exits when its stdin reaches end-of-file, which happens when the parent dies (also
-///   by `kill -9`), so no orphan keeps working on a cell that a restarted sweep will run.
+/// - It prints `progress <done> <total>` lines on stdout as its cell advances
+///   ([`ChildProtocol::say`], which ignores a closed stdout).
 /// - A line `stop` on its stdin asks it to checkpoint and stop, as Ctrl-C would
 ///   ([`scl_train::interrupt::request`]); it then prints its status line (`status interrupted
 ///   ...`, [`ChildProtocol::status_line`]) and exits with code 0.
-/// - Exit code 0: the cell finished; anything else: it failed, and its error is in
-///   `<root>/.failed-<id>.json` (written by [`run_cell`](crate::runner::run_cell)) or else in
-///   its log
-///   `<root>/.logs/<id>.log` (its stderr).
+/// - When its stdin reaches end-of-file, which happens when the parent dies (also by
+///   `kill -9`), it stops the same way: a deep cell saves a checkpoint at its current step and
+///   the process exits, so no orphan keeps working on a cell that a restarted sweep will run.
+///   A cell that has not stopped [`ChildProtocol::ORPHAN_GRACE`] later is ended at once
+///   (exit code 3).
+/// - Exit code 0: the cell finished or stopped as asked; anything else: it failed, and it
+///   printed its error (`failed <error>`, [`ChildProtocol::failure_line`]), which is also in
+///   `<root>/.failed-<id>.json` (written by [`run_cell`](crate::runner::run_cell)) where the
+///   disk allows; a crash (a signal) leaves only its log `<root>/.logs/<id>.log` (its stderr).
 pub struct ChildProtocol;
 
 impl ChildProtocol {
@@ -101,12 +105,29 @@ impl ChildProtocol {
         })
     }
 
+    /// The line that reports the cell's error (`failed <error>`), printed before a child exits
+    /// with a nonzero code, so that the parent has the reason even where the failure record
+    /// and the log could not be written (a full disk).
+    pub fn failure_line(error: &str) -> String {
+        format!("failed {}", error.replace('\n', " "))
+    }
+
+    /// Parses a line of [`Self::failure_line`].
+    pub fn parse_failure(line: &str) -> Option<&str> {
+        line.strip_prefix("failed ")
+    }
+
     /// The line that asks a child to checkpoint and stop.
     pub const STOP: &'static str = "stop";
 
-    /// Exits the process with code 3 as soon as stdin is closed, and turns a [`Self::STOP`]
-    /// line into [`scl_train::interrupt::request`] (call once, in the child).
-    pub fn exit_when_parent_dies() {
+    /// How long an orphaned child (its parent gone) may take to save its checkpoint before it
+    /// is ended.
+    pub const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// Turns a [`Self::STOP`] line on stdin, and the end of stdin (the parent has died), into
+    /// [`scl_train::interrupt::request`]; after the end of stdin the process exits with code 3
+    /// if it is still running [`Self::ORPHAN_GRACE`] later (call once, in the child).
+    pub fn stop_when_asked_or_orphaned() {
         std::thread::spawn(|| {
             use std::io::BufRead;
             for line in std::io::stdin().lock().lines() {
@@ -116,8 +137,18 @@ impl ChildProtocol {
                     Err(_) => break,
                 }
             }
+            scl_train::interrupt::request();
+            std::thread::sleep(Self::ORPHAN_GRACE);
             std::process::exit(3);
         });
+    }
+
+    /// Prints `line` on stdout for the parent; a stdout that is closed (the parent has died)
+    /// is not an error.
+    pub fn say(line: &str) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}").and_then(|_| out.flush());
     }
 }
 
@@ -140,5 +171,10 @@ mod tests {
         assert_eq!(ChildProtocol::parse_status("progress 1 2"), None);
         assert_eq!(ChildProtocol::parse_status("status exploded"), None);
         assert_eq!(ChildProtocol::parse_progress("progress 3 7"), Some((3, 7)));
+        let line = ChildProtocol::failure_line("a: No space left on device\nsecond line");
+        assert_eq!(
+            ChildProtocol::parse_failure(&line),
+            Some("a: No space left on device second line")
+        );
     }
 }

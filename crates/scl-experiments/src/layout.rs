@@ -9,7 +9,7 @@
 //!   <cell-id>/summary.json              final numbers; its presence marks the cell finished
 //!   .partial-<cell-id>/                 a deep cell in progress (checkpoints), renamed when done
 //!   .failed-<cell-id>.json              why the cell's last attempt failed
-//!   .lock-<cell-id>                     held by the process running the cell (`host pid`)
+//!   .lock-<cell-id>                     OS-locked by the process running the cell (`host pid`)
 //!   .<name>.tmp-<pid>-<n>[.ext]         a file or folder being written (`scl_fs`); one left by
 //!                                       a killed process is removed by the next run
 //!   .logs/<cell-id>.log                 the stderr of the cell's process

@@ -122,9 +122,10 @@ fn same_config<T: Serialize + serde::de::DeserializeOwned + 'static>(
     })
 }
 
-/// How long a cell waits for the lock another live process holds before it counts as busy:
-/// the cell processes of a sweep killed a moment ago notice within about two seconds that
-/// their parent is gone, save a checkpoint and release their locks.
+/// How long a cell waits for the lock another process holds before it counts as busy: the
+/// cell processes of a sweep killed a moment ago notice at once that their parent is gone,
+/// save a checkpoint at their current step and release their locks (a deep cell whose step
+/// takes longer than this is counted busy, and the next run of the same command resumes it).
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs cell `index` of `experiment` in this process on `device` (resuming a deep cell from
@@ -408,8 +409,11 @@ impl<'a> Pool<'a> {
                 tally.interrupted.push((id, what));
             }
             Ok(CellStatus::Busy) => {
+                let holder = crate::lock::lock_holder(self.root, &id)
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
                 let _ = self.multi.println(format!(
-                    "cell {id} skipped: another process has been running it for over {} s",
+                    "cell {id} skipped: another process{holder} has been running it for over {} s",
                     LOCK_WAIT.as_secs()
                 ));
                 tally.busy.push(id);
@@ -450,11 +454,12 @@ fn run_child(
         .stderr(Stdio::from(log))
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", launcher.program.display()))?;
-    // The child's stdin stays open while it runs (it exits when this process dies) and
-    // carries the stop request when this process is interrupted.
+    // The child's stdin stays open while it runs (it checkpoints and stops when this process
+    // dies) and carries the stop request when this process is interrupted.
     let mut stdin = child.stdin.take();
     let ended = std::sync::atomic::AtomicBool::new(false);
     let mut reported = None;
+    let mut failure = None;
     let status = std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut sent = false;
@@ -476,6 +481,8 @@ fn run_child(
                     progress(done);
                 } else if let Some(status) = ChildProtocol::parse_status(&line) {
                     reported = Some(status);
+                } else if let Some(error) = ChildProtocol::parse_failure(&line) {
+                    failure = Some(error.to_string());
                 }
             }
         }
@@ -487,7 +494,14 @@ fn run_child(
     if status.success() {
         return Ok(reported.unwrap_or(CellStatus::Finished(String::new())));
     }
-    // The child records its own error; a crash (panic, signal) leaves only its log.
+    // The child prints its error (and records it where the disk allows); a crash (panic,
+    // signal) leaves only its log.
+    if let Some(error) = failure {
+        if !failure_file(root, id).exists() {
+            record_failure(root, id, &error);
+        }
+        return Err(error);
+    }
     let recorded = std::fs::read_to_string(failure_file(root, id))
         .ok()
         .and_then(|t| serde_json::from_str::<FailureRecord>(&t).ok())
@@ -498,7 +512,7 @@ fn run_child(
             .lines()
             .rev()
             .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
+            .unwrap_or("its log is empty");
         let e = format!("the cell's process ended with {status}: {tail}");
         record_failure(root, id, &e);
         e

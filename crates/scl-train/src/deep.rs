@@ -786,6 +786,9 @@ impl Run<'_> {
             optim = o;
         }
         let ce = CrossEntropyLossConfig::new().init(self.device);
+        // Every epoch of a schedule has the same number of batches.
+        let per_epoch = self.schedule.epoch(0).len();
+        let mut saved_at_epoch_end: Option<PathBuf> = None;
         for (epochs_this_call, epoch) in (state.epochs_done..cfg.epochs).enumerate() {
             if self
                 .opts
@@ -800,8 +803,16 @@ impl Run<'_> {
                 std::mem::take(&mut state.batch_in_epoch),
             );
             if crate::interrupt::requested() {
+                // The epoch that just ended saved its checkpoint already: stop there.
+                if let Some(dir) = saved_at_epoch_end.take() {
+                    return Err(RunError::Interrupted {
+                        step: state.step,
+                        checkpoint: Some(dir.display().to_string()),
+                    });
+                }
                 return Err(self.interrupted(&ckpt_root, state, batches, loss_sum, &model, &optim));
             }
+            saved_at_epoch_end = None;
             let lr = cfg.lr_at(epoch);
             let batcher = self.train_batcher.clone();
             let train = self.train.clone();
@@ -865,7 +876,10 @@ impl Run<'_> {
                 if cfg.interrupt_at_step == Some(state.step) {
                     crate::interrupt::request();
                 }
-                if crate::interrupt::requested() {
+                // After the epoch's last batch the epoch ends first (evaluated if due), and the
+                // stop is taken at the next epoch's start: a checkpoint is never at a batch
+                // past its epoch's end.
+                if crate::interrupt::requested() && batches < per_epoch {
                     return Err(
                         self.interrupted(&ckpt_root, state, batches, loss_sum, &model, &optim)
                     );
@@ -883,7 +897,8 @@ impl Run<'_> {
                 )?;
                 state.metrics.push(metrics);
                 self.write_metrics(&state.metrics, &state.step_losses)?;
-                self.save_checkpoint(&ckpt_root, &state, &model, &optim)?;
+                saved_at_epoch_end =
+                    Some(self.save_checkpoint(&ckpt_root, &state, &model, &optim)?);
             }
         }
         Ok((state.metrics, model))
