@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use scl_experiments::child::{CellRequest, CellStatus, ChildProtocol, Launcher};
 use scl_experiments::experiment::Experiment;
-use scl_experiments::layout::{experiment_root, failure_file, is_finished, partial_dir};
+use scl_experiments::layout::{experiment_root, failure_file, partial_dir};
+use scl_experiments::records::{Records, records_of};
 use scl_experiments::runner::{
     SweepOptions, check_results_dir, run_cell, run_sweep, stderr_is_terminal,
 };
@@ -322,9 +323,13 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     };
     let root = experiment_root(&experiment, &args.out);
     if args.dry_run {
-        for (index, id) in experiment.ids().into_iter().enumerate() {
-            let state = if is_finished(&root, id) {
+        for (index, cell) in experiment.iter().enumerate() {
+            let id = cell.id();
+            let records = records_of(&root, cell);
+            let state = if records.is_complete() {
                 "done   "
+            } else if matches!(records, Records::Damaged(_)) {
+                "damaged"
             } else if partial_dir(&root, id).exists() {
                 "partial"
             } else if failure_file(&root, id).exists() {
@@ -390,6 +395,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let report_line = match &report {
         Ok(r) => {
             note_removed(&r.removed_temporaries);
+            warn_damaged(&r.damaged);
             format!(
                 "report: {} ({} figures)",
                 r.markdown.display(),
@@ -463,6 +469,15 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Warns about each cell left out of the report because its records are damaged.
+pub fn warn_damaged(damaged: &[(String, String)]) {
+    for (id, why) in damaged {
+        eprintln!(
+            "warning: cell {id} is left out of the report: {why}; the next sweep runs it again"
+        );
+    }
 }
 
 /// Says which temporaries of stopped processes were removed before the report was written.

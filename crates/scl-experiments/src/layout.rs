@@ -6,7 +6,8 @@
 //!   report.md, figures/                 written by scl-report
 //!   <cell-id>/config.json               resolved configuration, backend, git revision
 //!   <cell-id>/metrics.csv               one row per logged step (UFM) or evaluated epoch (deep)
-//!   <cell-id>/summary.json              final numbers; its presence marks the cell finished
+//!   <cell-id>/summary.json              final numbers; with the two above complete and
+//!                                       agreeing, the cell has finished (`records::cell_records`)
 //!   .partial-<cell-id>/                 a deep cell in progress (checkpoints), renamed when done
 //!   .failed-<cell-id>.json              why the cell's last attempt failed
 //!   .lock-<cell-id>                     OS-locked by the process running the cell (`host pid`)
@@ -37,31 +38,6 @@ pub fn experiment_root(experiment: &Experiment, results_root: &Path) -> PathBuf 
 /// The folder of finished cell `id`.
 pub fn cell_dir(root: &Path, id: &str) -> PathBuf {
     root.join(id)
-}
-
-/// Whether cell `id` has finished: its `summary.json` exists, parses, and names the cell.
-pub fn is_finished(root: &Path, id: &str) -> bool {
-    summary_problem(root, id) == Some(None)
-}
-
-/// `None` when cell `id` has no `summary.json`; `Some(None)` when it has a valid one;
-/// `Some(Some(why))` when the file is there but unreadable, not JSON (truncated, empty) or
-/// about another cell, so the cell counts as unfinished and runs again.
-pub fn summary_problem(root: &Path, id: &str) -> Option<Option<String>> {
-    let path = cell_dir(root, id).join(SUMMARY);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => return Some(Some(format!("{}: {e}", path.display()))),
-    };
-    let named = serde_json::from_str::<serde_json::Value>(&text)
-        .map_err(|e| e.to_string())
-        .and_then(|v| match v.get("cell_id").and_then(|c| c.as_str()) {
-            Some(c) if c == id => Ok(()),
-            Some(c) => Err(format!("it is the summary of cell {c}")),
-            None => Err("it has no cell_id".to_string()),
-        });
-    Some(named.err().map(|why| format!("{}: {why}", path.display())))
 }
 
 /// The folder of a deep cell in progress: its checkpoints live here until it finishes.
@@ -126,35 +102,4 @@ pub fn log_file(root: &Path, id: &str) -> PathBuf {
 /// The folder of the logs of cluster job-array tasks.
 pub fn slurm_dir(root: &Path) -> PathBuf {
     root.join(".slurm")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_truncated_empty_or_foreign_summary_does_not_mark_a_cell_finished() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(cell_dir(root, "a")).unwrap();
-        let summary = cell_dir(root, "a").join(SUMMARY);
-        assert_eq!(summary_problem(root, "a"), None);
-        assert!(!is_finished(root, "a"));
-        for (text, why) in [
-            ("{\"cell_id\": \"a\", \"seconds\": 1.", "EOF"),
-            ("", "EOF"),
-            ("{\"cell_id\": \"b\"}", "summary of cell b"),
-            ("{\"seconds\": 1}", "no cell_id"),
-        ] {
-            std::fs::write(&summary, text).unwrap();
-            assert!(!is_finished(root, "a"), "{text:?} counts as finished");
-            let problem = summary_problem(root, "a").flatten().unwrap_or_default();
-            assert!(
-                problem.contains("summary.json") && problem.contains(why),
-                "{text:?}: {problem}"
-            );
-        }
-        std::fs::write(&summary, "{\"cell_id\": \"a\"}").unwrap();
-        assert!(is_finished(root, "a"));
-    }
 }

@@ -21,13 +21,13 @@ use serde::Serialize;
 use crate::child::{CellRequest, CellStatus, ChildProtocol, Launcher};
 use crate::experiment::{Cell, CellRef, DeepCell, Experiment};
 use crate::layout::{
-    CONFIG, METRICS, SUMMARY, cell_dir, experiment_root, failure_file, is_finished, log_file,
-    logs_dir, partial_dir, remove_cell_temporaries, summary_problem,
+    CONFIG, METRICS, SUMMARY, cell_dir, experiment_root, failure_file, log_file, logs_dir,
+    partial_dir, remove_cell_temporaries,
 };
 use crate::lock::lock_cell;
 use crate::records::{
-    DeepSummary, FailureRecord, RunRecord, RunSummary, UfmCellOutcome, read_summaries,
-    record_failure, write_json, write_ufm_metrics,
+    DeepSummary, FailureRecord, Records, RunRecord, RunSummary, UfmCellOutcome, read_summaries,
+    record_failure, records_of, write_json, write_ufm_metrics,
 };
 
 /// How to run a sweep.
@@ -155,7 +155,7 @@ pub fn run_cell(
     let root = experiment_root(experiment, &opts.results_root);
     std::fs::create_dir_all(&root).map_err(scl_fs::at(&root))?;
     let id = cell.id().to_string();
-    if is_finished(&root, &id) {
+    if records_of(&root, cell).is_complete() {
         return Ok(CellStatus::AlreadyFinished);
     }
     let waited_since = Instant::now();
@@ -163,7 +163,7 @@ pub fn run_cell(
         if let Some(lock) = lock_cell(&root, &id)? {
             break lock;
         }
-        if is_finished(&root, &id) {
+        if records_of(&root, cell).is_complete() {
             return Ok(CellStatus::AlreadyFinished);
         }
         if waited_since.elapsed() >= LOCK_WAIT || scl_train::interrupt::requested() {
@@ -171,7 +171,7 @@ pub fn run_cell(
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
-    if is_finished(&root, &id) {
+    if records_of(&root, cell).is_complete() {
         return Ok(CellStatus::AlreadyFinished);
     }
     for path in remove_cell_temporaries(&root, &id) {
@@ -249,17 +249,18 @@ pub fn run_sweep(experiment: &Experiment, opts: &SweepOptions) -> Result<SweepOu
     }
     let root = experiment_root(experiment, &opts.results_root);
     check_results_dir(experiment, &root)?;
-    // Each summary is read once: finished cells are skipped, unreadable ones named and rerun.
+    // Each cell's records are read once: finished cells are skipped, damaged ones named and
+    // rerun.
     let pending: Vec<usize> = experiment
         .iter()
         .enumerate()
-        .filter(|(_, cell)| match summary_problem(&root, cell.id()) {
-            Some(None) => false,
-            Some(Some(why)) => {
+        .filter(|(_, cell)| match records_of(&root, *cell) {
+            Records::Complete => false,
+            Records::Damaged(why) => {
                 eprintln!("warning: {why}; cell {} runs again", cell.id());
                 true
             }
-            None => true,
+            Records::Missing => true,
         })
         .map(|(i, _)| i)
         .collect();

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 pub use figures::Figure;
 use scl_experiments::experiment::Experiment;
 use scl_experiments::layout::experiment_root;
-use scl_experiments::records::{read_failures, read_revisions, read_summaries};
+use scl_experiments::records::{read_damaged, read_failures, read_revisions, read_summaries};
 
 /// What [`write_report`] wrote.
 #[derive(Debug, Clone)]
@@ -49,8 +49,11 @@ pub struct Report {
     pub figures: Vec<Figure>,
     /// Finished cells.
     pub finished: usize,
-    /// Failed cells (with a failure record and no summary).
+    /// Failed cells (with a failure record and no summary, or with damaged records).
     pub failed: Vec<(String, String)>,
+    /// Cells whose `summary.json` is there but whose records are damaged: left out of the
+    /// tables and figures (and listed among the failed cells), with why, naming the file.
+    pub damaged: Vec<(String, String)>,
     /// Temporary files and folders abandoned by stopped processes that were removed first
     /// (see [`scl_experiments::layout::remove_abandoned_temporaries`]).
     pub removed_temporaries: Vec<PathBuf>,
@@ -80,6 +83,7 @@ pub fn write_report(experiment: &Experiment, results_root: &Path) -> Result<Repo
     let summaries = read_summaries(&experiment.cells, &root);
     let deep = read_summaries(&experiment.deep_cells, &root);
     let failed = read_failures(experiment, &root);
+    let damaged = read_damaged(experiment, &root);
     let figures =
         figures::draw_figures(experiment, &root, &summaries, &deep).map_err(ReportError)?;
     let revisions = read_revisions(experiment, &root);
@@ -94,6 +98,7 @@ pub fn write_report(experiment: &Experiment, results_root: &Path) -> Result<Repo
         figures,
         finished: summaries.len() + deep.len(),
         failed,
+        damaged,
         removed_temporaries,
     })
 }
