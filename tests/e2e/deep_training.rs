@@ -202,16 +202,41 @@ fn a_damaged_checkpoint_falls_back_to_the_previous_intact_one() {
     let resumed = run(&cfg, dir.path(), true, None).unwrap();
     assert_eq!(resumed.metrics, full.metrics);
 
-    // A state edited to a position the run cannot have reached is damaged too, even in a
-    // checkpoint without a file list (written by an earlier version).
+    // A newest checkpoint without its file list, or with a list that names nothing, is not
+    // trusted (its model zeroed in part would otherwise load): the run falls back to epoch 4.
+    for list in [None, Some("{\"files\": {}}")] {
+        let dir = tempfile::tempdir().unwrap();
+        run(&cfg, dir.path(), false, Some(8)).unwrap();
+        let newest = dir.path().join("checkpoints/epoch-0008");
+        match list {
+            None => std::fs::remove_file(newest.join("files.json")).unwrap(),
+            Some(text) => std::fs::write(newest.join("files.json"), text).unwrap(),
+        }
+        let model = newest.join("model.bpk");
+        let mut bytes = std::fs::read(&model).unwrap();
+        let n = bytes.len();
+        bytes[n / 2..(n / 2 + 4000).min(n)].fill(0);
+        std::fs::write(&model, &bytes).unwrap();
+        let resumed = run(&cfg, dir.path(), true, None).unwrap();
+        assert_eq!(resumed.metrics, full.metrics, "list {list:?}");
+    }
+
+    // A state edited to a position the run cannot have reached is damaged too, even when its
+    // file list is rewritten to match.
     let dir = tempfile::tempdir().unwrap();
     run(&cfg, dir.path(), false, Some(4)).unwrap();
     let only = dir.path().join("checkpoints/epoch-0004");
-    std::fs::remove_file(only.join("files.json")).unwrap();
     let state = std::fs::read_to_string(only.join("state.json")).unwrap();
     let edited = state.replacen("\"epochs_done\": 4,", "\"epochs_done\": 500,", 1);
     assert_ne!(edited, state, "state.json: {state}");
-    std::fs::write(only.join("state.json"), edited).unwrap();
+    std::fs::write(only.join("state.json"), &edited).unwrap();
+    let list = std::fs::read_to_string(only.join("files.json")).unwrap();
+    let mut list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    list["files"]["state.json"] = serde_json::json!({
+        "bytes": edited.len(),
+        "md5": format!("{:x}", md5::compute(edited.as_bytes())),
+    });
+    std::fs::write(only.join("files.json"), list.to_string()).unwrap();
     let err = run(&cfg, dir.path(), true, None).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, RunError::DamagedCheckpoint(_)), "{msg}");

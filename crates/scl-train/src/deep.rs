@@ -1181,7 +1181,7 @@ impl Run<'_> {
         model: &SclModel,
         optim: &ModuleOptimizer,
     ) -> Result<(State, SclModel, ModuleOptimizer), Loaded> {
-        FileList::check(dir).map_err(Loaded::Damaged)?;
+        let list = FileList::check(dir).map_err(Loaded::Damaged)?;
         let state_path = dir.join("state.json");
         let state: State = std::fs::read_to_string(&state_path)
             .map_err(|e| e.to_string())
@@ -1207,6 +1207,8 @@ impl Run<'_> {
         }
         self.check_position(&state)
             .map_err(|why| Loaded::Damaged(format!("{}: {why}", state_path.display())))?;
+        list.names(dir, &["model.bpk", "optimizer.bpk"])
+            .map_err(Loaded::Damaged)?;
         let model = model
             .clone()
             .try_load_file(dir.join("model.bpk"))
@@ -1336,17 +1338,24 @@ impl FileList {
         Ok(Self { files })
     }
 
-    /// Compares `dir`'s files with its list; a checkpoint written before lists existed has
-    /// none and passes.
-    fn check(dir: &Path) -> Result<(), String> {
+    /// Compares `dir`'s files with its list and returns the list. A checkpoint without a list,
+    /// or whose list does not name its `state.json`, is incomplete (the list is written last).
+    fn check(dir: &Path) -> Result<Self, String> {
         let list_path = dir.join(CHECKPOINT_FILES);
         let text = match std::fs::read_to_string(&list_path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "{} is missing (a checkpoint's list of files is written last, so without \
+                     it the checkpoint cannot be trusted)",
+                    list_path.display()
+                ));
+            }
             Err(e) => return Err(format!("{}: {e}", list_path.display())),
         };
         let list: Self =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", list_path.display()))?;
+        list.names(dir, &["state.json"])?;
         for (name, recorded) in &list.files {
             let path = dir.join(name);
             let found = Self::stamp(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -1367,7 +1376,18 @@ impl FileList {
                 ));
             }
         }
-        Ok(())
+        Ok(list)
+    }
+
+    /// Fails, naming the list, unless it names every one of `files`.
+    fn names(&self, dir: &Path, files: &[&str]) -> Result<(), String> {
+        match files.iter().find(|name| !self.files.contains_key(**name)) {
+            Some(missing) => Err(format!(
+                "{} does not list {missing}",
+                dir.join(CHECKPOINT_FILES).display()
+            )),
+            None => Ok(()),
+        }
     }
 }
 
