@@ -11,9 +11,13 @@
 //! the manifest's own files.
 //!
 //! Verification: the first time a file is used its md5 is compared with the manifest's; the
-//! result is remembered in `.scl-verified.json` beside the file (keyed by size and
-//! modification time), so later runs do not hash again. A read-only folder gets its record in
-//! the system's temporary folder instead.
+//! result is remembered in `.scl-verified.json` beside the file, so later runs do not hash
+//! again. The record is keyed by what a copy or a `touch -r` cannot fake together: size,
+//! modification time, and on Unix the inode, its device and the inode's change time (which
+//! every write, and every change of the modification time, sets to the present). A folder
+//! that cannot be written gets its record in the user's cache folder instead
+//! (`$XDG_CACHE_HOME/scl-data/verified/`, else `~/.cache/scl-data/verified/`, else the system's
+//! temporary folder). Records are readable by everyone (mode 0644), like the data.
 //!
 //! Downloads go to a temporary name in the same folder, are hashed while they stream, and are
 //! renamed into place only when the md5 matches; on any failure the temporary file is removed.
@@ -110,30 +114,69 @@ pub enum FileState {
     },
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Stamp {
     bytes: u64,
     mtime_ns: u128,
+    /// Inode change time (Unix; 0 elsewhere). Records written before it existed read as 0 and
+    /// never match, so those files are hashed once more.
+    #[serde(default)]
+    ctime_ns: i128,
+    #[serde(default)]
+    inode: u64,
+    #[serde(default)]
+    device: u64,
     md5: String,
 }
 
-fn stamp_key(path: &Path) -> Option<(u64, u128)> {
+/// The key of `path` as it is now: everything of [`Stamp`] but the md5.
+fn stamp_key(path: &Path) -> Option<Stamp> {
     let meta = std::fs::metadata(path).ok()?;
     let mtime = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
-    Some((meta.len(), mtime.as_nanos()))
+    #[cfg(unix)]
+    let (ctime_ns, inode, device) = {
+        use std::os::unix::fs::MetadataExt;
+        (
+            i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            meta.ino(),
+            meta.dev(),
+        )
+    };
+    #[cfg(not(unix))]
+    let (ctime_ns, inode, device) = (0, 0, 0);
+    Some(Stamp {
+        bytes: meta.len(),
+        mtime_ns: mtime.as_nanos(),
+        ctime_ns,
+        inode,
+        device,
+        md5: String::new(),
+    })
+}
+
+/// The user's cache folder for records of folders that cannot be written.
+fn user_cache_dir() -> PathBuf {
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    from_env("XDG_CACHE_HOME")
+        .or_else(|| from_env("HOME").map(|h| h.join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("scl-data")
+        .join("verified")
 }
 
 fn stamp_files(dir: &Path) -> [PathBuf; 2] {
     let local = dir.join(".scl-verified.json");
     let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    // FNV-1a of the folder's path names the fallback record of a read-only folder.
+    // FNV-1a of the folder's path names the record of a folder that cannot be written.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in canonical.to_string_lossy().bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    let fallback = std::env::temp_dir()
-        .join("scl-data-verified")
-        .join(format!("{h:016x}.json"));
+    let fallback = user_cache_dir().join(format!("{h:016x}.json"));
     [local, fallback]
 }
 
@@ -148,30 +191,30 @@ fn load_stamps(dir: &Path) -> BTreeMap<String, Stamp> {
     BTreeMap::new()
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename; the
+/// file is readable by everyone (mode 0644 on Unix), like the data beside it.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 
-/// Records that `dir/name`, as it is now (size, modification time), has md5 `md5`.
+/// Records that `dir/name`, as it is now ([`stamp_key`]), has md5 `md5`.
 fn remember_verified(dir: &Path, name: &str, md5: String) {
-    let Some((bytes, mtime_ns)) = stamp_key(&dir.join(name)) else {
+    let Some(key) = stamp_key(&dir.join(name)) else {
         return;
     };
     let mut map = load_stamps(dir);
-    map.insert(
-        name.to_string(),
-        Stamp {
-            bytes,
-            mtime_ns,
-            md5,
-        },
-    );
+    map.insert(name.to_string(), Stamp { md5, ..key });
     let Ok(text) = serde_json::to_string_pretty(&map) else {
         return;
     };
@@ -224,10 +267,12 @@ pub fn file_state(dir: &Path, entry: &FileEntry) -> Result<FileState, DataError>
 fn verify(dir: &Path, name: &str, md5: &str) -> Result<FileState, DataError> {
     let path = dir.join(name);
     let key = stamp_key(&path);
-    if let (Some((bytes, mtime_ns)), Some(stamp)) = (key, load_stamps(dir).get(name))
-        && stamp.bytes == bytes
-        && stamp.mtime_ns == mtime_ns
-        && stamp.md5 == md5
+    if let (Some(key), Some(stamp)) = (key, load_stamps(dir).get(name))
+        && *stamp
+            == (Stamp {
+                md5: md5.to_string(),
+                ..key
+            })
     {
         return Ok(FileState::Verified { path });
     }

@@ -518,6 +518,37 @@ fn checksums_are_verified_once_and_mismatches_say_expected_and_found() {
     ));
 }
 
+#[cfg(unix)]
+#[test]
+fn a_file_changed_in_place_with_its_modification_time_restored_is_hashed_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = DataDir::at(dir.path(), "--data-dir");
+    let m = one_file_manifest("blob.bin", b"hello", vec![]);
+    let path = dir.path().join("toy/blob.bin");
+    write(&path, b"hello");
+    ensure_files(&m, &data_dir, Fetch::Never).unwrap();
+    let record = dir.path().join("toy/.scl-verified.json");
+    let mode = std::fs::metadata(&record).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "the record must be readable by others");
+    // Same size, the old modification time put back (what `touch -r` does), a moment later:
+    // file times tick with the kernel's coarse clock (a few milliseconds).
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::fs::write(&path, b"jello").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+    let msg = ensure_files(&m, &data_dir, Fetch::Never)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("md5 mismatch"), "{msg}");
+}
+
 #[test]
 fn missing_files_without_network_give_one_message_with_urls_and_folder() {
     let dir = tempfile::tempdir().unwrap();
