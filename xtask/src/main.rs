@@ -109,8 +109,38 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, each cause once: a cause whose text the line already
+/// holds (an I/O error that its file error quotes) is not repeated.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_quoted_by_its_error_is_not_repeated() {
+        let io = std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem);
+        let e = anyhow::Error::new(scl_fs::FsError::new("/mnt/ro/x", io));
+        let text = super::error_text(&e);
+        assert_eq!(text.matches("read-only").count(), 1, "{text}");
+        let e = anyhow::Error::new(std::io::Error::other("inner")).context("outer");
+        assert_eq!(super::error_text(&e), "outer: inner");
     }
 }

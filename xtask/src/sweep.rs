@@ -155,16 +155,29 @@ fn check_out_dir(out: &Path) -> Result<(), ConfigError> {
             "--out {shown} is not allowed: {} is a file, not a folder",
             existing.display()
         ))),
-        Ok(m) if m.permissions().readonly() => Err(ConfigError::new(format!(
-            "--out {shown} is not allowed: {} is read-only",
-            existing.display()
-        ))),
-        Ok(_) => Ok(()),
+        Ok(_) => match probe_writable(existing) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(ConfigError::new(format!(
+                "--out {shown} is not allowed: {} cannot be written ({e})",
+                existing.display()
+            ))),
+        },
         Err(e) => Err(ConfigError::new(format!(
             "--out {shown} is not allowed: {} cannot be read ({e})",
             existing.display()
         ))),
     }
+}
+
+/// Whether files can be created in `dir`, asked of the file system (mode bits say nothing
+/// about root, a read-only mount or access lists): a probe file is created and removed.
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".scl-write-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 /// The datasets of deep cells must be present and verified before anything runs (a dry run

@@ -103,7 +103,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = config.validate() {
         return Ok(config_error(&e));
     }
-    let has_checkpoint = args.out.join("checkpoints").join("latest").exists();
+    let checkpoints = args.out.join("checkpoints");
+    let has_checkpoint = checkpoints.join("latest").exists()
+        || std::fs::read_dir(&checkpoints).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("epoch-"))
+        });
+    if args.resume && !has_checkpoint {
+        return Ok(config_error(&ConfigError::new(format!(
+            "--resume is not allowed here: {} holds no checkpoint to continue from; run without \
+             --resume to start the run there",
+            args.out.display()
+        ))));
+    }
     if has_checkpoint && !args.resume {
         return Ok(config_error(&ConfigError::new(format!(
             "{} already holds checkpoints: pass --resume to continue that run, or choose another --out",

@@ -175,6 +175,23 @@ fn train_runs_refuses_to_overwrite_and_resumes() {
     )
     .unwrap();
     let args = ["train", "--config", "run.toml", "--out", "out"];
+    // Nothing to resume in an empty (or missing) folder: one sentence, not a new run.
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    for out in ["empty", "missing"] {
+        let (code, err) = xtask(
+            dir.path(),
+            &["train", "--config", "run.toml", "--out", out, "--resume"],
+        );
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains(&format!(
+                "--resume is not allowed here: {out} holds no checkpoint to continue from"
+            )),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!dir.path().join(out).join("config.json").exists());
+    }
     let (code, err) = xtask(dir.path(), &args);
     assert_eq!(code, 0, "{err}");
     assert!(dir.path().join("out/summary.json").exists());
@@ -503,6 +520,50 @@ fn runner_bad_inputs_exit_2_and_write_nothing() {
         assert!(!wrote, "{expected}: nothing may be written");
     }
 
+    // Names that cannot be one folder, and a misspelt key in a profile nobody selected.
+    let long = "a".repeat(300);
+    for (name, expected) in [
+        (long.as_str(), "it is 300 bytes long"),
+        ("a\nb", "it contains a control character"),
+    ] {
+        let text = GOOD.replace("name = \"cli\"", &format!("name = {name:?}"));
+        let (code, err, wrote) = sweep_with(&text, &[]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        assert_eq!(err.trim().lines().count(), 1, "one sentence: {err:?}");
+        assert!(!wrote, "{expected}: nothing may be written");
+    }
+    let text = format!("{GOOD}\n[profiles.big.base]\nstepz = 9\n");
+    let (code, err, wrote) = sweep_with(&text, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("unknown key `stepz` in [profiles.big.base]"),
+        "{err}"
+    );
+    assert!(!wrote);
+
+    // The experiment's folder, or its `.logs`, is a file.
+    for (file, expected) in [
+        (
+            "runs/cli",
+            "runs/cli is a file, but it is the experiment's results folder",
+        ),
+        (
+            "runs/cli/.logs",
+            "runs/cli/.logs is a file, but it is the folder of the cells' logs",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("exp.toml"), GOOD).unwrap();
+        let path = dir.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "").unwrap();
+        let (code, err) = xtask(dir.path(), &["sweep", "--experiment", "exp.toml"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        assert_eq!(err.trim().lines().count(), 1, "one sentence: {err:?}");
+    }
+
     // A results folder under a file.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("exp.toml"), GOOD).unwrap();
@@ -722,9 +783,20 @@ struct SmallDisk(tempfile::TempDir);
 
 impl SmallDisk {
     fn mount(kib: usize) -> Option<Self> {
+        Self::mount_with(kib, "rw")
+    }
+
+    /// [`SmallDisk::mount`] with mount options (`rw`, `ro`).
+    fn mount_with(kib: usize, options: &str) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={kib}k,{options}"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .stderr(std::process::Stdio::null())
             .status()
@@ -1583,4 +1655,51 @@ fn a_finished_cell_with_incomplete_or_damaged_records_is_named_and_runs_again() 
         err.contains("1 cells ran, 3 were already finished"),
         "{err}"
     );
+}
+
+#[cfg(unix)]
+#[test]
+fn an_out_folder_is_judged_by_the_file_system_not_its_mode_bits() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), GOOD).unwrap();
+    let out = dir.path().join("locked");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // Whether this process may write there anyway (root may): the sweep must agree.
+    let writable = std::fs::File::create(out.join("probe")).is_ok();
+    let _ = std::fs::remove_file(out.join("probe"));
+    let (code, err) = xtask(
+        dir.path(),
+        &["sweep", "--experiment", "exp.toml", "--out", "locked"],
+    );
+    if writable {
+        assert_eq!(code, 0, "a writable folder was refused: {err}");
+    } else {
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("--out locked is not allowed: locked cannot be written"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // A read-only mount (where this process may mount one): one sentence, the error once.
+    let Some(disk) = SmallDisk::mount_with(64, "ro") else {
+        eprintln!("skipped the read-only mount: cannot mount a tmpfs here");
+        return;
+    };
+    let ro = disk.0.path().to_str().unwrap();
+    let (code, err) = xtask(
+        dir.path(),
+        &["sweep", "--experiment", "exp.toml", "--out", ro],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("cannot be written (Read-only file system"),
+        "{err}"
+    );
+    assert_eq!(err.matches("Read-only file system").count(), 1, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

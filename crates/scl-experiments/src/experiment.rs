@@ -370,6 +370,7 @@ impl Experiment {
         let kind = CellKind::read(&header, "")?;
         let description = string_value(&header, "description")?.unwrap_or_default();
         let profiles = sub_table(&table, "profiles")?.unwrap_or_default();
+        check_profile_keys(&table, &profiles, kind)?;
         let chosen = match profile {
             None => None,
             Some(p) => {
@@ -596,25 +597,97 @@ fn where_of(axes: &[(String, String)]) -> String {
     }
 }
 
+/// Checks the keys of every profile, selected or not, so that a misspelt key is found the
+/// first time the file is used rather than the first time its profile is: the tables of a
+/// profile, the keys of its grids against their kind's, and the parts it overrides.
+fn check_profile_keys(table: &Table, profiles: &Table, kind: CellKind) -> Result<(), ConfigError> {
+    let parts = sub_table(table, "parts")?.unwrap_or_default();
+    let keys_of = |kind: CellKind| -> &'static [&'static str] {
+        match kind {
+            CellKind::Ufm => UfmConfig::keys(),
+            CellKind::Deep => DeepConfig::keys(),
+        }
+    };
+    let check_grids = |t: &Table, keys: &[&str], place: &str| -> Result<(), ConfigError> {
+        for section in ["base", "grid", "zip"] {
+            if let Some(sub) = sub_table(t, section)? {
+                check_keys(&sub, keys, &format!("[{place}.{section}]"))?;
+            }
+        }
+        Ok(())
+    };
+    for (p, value) in profiles {
+        let Value::Table(profile) = value else {
+            return Err(ConfigError::new(format!(
+                "profiles.{p} is not allowed as a value: it must be a table ([profiles.{p}])"
+            )));
+        };
+        let place = format!("profiles.{p}");
+        check_keys(
+            profile,
+            &["base", "grid", "zip", "parts"],
+            &format!("[{place}]"),
+        )?;
+        check_grids(profile, keys_of(kind), &place)?;
+        for (part, over) in sub_table(profile, "parts")?.unwrap_or_default() {
+            let Some(Value::Table(part_table)) = parts.get(&part) else {
+                return Err(ConfigError::new(format!(
+                    "[{place}.parts.{part}] overrides a part that does not exist: the parts are {:?}",
+                    parts.keys().collect::<Vec<_>>()
+                )));
+            };
+            let Value::Table(over) = over else {
+                return Err(ConfigError::new(format!(
+                    "{place}.parts.{part} is not allowed as a value: it must be a table"
+                )));
+            };
+            let part_place = format!("{place}.parts.{part}");
+            check_keys(&over, &["base", "grid", "zip"], &format!("[{part_place}]"))?;
+            let part_kind = CellKind::read(part_table, &format!(" of [parts.{part}]"))?;
+            check_grids(&over, keys_of(part_kind), &part_place)?;
+        }
+    }
+    Ok(())
+}
+
 /// Turns the merged settings of one cell into a validated configuration: every key of
 /// `required` present, the table deserialised, `validate` passed; errors name the cell.
+/// The longest experiment name or profile, in bytes: the folder `<name>-<profile>` and the
+/// temporaries written beside it stay well inside the 255 bytes most file systems allow.
+pub const MAX_FOLDER_NAME: usize = 100;
+
 /// The experiment's name (and profile) become a folder under the results root: one path
-/// component, not hidden (hidden names are the runner's own), without separators.
+/// component, not hidden (hidden names are the runner's own), without separators or control
+/// characters, at most [`MAX_FOLDER_NAME`] bytes.
 fn check_folder_name(what: &str, name: &str) -> Result<(), ConfigError> {
+    /// At most 60 characters of a long name, for messages.
+    fn shorten(name: &str) -> String {
+        if name.chars().count() <= 60 {
+            name.to_string()
+        } else {
+            format!("{}...", name.chars().take(60).collect::<String>())
+        }
+    }
     let bad = if name.is_empty() {
-        Some("it is empty")
+        Some("it is empty".to_string())
     } else if name == "." || name == ".." || name.starts_with('.') {
-        Some("it starts with a dot")
+        Some("it starts with a dot".to_string())
     } else if name.contains(['/', '\\', '\0']) {
-        Some("it contains a path separator")
+        Some("it contains a path separator".to_string())
+    } else if name.chars().any(char::is_control) {
+        Some("it contains a control character (a newline, a tab)".to_string())
+    } else if name.len() > MAX_FOLDER_NAME {
+        Some(format!("it is {} bytes long", name.len()))
     } else {
         None
     };
     match bad {
         None => Ok(()),
         Some(why) => Err(ConfigError::new(format!(
-            "{what} {name:?} is not allowed: {why}; it names the results folder, so it must be \
-             one folder name (not empty, not starting with '.', without '/' or '\\')"
+            "{what} {:?} is not allowed: {why}; it names the results folder, so it must be \
+             one folder name (1 to {MAX_FOLDER_NAME} bytes, not starting with '.', without '/', \
+             '\\' or control characters)",
+            shorten(name)
         ))),
     }
 }
@@ -954,8 +1027,37 @@ mod tests {
     "#;
 
     #[test]
+    fn an_unknown_key_in_a_profile_that_is_not_selected_is_refused() {
+        for (profile, place) in [
+            ("[profiles.big.base]\nstepz = 5\n", "[profiles.big.base]"),
+            ("[profiles.big.grid]\nseedz = [1]\n", "[profiles.big.grid]"),
+            ("[profiles.big]\nbasee = 1\n", "[profiles.big]"),
+        ] {
+            let text = format!("{BASE}\n{profile}");
+            for selected in [None, Some("smoke")] {
+                let e = Experiment::parse(&text, "x", selected).unwrap_err();
+                assert!(
+                    e.message().starts_with("unknown key `") && e.message().contains(place),
+                    "{selected:?}: {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn an_experiment_name_that_is_not_one_folder_name_is_refused() {
-        for name in ["../../escape", "/abs/path", "", ".hidden", "a/b", "a\\b"] {
+        let long = "a".repeat(300);
+        for name in [
+            "../../escape",
+            "/abs/path",
+            "",
+            ".hidden",
+            "a/b",
+            "a\\b",
+            "a\nb",
+            "tab\there",
+            long.as_str(),
+        ] {
             let text = format!(
                 "[experiment]\nname = {name:?}\n{}",
                 &BASE[BASE.find("[base]").unwrap()..]

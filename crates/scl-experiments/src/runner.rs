@@ -81,8 +81,21 @@ pub struct SweepOutcome {
 ///
 /// # Errors
 /// A one-sentence [`ConfigError`] naming the directory, when a stored configuration differs
-/// or cannot be read.
+/// or cannot be read, or when the results folder or its `.logs` is a file.
 pub fn check_results_dir(experiment: &Experiment, root: &Path) -> Result<(), ConfigError> {
+    for (dir, what) in [
+        (root.to_path_buf(), "the experiment's results folder"),
+        (logs_dir(root), "the folder of the cells' logs"),
+    ] {
+        if std::fs::symlink_metadata(&dir).is_ok_and(|m| !m.is_dir())
+            && !dir.metadata().is_ok_and(|m| m.is_dir())
+        {
+            return Err(ConfigError::new(format!(
+                "{} is a file, but it is {what}: move the file away or choose another --out",
+                dir.display()
+            )));
+        }
+    }
     for cell in experiment.iter() {
         let same = match cell {
             CellRef::Ufm(c) => same_config(&c.config),

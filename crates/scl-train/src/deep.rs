@@ -247,6 +247,16 @@ fn default_eval_every() -> usize {
     1
 }
 
+/// A number as a message shows it: in exponent form when very large or very small (`1e300`
+/// rather than 301 digits).
+fn shown(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-4..1e6).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
 impl DeepConfig {
     /// Checks every value; the error names the key and what is allowed.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -257,7 +267,8 @@ impl DeepConfig {
                 Ok(())
             } else {
                 Err(ConfigError::new(format!(
-                    "{name} = {v} is not allowed: it must be a positive number"
+                    "{name} = {} is not allowed: it must be a positive number",
+                    shown(v)
                 )))
             }
         };
@@ -282,6 +293,32 @@ impl DeepConfig {
             ));
         }
         positive("lr_gamma", self.lr_gamma)?;
+        // The largest rate the schedule reaches within the run's epochs: above 1, gamma raises
+        // the rate at every milestone passed.
+        let reached = self
+            .lr_milestones
+            .iter()
+            .filter(|&&m| m < self.epochs)
+            .count();
+        let peak = if self.lr_gamma > 1.0 {
+            self.lr
+                * self
+                    .lr_gamma
+                    .powi(i32::try_from(reached).unwrap_or(i32::MAX))
+        } else {
+            self.lr
+        };
+        if !(peak.is_finite() && peak <= crate::MAX_LR) {
+            return Err(ConfigError::new(format!(
+                "lr_gamma = {} is not allowed: with lr = {} and {reached} milestones within the \
+                 {} epochs the learning rate would reach {}, above the largest allowed, {}",
+                shown(self.lr_gamma),
+                shown(self.lr),
+                self.epochs,
+                shown(peak),
+                crate::MAX_LR
+            )));
+        }
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(ConfigError::new(format!(
                 "momentum = {} is not allowed: it must be in [0, 1)",
@@ -1420,6 +1457,37 @@ mod tests {
         for key in DEEP_REQUIRED_KEYS {
             assert!(DEEP_KEYS.contains(key), "{key}");
         }
+    }
+
+    #[test]
+    fn a_schedule_whose_rate_grows_past_the_limit_is_refused() {
+        let base = "dataset = \"sklearn-digits\"\nmodel = \"mlp\"\nepochs = 100\n";
+        let cfg =
+            |extra: &str| -> DeepConfig { toml::from_str(&format!("{base}{extra}")).unwrap() };
+        let err = cfg("lr_milestones = [10, 20]\nlr_gamma = 1e300")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("lr_gamma = 1e300 is not allowed: with lr = 0.1 and 2 milestones"),
+            "{err}"
+        );
+        // Milestones after the last epoch are never reached; a gamma below 1 only lowers it.
+        assert!(
+            cfg("lr_milestones = [200]\nlr_gamma = 1e300")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            cfg("lr_milestones = [10, 20]\nlr_gamma = 0.1")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            cfg("lr_milestones = [10, 20]\nlr_gamma = 2")
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
