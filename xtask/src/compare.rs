@@ -83,6 +83,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     if let Err(code) = check_datasets(&plans[0].0, args.data_dir.as_deref(), true) {
         return Ok(code);
     }
+    crate::stop_cleanly_on_signals();
     let mut failed = 0;
     for (experiment, backend, out) in &plans {
         eprintln!(

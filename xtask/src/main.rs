@@ -87,14 +87,6 @@ fn main() -> ExitCode {
             };
         }
     };
-    // Commands that train stop cleanly on Ctrl-C: deep cells checkpoint, then exit 130.
-    if matches!(
-        cli.command,
-        None | Some(Command::Sweep(_) | Command::CompareBackends(_) | Command::Train(_))
-    ) && let Err(e) = scl_train::interrupt::install_handler()
-    {
-        eprintln!("warning: {e}; Ctrl-C will end the process without a checkpoint");
-    }
     let result = match cli.command {
         Some(Command::Sweep(args)) => sweep::run(args),
         Some(Command::Report(args)) => report::run(args),
@@ -112,6 +104,15 @@ fn main() -> ExitCode {
             eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Makes Ctrl-C and SIGTERM stop training cleanly (deep cells checkpoint, then exit 130).
+/// Commands that train call it once their options and configuration are validated and work
+/// begins: until then the signals keep their default action and end the process at once.
+pub fn stop_cleanly_on_signals() {
+    if let Err(e) = scl_train::interrupt::install_handler() {
+        eprintln!("warning: {e}; Ctrl-C will end the process without a checkpoint");
     }
 }
 

@@ -367,6 +367,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         launcher: None,
         save_embeddings: args.save_embeddings,
     };
+    crate::stop_cleanly_on_signals();
     if let Some(index) = args.cell {
         return Ok(run_one(&experiment, index, &opts, &args));
     }

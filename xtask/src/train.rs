@@ -143,6 +143,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         .expect("static template")
         .progress_chars("=> "),
     );
+    crate::stop_cleanly_on_signals();
     let outcome =
         match backend.train_deep(args.device, &config, &opts, |e| bar.set_position(e as u64)) {
             Ok(o) => o,

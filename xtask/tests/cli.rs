@@ -1703,3 +1703,45 @@ fn an_out_folder_is_judged_by_the_file_system_not_its_mode_bits() {
     assert_eq!(err.matches("Read-only file system").count(), 1, "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_signal_during_validation_ends_the_sweep_at_once() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let text = KILLABLE
+        .replace("dataset = \"sklearn-digits\"", "dataset = \"mnist\"")
+        .replace("n_majority = 60 }", "n_majority = 600 }");
+    std::fs::write(dir.path().join("exp.toml"), text).unwrap();
+    // A dataset file whose md5 takes seconds to compute: validation is still hashing it when
+    // the signal comes.
+    let data = dir.path().join("data/mnist");
+    std::fs::create_dir_all(&data).unwrap();
+    let big = std::fs::File::create(data.join("train-images-idx3-ubyte.gz")).unwrap();
+    big.set_len(6 << 30).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(dir.path())
+        .args([
+            "sweep",
+            "--experiment",
+            "exp.toml",
+            "--out",
+            "o",
+            "--data-dir",
+            "data",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "the first SIGTERM was not obeyed: {status}"
+    );
+    assert!(!dir.path().join("o").exists(), "nothing may be written");
+}

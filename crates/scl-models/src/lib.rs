@@ -188,6 +188,56 @@ impl SclModelConfig {
 }
 
 impl SclModelConfig {
+    /// Roughly how many values one example's forward pass keeps for the backward pass, for
+    /// images of `shape` (`[channels, height, width]`): every layer's output counted three
+    /// times (the linear map or convolution, its batch norm, its activation), spatial sizes
+    /// halved where the network pools or strides. An estimate for memory checks (within a
+    /// small factor of what an autodiff backend holds), not an exact count.
+    pub fn activation_count(&self, shape: [usize; 3]) -> f64 {
+        let f = |x: usize| x as f64;
+        let plane = f(shape[1]) * f(shape[2]);
+        let input = f(shape[0]) * plane;
+        let body = match &self.architecture {
+            Architecture::Mlp(c) => c.widths.iter().map(|&w| 3.0 * f(w)).sum::<f64>(),
+            Architecture::SmallCnn(c) => {
+                let [a, b] = c.channels.map(f);
+                // conv-BN-ReLU at full size, then pooled; the second stage at a quarter.
+                3.0 * a * plane + a * plane / 4.0 + 3.0 * b * plane / 4.0 + f(c.embedding)
+            }
+            Architecture::Resnet18(c) => {
+                let w = f(c.width);
+                // The stem and four stages of four convolutions, each at half the side of the
+                // stage before and twice the channels.
+                let stages: f64 = (0..4)
+                    .map(|s| 12.0 * w * 2f64.powi(s) * plane / 4f64.powi(s))
+                    .sum();
+                3.0 * w * plane + stages
+            }
+            Architecture::Densenet(c) => {
+                // After the stride-2 stem and max-pool the maps are a sixteenth of the image;
+                // each layer keeps its bottleneck and its new maps, each block at a quarter of
+                // the area of the block before.
+                let (growth, mid) = (f(c.growth), f(c.bn_size * c.growth));
+                let mut area = plane / 16.0;
+                let mut ch = f(c.initial);
+                let mut n = 3.0 * ch * plane / 4.0;
+                for (i, &layers) in c.blocks.iter().enumerate() {
+                    for _ in 0..layers {
+                        n += (3.0 * ch + 3.0 * mid + growth) * area;
+                        ch += growth;
+                    }
+                    if i + 1 < c.blocks.len() {
+                        ch = (ch / 2.0).floor();
+                        area /= 4.0;
+                    }
+                }
+                n
+            }
+        };
+        let head = self.projection.map_or(0.0, f) + f(self.num_classes);
+        input + body + head
+    }
+
     /// The number of values the model's module will hold, counted from the configuration
     /// without building it: weights, biases, and batch norm's scales, shifts and running
     /// statistics (what Burn's `Module::num_params` counts on the built model). An `f64`, so

@@ -139,6 +139,13 @@ impl UfmConfig {
         24.0 * n * d + 8.0 * k * d + 8.0 * k * k
     }
 
+    /// Bytes of the points a run logs and keeps until it ends (one per `log_every` steps,
+    /// plus the first and the last).
+    pub fn logged_points_bytes(&self) -> f64 {
+        let points = (self.steps / self.log_every.max(1)) as f64 + 2.0;
+        points * std::mem::size_of::<crate::ufm::UfmPoint>() as f64
+    }
+
     /// Checks every value; the error names the first wrong key and what is allowed.
     ///
     /// # Errors
@@ -218,6 +225,19 @@ impl UfmConfig {
                     crate::gib_text(available as f64)
                 )));
             }
+            let points = self.logged_points_bytes();
+            if needed + points > available as f64 {
+                return Err(ConfigError::new(format!(
+                    "steps = {} is not allowed with log_every = {}: the run would keep about \
+                     {:.1e} logged points, {} GiB, more than this machine's {} GiB of memory \
+                     beside the features; lower steps or log less often",
+                    self.steps,
+                    self.log_every,
+                    (self.steps / self.log_every) as f64,
+                    crate::gib_text(points),
+                    crate::gib_text(available as f64)
+                )));
+            }
         }
         match (self.schedule, self.batch_size) {
             (None, None) => {}
@@ -291,6 +311,20 @@ mod tests {
         if crate::machine_memory_bytes().is_some() {
             let err = huge.validate().unwrap_err().to_string();
             assert!(err.contains("are not allowed together"), "{err}");
+            // Steps whose logged points alone would not fit.
+            let mut long = ufm(4, None);
+            long.steps = usize::MAX / 2;
+            long.log_every = 1;
+            let err = long.validate().unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "steps = {} is not allowed with log_every = 1",
+                    long.steps
+                )),
+                "{err}"
+            );
+            long.log_every = long.steps;
+            assert!(long.validate().is_ok());
         }
     }
 }

@@ -247,6 +247,10 @@ fn default_eval_every() -> usize {
     1
 }
 
+/// Bytes a logged row takes in memory, at most: an epoch's metrics with its geometry
+/// (the larger of the two kinds of row the run keeps).
+const LOGGED_ROW_BYTES: f64 = std::mem::size_of::<EpochMetrics>() as f64;
+
 /// A number as a message shows it: in exponent form when very large or very small (`1e300`
 /// rather than 301 digits).
 fn shown(v: f64) -> String {
@@ -354,19 +358,67 @@ impl DeepConfig {
                 "batch_size must be at least 2 for SCL with a single view",
             ));
         }
-        self.check_model_memory(manifest.image_shape, manifest.num_classes)
+        self.check_model_memory(
+            manifest.image_shape,
+            manifest.num_classes,
+            manifest.split_size(scl_data::Split::Train),
+        )
     }
 
     /// The model's parameters, their gradients and the optimiser's state (16 bytes per
-    /// parameter in f32) against this machine's memory, before anything is allocated: one
-    /// sentence naming the size keys of the model.
-    fn check_model_memory(&self, shape: [usize; 3], num_classes: usize) -> Result<(), ConfigError> {
+    /// parameter in f32), one batch's activations (`batch_size x views` examples,
+    /// [`SclModelConfig::activation_count`] values each, 8 bytes with their gradients) and the
+    /// logged rows the run keeps (one per logged step and per evaluated epoch) against this
+    /// machine's memory, before anything is allocated: one sentence naming the keys.
+    fn check_model_memory(
+        &self,
+        shape: [usize; 3],
+        num_classes: usize,
+        train_examples: usize,
+    ) -> Result<(), ConfigError> {
         let Some(available) = crate::machine_memory_bytes() else {
             return Ok(());
         };
-        let parameters = self.model_config(shape, num_classes).parameter_count();
+        let available_f = available as f64;
+        let model = self.model_config(shape, num_classes);
+        let parameters = model.parameter_count();
+        let views = if self.views == ViewPreset::Single {
+            1
+        } else {
+            2
+        };
+        let activations =
+            8.0 * self.batch_size as f64 * f64::from(views) * model.activation_count(shape);
+        if 16.0 * parameters <= available_f && 16.0 * parameters + activations > available_f {
+            return Err(ConfigError::new(format!(
+                "batch_size = {} is not allowed: with {} views of each example a batch would \
+                 keep about {} GiB of activations, more than this machine's {} GiB of memory \
+                 beside the model; lower batch_size",
+                self.batch_size,
+                views,
+                crate::gib_text(activations),
+                crate::gib_text(available_f)
+            )));
+        }
+        let steps = self.epochs as f64 * (train_examples as f64 / self.batch_size as f64).ceil();
+        let rows = self.log_every.map_or(0.0, |n| steps / n as f64)
+            + self.epochs as f64 / self.eval_every as f64;
+        let kept = rows * LOGGED_ROW_BYTES;
+        if kept > available_f / 2.0 {
+            return Err(ConfigError::new(format!(
+                "epochs = {} is not allowed with log_every = {} and eval_every = {}: the run \
+                 would keep about {rows:.1e} logged rows, {} GiB, more than half this \
+                 machine's {} GiB of memory; lower epochs or log less often",
+                self.epochs,
+                self.log_every
+                    .map_or_else(|| "(absent)".to_string(), |n| n.to_string()),
+                self.eval_every,
+                crate::gib_text(kept),
+                crate::gib_text(available_f)
+            )));
+        }
         let needed = 16.0 * parameters;
-        if needed <= available as f64 {
+        if needed <= available_f {
             return Ok(());
         }
         let keys = match self.model {
@@ -1457,6 +1509,38 @@ mod tests {
         for key in DEEP_REQUIRED_KEYS {
             assert!(DEEP_KEYS.contains(key), "{key}");
         }
+    }
+
+    #[test]
+    fn batches_and_logs_no_machine_holds_are_one_sentence() {
+        if crate::machine_memory_bytes().is_none() {
+            return;
+        }
+        let base = "dataset = \"sklearn-digits\"\nmodel = \"mlp\"\n";
+        let cfg =
+            |extra: &str| -> DeepConfig { toml::from_str(&format!("{base}{extra}")).unwrap() };
+        let err = cfg("epochs = 1\nbatch_size = 100000000000")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("batch_size = 100000000000 is not allowed: with 2 views"),
+            "{err}"
+        );
+        let err = cfg("epochs = 1000000000000\nlog_every = 1")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("epochs = 1000000000000 is not allowed with log_every = 1"),
+            "{err}"
+        );
+        // The sizes the experiment files use pass.
+        assert!(
+            cfg("epochs = 200\nlog_every = 1\nbatch_size = 1024")
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]

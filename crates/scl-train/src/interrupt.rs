@@ -2,8 +2,9 @@
 //! process to save a checkpoint at its current step and return [`crate::RunError::Interrupted`];
 //! a second Ctrl-C ends the process at once (exit code 130).
 //!
-//! The request is one process-wide flag. Command-line tools call [`install_handler`] once at
-//! start; a library user may instead call [`request`] from anywhere (a GUI button, a time
+//! The request is one process-wide flag. Command-line tools call [`install_handler`] once
+//! their configuration is validated and work begins (until then a signal keeps its default
+//! action and ends the process at once); a library user may instead call [`request`] from anywhere (a GUI button, a time
 //! limit) to the same effect. Training loops poll [`requested`] after every optimiser step.
 //!
 //! ```
