@@ -5,6 +5,7 @@ mod deep_training;
 mod experiment_files;
 mod fused_wgpu;
 mod quick_sweep;
+mod tidy;
 mod ufm_batching;
 mod validator_vs_optimisation;
 

@@ -4,8 +4,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use scl_experiments::experiment::Experiment;
-
 use crate::sweep::config_error;
 
 /// Arguments of `cargo xtask report`.
@@ -27,12 +25,11 @@ pub struct ReportArgs {
 
 /// Writes the report.
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let experiment = match crate::sweep::parse_sets(&args.set)
-        .and_then(|sets| Experiment::load_with(&args.experiment, args.profile.as_deref(), &sets))
-    {
-        Ok(e) => e,
-        Err(e) => return Ok(config_error(&e)),
-    };
+    let experiment =
+        match crate::sweep::load_experiment(&args.experiment, args.profile.as_deref(), &args.set) {
+            Ok(e) => e,
+            Err(e) => return Ok(config_error(&e)),
+        };
     let root = scl_experiments::layout::experiment_root(&experiment, &args.out);
     if !root.is_dir() {
         return Ok(config_error(&scl_train::ConfigError::new(format!(

@@ -357,12 +357,11 @@ pub fn run(args: SlurmArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = check_values(&args, &workdir) {
         return Ok(config_error(&e));
     }
-    let experiment = match crate::sweep::parse_sets(&args.set)
-        .and_then(|sets| Experiment::load_with(&args.experiment, args.profile.as_deref(), &sets))
-    {
-        Ok(e) => e,
-        Err(e) => return Ok(config_error(&e)),
-    };
+    let experiment =
+        match crate::sweep::load_experiment(&args.experiment, args.profile.as_deref(), &args.set) {
+            Ok(e) => e,
+            Err(e) => return Ok(config_error(&e)),
+        };
     if experiment
         .folder_name()
         .chars()

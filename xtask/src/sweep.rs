@@ -122,12 +122,30 @@ pub fn prepare(
         }
     }
     check_out_dir(out).map_err(|e| config_error(&e))?;
-    let sets = parse_sets(sets).map_err(|e| config_error(&e))?;
-    let experiment =
-        Experiment::load_with(experiment, profile, &sets).map_err(|e| config_error(&e))?;
+    let experiment = load_experiment(experiment, profile, sets).map_err(|e| config_error(&e))?;
     check_results_dir(&experiment, &experiment_root(&experiment, out))
         .map_err(|e| config_error(&e))?;
     Ok((experiment, backend))
+}
+
+/// Loads an experiment file with a profile and `--set` overrides; the library's sentences
+/// about an override name the flag.
+///
+/// # Errors
+/// The sentence of the first malformed override or of the file.
+pub fn load_experiment(
+    path: &Path,
+    profile: Option<&str>,
+    sets: &[String],
+) -> Result<Experiment, ConfigError> {
+    let sets = parse_sets(sets)?;
+    Experiment::load_with(path, profile, &sets).map_err(|e| {
+        ConfigError::new(e.message().replacen("the override ", "--set ", 1).replacen(
+            "an override replaces",
+            "--set replaces",
+            1,
+        ))
+    })
 }
 
 /// The `--set key=value` arguments, parsed.
@@ -135,9 +153,34 @@ pub fn prepare(
 /// # Errors
 /// The sentence of the first malformed one.
 pub fn parse_sets(sets: &[String]) -> Result<Vec<(String, toml::Value)>, ConfigError> {
-    sets.iter()
-        .map(|s| scl_experiments::experiment::parse_set(s))
-        .collect()
+    sets.iter().map(|s| parse_set(s)).collect()
+}
+
+/// One `--set key=value` argument as a key and a TOML value: the value is read as TOML
+/// (`lr=0.1`, `relu=true`, `mlp_widths=[64, 32]`, `imbalance={ kind = "step", ratio = 10 }`)
+/// and, where it is not valid TOML, taken as a string (`dataset=mnist`).
+///
+/// # Errors
+/// A sentence when `arg` has no `=` or an empty key.
+pub fn parse_set(arg: &str) -> Result<(String, toml::Value), ConfigError> {
+    let Some((key, text)) = arg.split_once('=') else {
+        return Err(ConfigError::new(format!(
+            "--set {arg} is not allowed: write key=value, e.g. --set lr=0.1"
+        )));
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(ConfigError::new(format!(
+            "--set {arg} is not allowed: the key before = is empty"
+        )));
+    }
+    let text = text.trim();
+    let value = format!("v = {text}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()));
+    Ok((key.to_string(), value))
 }
 
 /// `--out` must be a folder, or a path whose nearest existing parent is a writable folder.

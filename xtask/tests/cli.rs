@@ -502,7 +502,7 @@ fn runner_bad_inputs_exit_2_and_write_nothing() {
         (
             GOOD.to_string(),
             vec!["--cell", "7"],
-            "--cell 7 does not exist: the experiment has cells 0 to 1",
+            "cell 7 does not exist: the experiment has cells 0 to 1",
         ),
         (
             GOOD.to_string(),

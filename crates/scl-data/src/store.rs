@@ -48,7 +48,7 @@ impl DataDir {
     /// Resolves the data directory: `flag`, else `$SCL_DATA_DIR`, else `datasets/cache`.
     pub fn resolve(flag: Option<&Path>) -> Self {
         if let Some(dir) = flag {
-            return Self::at(dir, "--data-dir");
+            return Self::at(dir, "the command line");
         }
         match std::env::var_os(DATA_DIR_ENV) {
             Some(dir) if !dir.is_empty() => Self::at(Path::new(&dir), "SCL_DATA_DIR"),
@@ -69,7 +69,7 @@ impl DataDir {
         &self.root
     }
 
-    /// Where the path came from: `--data-dir`, `SCL_DATA_DIR` or `default`.
+    /// Where the path came from: `the command line`, `SCL_DATA_DIR` or `default`.
     pub fn origin(&self) -> &'static str {
         self.origin
     }
@@ -483,7 +483,8 @@ fn missing_message(
         ));
     }
     msg.push_str(&format!(
-        "\nPut the files in {}, or point --data-dir or {DATA_DIR_ENV} at a folder that holds `{}/`",
+        "\nPut the files in {}, or use a data directory (the command's data-directory option, \
+         or {DATA_DIR_ENV}) that holds `{}/`",
         dir.display(),
         manifest.name
     ));

@@ -304,7 +304,8 @@ impl Experiment {
         Self::load_with(path, profile, &[])
     }
 
-    /// [`Experiment::load`] with `sets` (from `--set key=value`, see [`parse_set`]) replacing
+    /// [`Experiment::load`] with `sets` (key and value overrides, e.g. from a command line)
+    /// replacing
     /// base keys of every grid whose cells have that key.
     ///
     /// # Errors
@@ -460,7 +461,7 @@ impl Experiment {
         }
         if let Some(((key, value), _)) = sets.iter().zip(&used).find(|(_, used)| !**used) {
             return Err(ConfigError::new(format!(
-                "--set {key}={value} is not allowed: no cell of this experiment has the key {key}"
+                "the override {key}={value} is not allowed: no cell of this experiment has the key {key}"
             )));
         }
         if experiment.is_empty() {
@@ -510,8 +511,8 @@ impl Experiment {
             }
             if grid.contains_key(key) || zip.contains_key(key) {
                 return Err(ConfigError::new(format!(
-                    "--set {key}={value} is not allowed: {key} is a grid axis{place}; --set \
-                     replaces base keys only (change the axis in the file or in a profile)"
+                    "the override {key}={value} is not allowed: {key} is a grid axis{place}; an \
+                     override replaces base keys only (change the axis in the file or in a profile)"
                 )));
             }
             base.insert(key.clone(), value.clone());
@@ -727,33 +728,6 @@ fn resolve<T: serde::de::DeserializeOwned>(
         })?;
     validate(&config).map_err(|e| ConfigError::new(format!("{}{where_}", e.message())))?;
     Ok(config)
-}
-
-/// One `--set key=value` argument as a key and a TOML value: the value is read as TOML
-/// (`lr=0.1`, `relu=true`, `mlp_widths=[64, 32]`, `imbalance={ kind = "step", ratio = 10 }`)
-/// and, where it is not valid TOML, taken as a string (`dataset=mnist`).
-///
-/// # Errors
-/// A sentence when `arg` has no `=` or an empty key.
-pub fn parse_set(arg: &str) -> Result<(String, Value), ConfigError> {
-    let Some((key, text)) = arg.split_once('=') else {
-        return Err(ConfigError::new(format!(
-            "--set {arg} is not allowed: write key=value, e.g. --set lr=0.1"
-        )));
-    };
-    let key = key.trim();
-    if key.is_empty() {
-        return Err(ConfigError::new(format!(
-            "--set {arg} is not allowed: the key before = is empty"
-        )));
-    }
-    let text = text.trim();
-    let value = format!("v = {text}")
-        .parse::<Table>()
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| Value::String(text.to_string()));
-    Ok((key.to_string(), value))
 }
 
 /// Serde's name of a unit enum value (`relu`, `mlp`, `scl`), for ids and tables.

@@ -91,7 +91,7 @@ pub fn check_results_dir(experiment: &Experiment, root: &Path) -> Result<(), Con
             && !dir.metadata().is_ok_and(|m| m.is_dir())
         {
             return Err(ConfigError::new(format!(
-                "{} is a file, but it is {what}: move the file away or choose another --out",
+                "{} is a file, but it is {what}: move the file away or choose another results folder",
                 dir.display()
             )));
         }
@@ -112,7 +112,7 @@ pub fn check_results_dir(experiment: &Experiment, root: &Path) -> Result<(), Con
             if !stored.is_some_and(&same) {
                 return Err(ConfigError::new(format!(
                     "{} holds a run of a different configuration under the same cell id: \
-                     move it away or choose another --out",
+                     move it away or choose another results folder",
                     dir.display()
                 )));
             }
@@ -160,7 +160,7 @@ pub fn run_cell(
 ) -> Result<CellStatus, RunError> {
     let cell = experiment.cell(index).ok_or_else(|| {
         ConfigError::new(format!(
-            "--cell {index} does not exist: the experiment has cells 0 to {}",
+            "cell {index} does not exist: the experiment has cells 0 to {}",
             experiment.len().saturating_sub(1)
         ))
     })?;
@@ -565,11 +565,7 @@ fn run_deep_cell(
         outcome,
     };
     write_json(&work.join(SUMMARY), &summary)?;
-    let dest = cell_dir(root, &cell.id);
-    if dest.exists() {
-        std::fs::remove_dir_all(&dest).map_err(scl_fs::at(&dest))?;
-    }
-    std::fs::rename(&work, &dest).map_err(scl_fs::at(&dest))?;
+    scl_fs::move_dir_into_place(&work, &cell_dir(root, &cell.id))?;
     Ok(summary)
 }
 

@@ -303,17 +303,29 @@ impl StagedDir {
                     .map_err(at(&entry.path()))?;
             }
         }
-        sync_dir(&self.path);
-        if dest.is_dir() {
-            std::fs::remove_dir_all(dest).map_err(at(dest))?;
-        } else if dest.exists() {
-            std::fs::remove_file(dest).map_err(at(dest))?;
-        }
-        std::fs::rename(&self.path, dest).map_err(at(dest))?;
+        move_dir_into_place(&self.path, dest)?;
         self.committed = true;
-        sync_dir(parent_of(dest));
         Ok(())
     }
+}
+
+/// Moves the finished folder `from` to `dest` in one rename, replacing what `dest` was (an
+/// unfinished folder or a file of that name): the folder is synced first and the parent after,
+/// so that `dest` never holds a partial folder, also after a crash. `from` and `dest` must be
+/// on one file system (a sibling, as [`StagedDir`] and work folders are).
+///
+/// # Errors
+/// An [`FsError`] naming the path of the step that failed.
+pub fn move_dir_into_place(from: &Path, dest: &Path) -> Result<(), FsError> {
+    sync_dir(from);
+    if dest.is_dir() {
+        std::fs::remove_dir_all(dest).map_err(at(dest))?;
+    } else if dest.exists() {
+        std::fs::remove_file(dest).map_err(at(dest))?;
+    }
+    std::fs::rename(from, dest).map_err(at(dest))?;
+    sync_dir(parent_of(dest));
+    Ok(())
 }
 
 impl Drop for StagedDir {

@@ -72,9 +72,7 @@ impl BackendKind {
             Ok(())
         } else {
             Err(ConfigError::new(format!(
-                "backend {} was not compiled in: rebuild with the cargo feature `{}` \
-                 (e.g. `cargo run -p xtask --features {} -- sweep ...`)",
-                self.name(),
+                "backend {} was not compiled in: rebuild with the cargo feature `{}`",
                 self.name(),
                 self.name()
             )))
