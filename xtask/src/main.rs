@@ -22,7 +22,8 @@
 //!   reference script, CIFAR-10 images; the binary `scl-gpu-check` (`src/gpu_check.rs`) is
 //!   what it runs.
 //!
-//! Exit codes: 0 success, 1 a run failed, 2 a wrong option or configuration (nothing written).
+//! Exit codes: 0 success, 1 a run failed, 2 a wrong option or configuration (nothing written),
+//! 3 a dataset missing, damaged or unreadable, 130 stopped by Ctrl-C or SIGTERM.
 
 mod bench;
 mod bundle;

@@ -97,6 +97,20 @@ pub fn config_error(e: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The exit code of a command that stopped on its data: a dataset missing, damaged or
+/// unreadable.
+pub const DATA_EXIT: u8 = 3;
+
+/// Prints `error: <sentence>` with the command that fetches the dataset `name` (when one is
+/// known), and returns exit code 3.
+pub fn data_error(e: &dyn std::fmt::Display, name: Option<&str>) -> ExitCode {
+    match name {
+        Some(name) => eprintln!("error: {e}\n(`cargo xtask data fetch {name}` downloads it)"),
+        None => eprintln!("error: {e}"),
+    }
+    ExitCode::from(DATA_EXIT)
+}
+
 /// The checks shared by `sweep` and `compare-backends`: the backend and its devices exist, the
 /// experiment parses, the results folder holds no other configuration under a cell id.
 /// Nothing is written.
@@ -228,8 +242,8 @@ fn probe_writable(dir: &Path) -> std::io::Result<()> {
 /// split (a sweep checks this once; its `--cell` children skip it).
 ///
 /// # Errors
-/// The exit code 2 after printing what is missing and how to get it, or which cell asks for
-/// more examples than a class has.
+/// The exit code 3 ([`DATA_EXIT`]) after printing what is missing and how to get it; 2 after
+/// naming a cell that asks for more examples than a class has.
 pub fn check_datasets(
     experiment: &Experiment,
     data_dir: Option<&Path>,
@@ -249,10 +263,7 @@ pub fn check_datasets(
         });
         let manifest = match found {
             Ok(m) => m,
-            Err(e) => {
-                eprintln!("error: {e}\n(`cargo xtask data fetch {name}` downloads it)");
-                return Err(ExitCode::from(2));
-            }
+            Err(e) => return Err(data_error(&e, Some(name))),
         };
         if !check_sizes {
             continue;
@@ -262,10 +273,7 @@ pub fn check_datasets(
         let opts = scl_data::LoadOptions::offline(data_dir.clone());
         let available = match scl_data::split_counts(&manifest, scl_data::Split::Train, &opts) {
             Ok(a) => a,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Err(ExitCode::from(2));
-            }
+            Err(e) => return Err(data_error(&e, Some(name))),
         };
         for cell in experiment
             .deep_cells
@@ -639,6 +647,7 @@ fn report_one(
             }
         }
         Err(RunError::Config(e)) => config_error(&e),
+        Err(RunError::Data(e)) => data_error(&e, None),
         Err(e) => {
             eprintln!("error: cell {index} {id} failed: {e}");
             ExitCode::FAILURE

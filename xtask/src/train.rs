@@ -148,6 +148,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         match backend.train_deep(args.device, &config, &opts, |e| bar.set_position(e as u64)) {
             Ok(o) => o,
             Err(RunError::Config(e)) => return Ok(config_error(&e)),
+            Err(RunError::Data(e)) => {
+                bar.abandon();
+                return Ok(crate::sweep::data_error(&e, Some(&config.dataset)));
+            }
             Err(e @ RunError::Interrupted { .. }) => {
                 bar.abandon();
                 eprintln!(

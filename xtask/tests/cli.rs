@@ -654,7 +654,29 @@ fn a_dry_run_lists_cells_whose_dataset_is_missing() {
         dir.path(),
         &["sweep", "--experiment", "exp.toml", "--data-dir", data],
     );
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 3, "a missing dataset exits with the data code: {err}");
+    assert!(err.contains("train-images-idx3-ubyte.gz"), "{err}");
+    assert!(err.contains("cargo xtask data fetch mnist"), "{err}");
+    // `train` too: the file, the fetch command, exit code 3.
+    std::fs::write(
+        dir.path().join("run.toml"),
+        "dataset = \"mnist\"\nmodel = \"mlp\"\nepochs = 1\n",
+    )
+    .unwrap();
+    let (code, err) = xtask(
+        dir.path(),
+        &[
+            "train",
+            "--config",
+            "run.toml",
+            "--out",
+            "t",
+            "--data-dir",
+            data,
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("train-images-idx3-ubyte.gz"), "{err}");
     assert!(err.contains("cargo xtask data fetch mnist"), "{err}");
     assert!(!dir.path().join("runs").exists());
 }

@@ -698,9 +698,11 @@ pub fn train_deep(
     cfg.validate()?;
     let manifest = Manifest::named(&cfg.dataset).map_err(|e| ConfigError::new(e.to_string()))?;
     let load_opts = LoadOptions::offline(opts.data_dir.clone());
+    // Reading the data fails only on the data; an imbalance the data cannot give is a
+    // configuration error.
     let data_err = |e: scl_data::DataError| RunError::Config(ConfigError::new(e.to_string()));
-    let full_train = scl_data::load(&manifest, Split::Train, &load_opts).map_err(data_err)?;
-    let test = scl_data::load(&manifest, Split::Test, &load_opts).map_err(data_err)?;
+    let full_train = scl_data::load(&manifest, Split::Train, &load_opts)?;
+    let test = scl_data::load(&manifest, Split::Test, &load_opts)?;
     let k = full_train.num_classes();
     let selection = cfg
         .imbalance

@@ -85,6 +85,10 @@ pub enum RunError {
     /// Reading or writing a file failed.
     #[error(transparent)]
     Io(#[from] scl_fs::FsError),
+    /// A dataset is missing, damaged or unreadable (exit code 3 in command-line tools): the
+    /// reader's error, kept as the source.
+    #[error(transparent)]
+    Data(#[from] scl_data::DataError),
     /// A geometry measure could not be computed (e.g. a class without samples).
     #[error("{what}: {source}")]
     Geometry {
