@@ -35,7 +35,7 @@ pub enum Imbalance {
         /// Examples per majority class; default `min(5000, smallest class)`.
         #[serde(default)]
         n_majority: Option<usize>,
-        /// The minority classes; default the second half, `K - K/2 .. K`.
+        /// The minority classes; default [`step_minority_classes`], the last `floor(K / 2)`.
         #[serde(default)]
         minority: Option<Vec<usize>>,
     },
@@ -83,6 +83,20 @@ fn default_n(available: &[usize]) -> usize {
         .min(PAPER_N_MAJORITY)
 }
 
+/// The minority classes of STEP imbalance over `k` classes, the one rule every STEP run of
+/// the workspace uses (deep datasets and the unconstrained-features model alike): the last
+/// `floor(K / 2)` classes. For K = 10 these are classes 5 to 9, the authors' split (majority
+/// 0 to 4); for an odd K the majority has one class more (K = 5: minority 3 and 4).
+pub fn step_minority_classes(k: usize) -> std::ops::Range<usize> {
+    k - k / 2..k
+}
+
+/// The examples a minority class keeps under STEP imbalance with `ratio` R over `n_majority`
+/// examples per majority class: `floor(n_majority / R)`.
+pub fn step_minority_size(n_majority: usize, ratio: f64) -> usize {
+    (n_majority as f64 / ratio).floor() as usize
+}
+
 impl Imbalance {
     /// A short label for tables and file names, e.g. `step-R10` or `long-tail-R100`.
     pub fn label(&self) -> String {
@@ -110,14 +124,15 @@ impl Imbalance {
             } => {
                 check_ratio(*ratio)?;
                 let n = n_majority.unwrap_or_else(|| default_n(available));
-                let minority: Vec<usize> =
-                    minority.clone().unwrap_or_else(|| (k - k / 2..k).collect());
+                let minority: Vec<usize> = minority
+                    .clone()
+                    .unwrap_or_else(|| step_minority_classes(k).collect());
                 if let Some(bad) = minority.iter().find(|c| **c >= k) {
                     return Err(DataError::Imbalance(format!(
                         "minority class {bad} does not exist; classes are 0..{k}"
                     )));
                 }
-                let n_min = (n as f64 / ratio).floor() as usize;
+                let n_min = step_minority_size(n, *ratio);
                 (0..k)
                     .map(|c| if minority.contains(&c) { n_min } else { n })
                     .collect()

@@ -45,7 +45,7 @@ pub struct UfmConfig {
     /// a private support even when some ReLU coordinates die.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dim: Option<usize>,
-    /// Samples of each majority class (the first `K / 2` classes).
+    /// Samples of each majority class (all but the last `floor(K / 2)` classes).
     pub n_majority: usize,
     /// Imbalance ratio `R >= 1`: minority classes get `floor(n_majority / R)` samples.
     pub ratio: f64,
@@ -95,8 +95,9 @@ pub const UFM_OPTIONAL_KEYS: &[&str] = &["dim", "schedule", "batch_size"];
 impl UfmConfig {
     /// Labels of the STEP-imbalanced UFM training set, ordered class by class.
     ///
-    /// The first `K / 2` classes (rounded down) are the majority with `n_majority` samples
-    /// each; the others have `floor(n_majority / R)`.
+    /// The majority classes have `n_majority` samples each, the minority classes
+    /// ([`scl_data::imbalance::step_minority_classes`]: the last `floor(K / 2)`, the rule deep
+    /// runs use too) `floor(n_majority / R)`.
     pub fn step_labels(&self) -> Vec<usize> {
         let mut labels = Vec::new();
         for c in 0..self.num_classes {
@@ -107,16 +108,16 @@ impl UfmConfig {
 
     /// Number of samples of class `c` under STEP imbalance.
     pub fn class_size(&self, c: usize) -> usize {
-        if c < self.num_classes / 2 {
-            self.n_majority
+        if scl_data::imbalance::step_minority_classes(self.num_classes).contains(&c) {
+            scl_data::imbalance::step_minority_size(self.n_majority, self.ratio)
         } else {
-            (self.n_majority as f64 / self.ratio).floor() as usize
+            self.n_majority
         }
     }
 
-    /// The minority classes: the second half.
+    /// The minority classes ([`scl_data::imbalance::step_minority_classes`]).
     pub fn minority_classes(&self) -> Vec<usize> {
-        (self.num_classes / 2..self.num_classes).collect()
+        scl_data::imbalance::step_minority_classes(self.num_classes).collect()
     }
 
     /// The feature dimension: `dim`, or `2 K` when absent.
@@ -131,8 +132,8 @@ impl UfmConfig {
     ///
     /// In closed form (no loop over the classes), so that it answers at once for any `K`.
     pub fn memory_estimate_bytes(&self) -> f64 {
-        let majority = (self.num_classes / 2) as f64;
-        let minority = (self.num_classes - self.num_classes / 2) as f64;
+        let minority = (self.num_classes / 2) as f64;
+        let majority = (self.num_classes - self.num_classes / 2) as f64;
         let n = majority * self.class_size(0) as f64
             + minority * self.class_size(self.num_classes.saturating_sub(1)) as f64;
         let (d, k) = (self.dim() as f64, self.num_classes as f64);
@@ -296,13 +297,14 @@ mod tests {
 
     #[test]
     fn the_memory_estimate_counts_every_class_without_a_loop_over_them() {
-        // K = 5: classes 0 and 1 with 200 samples, 2 to 4 with 20: N = 460, d = 10.
+        // K = 5: classes 0 to 2 with 200 samples, 3 and 4 with 20: N = 640, d = 10.
         let small = ufm(5, None);
         let n: usize = (0..5).map(|c| small.class_size(c)).sum();
-        assert_eq!(n, 460);
+        assert_eq!(n, 640);
+        assert_eq!(small.minority_classes(), [3, 4]);
         assert_eq!(
             small.memory_estimate_bytes(),
-            24.0 * 460.0 * 10.0 + 8.0 * 5.0 * 10.0 + 8.0 * 25.0
+            24.0 * 640.0 * 10.0 + 8.0 * 5.0 * 10.0 + 8.0 * 25.0
         );
         // The largest K a file can give: a loop over the classes would not end; the closed
         // form answers, and validation refuses the run for its memory in one sentence.
