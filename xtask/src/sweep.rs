@@ -237,79 +237,29 @@ fn probe_writable(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
-/// The datasets of deep cells must be present and verified before anything runs (a dry run
-/// needs none), and with `check_sizes` every deep cell's imbalance must fit its training
-/// split (a sweep checks this once; its `--cell` children skip it).
+/// The deep cells of `experiment` must be able to run on the data before anything runs
+/// ([`scl_experiments::feasibility::check_experiment`]; a dry run needs no data).
 ///
 /// # Errors
 /// The exit code 3 ([`DATA_EXIT`]) after printing what is missing and how to get it; 2 after
-/// naming a cell that asks for more examples than a class has.
+/// naming a cell that asks more of the data than it has.
 pub fn check_datasets(
     experiment: &Experiment,
     data_dir: Option<&Path>,
     check_sizes: bool,
 ) -> Result<(), ExitCode> {
     let data_dir = scl_data::DataDir::resolve(data_dir);
-    let mut datasets: Vec<&str> = experiment
-        .deep_cells
-        .iter()
-        .map(|c| c.config.dataset.as_str())
-        .collect();
-    datasets.sort_unstable();
-    datasets.dedup();
-    for name in datasets {
-        let found = scl_data::Manifest::named(name).and_then(|m| {
-            scl_data::store::ensure_files(&m, &data_dir, scl_data::Fetch::Never).map(|_| m)
-        });
-        let manifest = match found {
-            Ok(m) => m,
-            Err(e) => return Err(data_error(&e, Some(name))),
-        };
-        if !check_sizes {
-            continue;
-        }
-        // Every cell's imbalance must fit the training split: a class cannot keep more
-        // examples than it has (checked here, before any cell writes a file).
-        let opts = scl_data::LoadOptions::offline(data_dir.clone());
-        let available = match scl_data::split_counts(&manifest, scl_data::Split::Train, &opts) {
-            Ok(a) => a,
-            Err(e) => return Err(data_error(&e, Some(name))),
-        };
-        for cell in experiment
-            .deep_cells
-            .iter()
-            .filter(|c| c.config.dataset == name)
-        {
-            let cfg = &cell.config;
-            let counts = match cfg.imbalance.target_counts(&available) {
-                Ok(counts) => counts,
-                Err(e) => {
-                    eprintln!(
-                        "error: cell {}: {e} (the training split of {name} has {} to {} \
-                         examples per class)",
-                        cell.id,
-                        available.iter().min().copied().unwrap_or(0),
-                        available.iter().max().copied().unwrap_or(0)
-                    );
-                    return Err(ExitCode::from(2));
-                }
-            };
-            // The batches of the subsampled split, as training will draw them (a batch larger
-            // than the data, binding examples a class does not have).
-            let labels: Vec<usize> = counts
-                .iter()
-                .enumerate()
-                .flat_map(|(class, &n)| std::iter::repeat_n(class, n))
-                .collect();
-            let batching = scl_batching::BatchingConfig::new(cfg.schedule, cfg.batch_size);
-            if let Err(e) = scl_batching::Schedule::new(&labels, counts.len(), &batching, cfg.seed)
-            {
-                eprintln!("error: cell {}: {e}", cell.id);
-                return Err(ExitCode::from(2));
-            }
-        }
+    scl_experiments::feasibility::check_experiment(experiment, &data_dir, check_sizes)
+        .map_err(|e| infeasible(&e))
+}
+
+/// The exit code and message of an infeasible run: 3 for the data, 2 for the configuration.
+pub fn infeasible(e: &scl_experiments::feasibility::Infeasible) -> ExitCode {
+    use scl_experiments::feasibility::Infeasible;
+    match e {
+        Infeasible::Data { dataset, source } => data_error(source, Some(dataset)),
+        Infeasible::Config(e) => config_error(e),
     }
-    Ok(())
 }
 
 /// The command line of a child process that runs one cell of this sweep: `sweep` with the

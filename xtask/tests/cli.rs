@@ -693,6 +693,25 @@ fn a_deep_imbalance_or_batch_larger_than_the_data_exits_2_before_writing() {
     assert!(err.contains("error: cell sklearn-digits-mlp"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one sentence: {err:?}");
     assert!(!wrote, "nothing may be written");
+    // `train` asks the same check before it writes anything.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("run.toml"),
+        "dataset = \"sklearn-digits\"\nmodel = \"mlp\"\nepochs = 1\n\
+         imbalance = { kind = \"step\", ratio = 10, n_majority = 100000 }\n",
+    )
+    .unwrap();
+    let (code, err) = xtask(
+        dir.path(),
+        &["train", "--config", "run.toml", "--out", "t"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("class 0 has 143 examples, step-R10 asks for 100000"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err:?}");
+    assert!(!dir.path().join("t").exists(), "nothing may be written");
 
     // 5 x 60 + 5 x 6 = 330 examples after the imbalance: a batch of 331 would leave every
     // epoch without a batch.

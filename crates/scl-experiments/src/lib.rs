@@ -53,6 +53,7 @@
 
 pub mod child;
 pub mod experiment;
+pub mod feasibility;
 pub mod layout;
 mod lock;
 pub mod records;
