@@ -701,10 +701,7 @@ fn a_deep_imbalance_or_batch_larger_than_the_data_exits_2_before_writing() {
          imbalance = { kind = \"step\", ratio = 10, n_majority = 100000 }\n",
     )
     .unwrap();
-    let (code, err) = xtask(
-        dir.path(),
-        &["train", "--config", "run.toml", "--out", "t"],
-    );
+    let (code, err) = xtask(dir.path(), &["train", "--config", "run.toml", "--out", "t"]);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("class 0 has 143 examples, step-R10 asks for 100000"),

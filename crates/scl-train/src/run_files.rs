@@ -1,6 +1,6 @@
 //! The files of a run directory and the two `metrics.csv` schemas: one row per logged step of
 //! a UFM run ([`UFM_COLUMNS`]), one row per evaluated epoch of a deep run ([`DEEP_COLUMNS`],
-//! whose rows `deep.rs` makes). Both are written through [`write_rows`] with the `csv` crate;
+//! whose rows `deep/train.rs` makes). Both are written through [`write_rows`] with the `csv` crate;
 //! readers find columns by name, so a file with columns added later still reads.
 
 use std::path::Path;

@@ -1,0 +1,564 @@
+//! The configuration of a deep run: its keys, defaults and validation.
+
+use super::*;
+
+/// What the network is trained with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Supervised contrastive loss on the views of each batch.
+    Scl,
+    /// Cross-entropy of the classifier head on every view.
+    Ce,
+}
+
+/// Which backbone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// [`scl_models::Mlp`] with `mlp_widths`.
+    Mlp,
+    /// [`scl_models::SmallCnn`] with `embedding` outputs.
+    SmallCnn,
+    /// [`scl_models::ResNet18`] (CIFAR stem), `resnet_width` channels in the first stage.
+    Resnet18,
+    /// [`scl_models::DenseNet`]-BC, growth 12, blocks (6, 6, 6).
+    Densenet,
+}
+
+/// One deep-network run. Defaults are the paper's where it has one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeepConfig {
+    /// Dataset name (a manifest of `scl-data`, `crates/scl-data/manifests/`).
+    pub dataset: String,
+    /// Imbalance of the training split; `none` keeps it as published.
+    #[serde(default = "default_imbalance")]
+    pub imbalance: Imbalance,
+    /// Seed of the imbalance subsampling (1: the authors' `np.random.seed(1)`).
+    #[serde(default = "default_data_seed")]
+    pub data_seed: u64,
+    /// The backbone.
+    pub model: ModelKind,
+    /// MLP layer widths (the last is the embedding dimension).
+    #[serde(default = "default_mlp_widths")]
+    pub mlp_widths: Vec<usize>,
+    /// Small CNN embedding dimension.
+    #[serde(default = "default_embedding")]
+    pub embedding: usize,
+    /// ResNet-18 first-stage width (64: the paper's 512-d embedding).
+    #[serde(default = "default_resnet_width")]
+    pub resnet_width: usize,
+    /// The paper's switch.
+    #[serde(default)]
+    pub final_activation: FinalActivation,
+    /// Optional projection head output size (none in the authors' code).
+    #[serde(default)]
+    pub projection: Option<usize>,
+    /// SCL or CE.
+    #[serde(default = "default_loss")]
+    pub loss: LossKind,
+    /// SupCon temperature (0.1: the paper's experiments).
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    /// SupCon base temperature (0.07: SupContrast's default, which the authors kept).
+    #[serde(default = "default_base_temperature")]
+    pub base_temperature: f64,
+    /// The views of a batch (vertical-flip: the paper's plotted runs).
+    #[serde(default = "default_views")]
+    pub views: ViewPreset,
+    /// The batch schedule.
+    #[serde(default = "default_schedule")]
+    pub schedule: ScheduleKind,
+    /// Batch size before the binding examples (50: the authors' default).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Training epochs (350 in the paper).
+    pub epochs: usize,
+    /// SGD (the paper) or Adam.
+    #[serde(default = "default_optimizer")]
+    pub optimizer: OptimizerKind,
+    /// Learning rate (0.1: the paper).
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// SGD momentum (0.9: the paper).
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// Weight decay (5e-4: the paper).
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    /// Epochs at which the learning rate is multiplied by `lr_gamma` (paper: 116, 232).
+    #[serde(default)]
+    pub lr_milestones: Vec<usize>,
+    /// Learning-rate factor at each milestone (0.1: the paper).
+    #[serde(default = "default_lr_gamma")]
+    pub lr_gamma: f64,
+    /// Evaluate (geometry, accuracy) and checkpoint every this many epochs, and at the end.
+    #[serde(default = "default_eval_every")]
+    pub eval_every: usize,
+    /// Also write the mean training loss of every `log_every` steps to `metrics.csv` (rows
+    /// with the geometry columns empty). Absent: the loss only at evaluated epochs. Not
+    /// written when absent, so cell ids of configurations without it do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_every: Option<usize>,
+    /// Seed of initialisation, batches and augmentations.
+    #[serde(default)]
+    pub seed: u64,
+    /// Also train a linear probe ([`scl_geometry::probe`], defaults) on the training
+    /// embeddings at every evaluated epoch and report its test accuracy. Not written when
+    /// false, so cell ids of configurations from before this key existed do not change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub linear_probe: bool,
+    /// Test hook: make the loss of this step non-finite (checks the run stops cleanly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject_nan_at_step: Option<usize>,
+    /// Test hook: once this many steps are done, ask for a stop as Ctrl-C would
+    /// ([`crate::interrupt::request`], which stops every run of the process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupt_at_step: Option<usize>,
+}
+
+/// Every key of [`DeepConfig`], for experiment files.
+pub const DEEP_KEYS: &[&str] = &[
+    "dataset",
+    "imbalance",
+    "data_seed",
+    "model",
+    "mlp_widths",
+    "embedding",
+    "resnet_width",
+    "final_activation",
+    "projection",
+    "loss",
+    "temperature",
+    "base_temperature",
+    "views",
+    "schedule",
+    "batch_size",
+    "epochs",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "lr_milestones",
+    "lr_gamma",
+    "eval_every",
+    "log_every",
+    "seed",
+    "linear_probe",
+    "inject_nan_at_step",
+    "interrupt_at_step",
+];
+
+/// The keys of [`DeepConfig`] without a default.
+pub const DEEP_REQUIRED_KEYS: &[&str] = &["dataset", "model", "epochs"];
+
+fn default_imbalance() -> Imbalance {
+    Imbalance::None
+}
+fn default_data_seed() -> u64 {
+    1
+}
+fn default_mlp_widths() -> Vec<usize> {
+    vec![256, 128]
+}
+fn default_embedding() -> usize {
+    128
+}
+fn default_resnet_width() -> usize {
+    64
+}
+fn default_loss() -> LossKind {
+    LossKind::Scl
+}
+fn default_temperature() -> f64 {
+    0.1
+}
+fn default_base_temperature() -> f64 {
+    0.07
+}
+fn default_views() -> ViewPreset {
+    ViewPreset::VerticalFlip
+}
+fn default_schedule() -> ScheduleKind {
+    ScheduleKind::Shuffle
+}
+fn default_batch_size() -> usize {
+    50
+}
+fn default_optimizer() -> OptimizerKind {
+    OptimizerKind::Sgd
+}
+fn default_lr() -> f64 {
+    0.1
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_weight_decay() -> f64 {
+    5e-4
+}
+fn default_lr_gamma() -> f64 {
+    0.1
+}
+fn default_eval_every() -> usize {
+    1
+}
+
+/// Bytes a logged row takes in memory, at most: an epoch's metrics with its geometry
+/// (the larger of the two kinds of row the run keeps).
+const LOGGED_ROW_BYTES: f64 = std::mem::size_of::<EpochMetrics>() as f64;
+
+/// A number as a message shows it: in exponent form when very large or very small (`1e300`
+/// rather than 301 digits).
+fn shown(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-4..1e6).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
+impl DeepConfig {
+    /// Checks every value; the error names the key and what is allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let manifest = Manifest::named(&self.dataset)
+            .map_err(|e| ConfigError::new(format!("dataset: {e}")))?;
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(ConfigError::new(format!(
+                    "{name} = {} is not allowed: it must be a positive number",
+                    shown(v)
+                )))
+            }
+        };
+        positive("temperature", self.temperature)?;
+        positive("base_temperature", self.base_temperature)?;
+        positive("lr", self.lr)?;
+        if self.lr > crate::MAX_LR {
+            return Err(ConfigError::new(format!(
+                "lr = {} is not allowed: it must be a number above 0 and at most {}",
+                self.lr,
+                crate::MAX_LR
+            )));
+        }
+        if self.log_every == Some(0) {
+            return Err(ConfigError::new(
+                "log_every = 0 is not allowed: it must be at least 1 (or absent: the loss at evaluated epochs only)",
+            ));
+        }
+        if self.projection == Some(0) {
+            return Err(ConfigError::new(
+                "projection = 0 is not allowed: it must be at least 1 (or absent: no projection head)",
+            ));
+        }
+        positive("lr_gamma", self.lr_gamma)?;
+        // The largest rate the schedule reaches within the run's epochs: above 1, gamma raises
+        // the rate at every milestone passed.
+        let reached = self
+            .lr_milestones
+            .iter()
+            .filter(|&&m| m < self.epochs)
+            .count();
+        let peak = if self.lr_gamma > 1.0 {
+            self.lr
+                * self
+                    .lr_gamma
+                    .powi(i32::try_from(reached).unwrap_or(i32::MAX))
+        } else {
+            self.lr
+        };
+        if !(peak.is_finite() && peak <= crate::MAX_LR) {
+            return Err(ConfigError::new(format!(
+                "lr_gamma = {} is not allowed: with lr = {} and {reached} milestones within the \
+                 {} epochs the learning rate would reach {}, above the largest allowed, {}",
+                shown(self.lr_gamma),
+                shown(self.lr),
+                self.epochs,
+                shown(peak),
+                crate::MAX_LR
+            )));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(ConfigError::new(format!(
+                "momentum = {} is not allowed: it must be in [0, 1)",
+                self.momentum
+            )));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(ConfigError::new(format!(
+                "weight_decay = {} is not allowed: it must be >= 0",
+                self.weight_decay
+            )));
+        }
+        for (name, v) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("eval_every", self.eval_every),
+            ("embedding", self.embedding),
+            ("resnet_width", self.resnet_width),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::new(format!(
+                    "{name} = 0 is not allowed: it must be at least 1"
+                )));
+            }
+        }
+        if self.mlp_widths.is_empty() || self.mlp_widths.contains(&0) {
+            return Err(ConfigError::new(
+                "mlp_widths must list at least one positive width",
+            ));
+        }
+        if self.loss == LossKind::Scl && self.views == ViewPreset::Single && self.batch_size < 2 {
+            return Err(ConfigError::new(
+                "batch_size must be at least 2 for SCL with a single view",
+            ));
+        }
+        self.check_model_memory(
+            manifest.image_shape,
+            manifest.num_classes,
+            manifest.split_size(scl_data::Split::Train),
+        )
+    }
+
+    /// The model's parameters, their gradients and the optimiser's state (16 bytes per
+    /// parameter in f32), one batch's activations (`batch_size x views` examples,
+    /// [`SclModelConfig::activation_count`] values each, 8 bytes with their gradients) and the
+    /// logged rows the run keeps (one per logged step and per evaluated epoch) against this
+    /// machine's memory, before anything is allocated: one sentence naming the keys.
+    fn check_model_memory(
+        &self,
+        shape: [usize; 3],
+        num_classes: usize,
+        train_examples: usize,
+    ) -> Result<(), ConfigError> {
+        let Some(available) = crate::machine_memory_bytes() else {
+            return Ok(());
+        };
+        let available_f = available as f64;
+        let model = self.model_config(shape, num_classes);
+        let parameters = model.parameter_count();
+        let views = if self.views == ViewPreset::Single {
+            1
+        } else {
+            2
+        };
+        let activations =
+            8.0 * self.batch_size as f64 * f64::from(views) * model.activation_count(shape);
+        if 16.0 * parameters <= available_f && 16.0 * parameters + activations > available_f {
+            return Err(ConfigError::new(format!(
+                "batch_size = {} is not allowed: with {} views of each example a batch would \
+                 keep about {} GiB of activations, more than this machine's {} GiB of memory \
+                 beside the model; lower batch_size",
+                self.batch_size,
+                views,
+                crate::gib_text(activations),
+                crate::gib_text(available_f)
+            )));
+        }
+        let steps = self.epochs as f64 * (train_examples as f64 / self.batch_size as f64).ceil();
+        let rows = self.log_every.map_or(0.0, |n| steps / n as f64)
+            + self.epochs as f64 / self.eval_every as f64;
+        let kept = rows * LOGGED_ROW_BYTES;
+        if kept > available_f / 2.0 {
+            return Err(ConfigError::new(format!(
+                "epochs = {} is not allowed with log_every = {} and eval_every = {}: the run \
+                 would keep about {rows:.1e} logged rows, {} GiB, more than half this \
+                 machine's {} GiB of memory; lower epochs or log less often",
+                self.epochs,
+                self.log_every
+                    .map_or_else(|| "(absent)".to_string(), |n| n.to_string()),
+                self.eval_every,
+                crate::gib_text(kept),
+                crate::gib_text(available_f)
+            )));
+        }
+        let needed = 16.0 * parameters;
+        if needed <= available_f {
+            return Ok(());
+        }
+        let keys = match self.model {
+            ModelKind::Mlp => format!("mlp_widths = {:?}", self.mlp_widths),
+            ModelKind::SmallCnn => format!("embedding = {}", self.embedding),
+            ModelKind::Resnet18 => format!("resnet_width = {}", self.resnet_width),
+            ModelKind::Densenet => "the DenseNet-BC configuration".to_string(),
+        };
+        let keys = match self.projection {
+            Some(p) => format!("{keys} with projection = {p}"),
+            None => keys,
+        };
+        Err(ConfigError::new(format!(
+            "{keys} is not allowed: the model would have about {parameters:.1e} parameters, \
+             {} GiB with their gradients and the optimiser's state, more than this machine's \
+             {} GiB of memory; lower it",
+            crate::gib_text(needed),
+            crate::gib_text(available as f64)
+        )))
+    }
+
+    /// The model configuration for images of `shape` (after the views' transforms).
+    pub fn model_config(&self, shape: [usize; 3], num_classes: usize) -> SclModelConfig {
+        let architecture = match self.model {
+            ModelKind::Mlp => Architecture::Mlp(MlpConfig::new(
+                shape.iter().product(),
+                self.mlp_widths.clone(),
+            )),
+            ModelKind::SmallCnn => {
+                Architecture::SmallCnn(SmallCnnConfig::new(shape[0]).with_embedding(self.embedding))
+            }
+            ModelKind::Resnet18 => Architecture::Resnet18(
+                ResNet18Config::new()
+                    .with_in_channels(shape[0])
+                    .with_width(self.resnet_width),
+            ),
+            ModelKind::Densenet => {
+                Architecture::Densenet(DenseNetConfig::new().with_in_channels(shape[0]))
+            }
+        };
+        SclModelConfig::new(architecture, num_classes)
+            .with_final_activation(self.final_activation)
+            .with_projection(self.projection)
+    }
+
+    /// The learning rate of an epoch: `lr * lr_gamma^(milestones passed)`.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        let passed = self.lr_milestones.iter().filter(|&&m| epoch >= m).count();
+        self.lr * self.lr_gamma.powi(passed as i32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_keys_are_exactly_the_fields_of_the_config() {
+        // Experiment files check keys against DEEP_KEYS before serde sees them; the two lists
+        // must not drift. Every optional field is set so that it serialises.
+        let mut cfg: DeepConfig =
+            toml::from_str("dataset = \"mnist\"\nmodel = \"mlp\"\nepochs = 1").unwrap();
+        cfg.projection = Some(8);
+        cfg.inject_nan_at_step = Some(1);
+        cfg.interrupt_at_step = Some(1);
+        cfg.linear_probe = true;
+        cfg.log_every = Some(1);
+        let value = serde_json::to_value(&cfg).unwrap();
+        let mut fields: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut keys = DEEP_KEYS.to_vec();
+        fields.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
+        for key in DEEP_REQUIRED_KEYS {
+            assert!(DEEP_KEYS.contains(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn batches_and_logs_no_machine_holds_are_one_sentence() {
+        if crate::machine_memory_bytes().is_none() {
+            return;
+        }
+        let base = "dataset = \"sklearn-digits\"\nmodel = \"mlp\"\n";
+        let cfg =
+            |extra: &str| -> DeepConfig { toml::from_str(&format!("{base}{extra}")).unwrap() };
+        let err = cfg("epochs = 1\nbatch_size = 100000000000")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("batch_size = 100000000000 is not allowed: with 2 views"),
+            "{err}"
+        );
+        let err = cfg("epochs = 1000000000000\nlog_every = 1")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("epochs = 1000000000000 is not allowed with log_every = 1"),
+            "{err}"
+        );
+        // The sizes the experiment files use pass.
+        assert!(
+            cfg("epochs = 200\nlog_every = 1\nbatch_size = 1024")
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_schedule_whose_rate_grows_past_the_limit_is_refused() {
+        let base = "dataset = \"sklearn-digits\"\nmodel = \"mlp\"\nepochs = 100\n";
+        let cfg =
+            |extra: &str| -> DeepConfig { toml::from_str(&format!("{base}{extra}")).unwrap() };
+        let err = cfg("lr_milestones = [10, 20]\nlr_gamma = 1e300")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("lr_gamma = 1e300 is not allowed: with lr = 0.1 and 2 milestones"),
+            "{err}"
+        );
+        // Milestones after the last epoch are never reached; a gamma below 1 only lowers it.
+        assert!(
+            cfg("lr_milestones = [200]\nlr_gamma = 1e300")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            cfg("lr_milestones = [10, 20]\nlr_gamma = 0.1")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            cfg("lr_milestones = [10, 20]\nlr_gamma = 2")
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn model_sizes_no_machine_holds_are_one_sentence_before_anything_is_allocated() {
+        let base = "dataset = \"sklearn-digits\"\nepochs = 1\n";
+        let cases = [
+            (
+                "model = \"mlp\"\nmlp_widths = [100000000]",
+                "mlp_widths = [100000000]",
+            ),
+            (
+                "model = \"mlp\"\nprojection = 1000000000",
+                "mlp_widths = [256, 128] with projection = 1000000000",
+            ),
+            (
+                "model = \"small-cnn\"\nembedding = 1000000000",
+                "embedding = 1000000000",
+            ),
+            (
+                "model = \"resnet18\"\nresnet_width = 1000000",
+                "resnet_width = 1000000",
+            ),
+        ];
+        for (text, key) in cases {
+            let cfg: DeepConfig = toml::from_str(&format!("{base}{text}")).unwrap();
+            if crate::machine_memory_bytes().is_none() {
+                assert!(cfg.validate().is_ok());
+                continue;
+            }
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("{key} is not allowed: the model would have about")),
+                "{err}"
+            );
+            assert!(err.contains("GiB of memory"), "{err}");
+        }
+        // The default sizes pass.
+        let cfg: DeepConfig = toml::from_str(&format!("{base}model = \"resnet18\"")).unwrap();
+        cfg.validate().unwrap();
+    }
+}
