@@ -48,7 +48,7 @@ fn run_saving(
         run_dir: dir.to_path_buf(),
         data_dir: DataDir::resolve(None),
         resume,
-        backend: "flex".into(),
+        backend: scl_train::backend::BackendKind::Flex,
         stop_after_epochs: stop,
         save_embeddings,
         export_safetensors,

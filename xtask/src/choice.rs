@@ -2,13 +2,14 @@
 //! lists the values in `--help` and shells complete them, and a wrong value gets the one
 //! sentence of the library that owns the list, naming the value and what is allowed.
 //!
-//! The values stay text after parsing, so the commands hand them on unchanged (to child
-//! processes, to sbatch scripts) and parse them where they are used.
+//! A backend is parsed once, here, into [`BackendKind`] ([`backend_kind`]) and carried as
+//! that; the other values stay text after parsing, so the commands hand them on unchanged.
 
 use std::ffi::OsStr;
 
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::error::ErrorKind;
+use scl_data::ImbalanceKind;
 use scl_train::backend::{BACKEND_NAMES, BackendKind};
 
 /// A value parser for one of `names`; `check` gives the sentence for any other value.
@@ -60,26 +61,45 @@ impl Choice {
         }
     }
 
-    /// An imbalance construction of `data imbalance`.
+    /// An imbalance construction of `data imbalance`: a kind made from a ratio
+    /// ([`ImbalanceKind::with_ratio`]).
     pub fn imbalance_kind() -> Self {
         Self {
-            names: IMBALANCE_KINDS.to_vec(),
-            check: |v| {
-                if IMBALANCE_KINDS.contains(&v) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "--kind {v} is not allowed: the allowed kinds are {}",
-                        IMBALANCE_KINDS.join(", ")
-                    ))
-                }
+            names: ratio_kinds().iter().map(|k| k.name()).collect(),
+            check: |v| match v.parse::<ImbalanceKind>() {
+                Ok(kind) if ratio_kinds().contains(&kind) => Ok(()),
+                _ => Err(format!(
+                    "--kind {v} is not allowed: the allowed kinds are {}",
+                    ratio_kinds()
+                        .iter()
+                        .map(|k| k.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
             },
         }
     }
 }
 
-/// The `--kind` values of `data imbalance` (the `kind` of an experiment file's `imbalance`).
-pub const IMBALANCE_KINDS: [&str; 3] = ["step", "long-tail", "none"];
+/// The imbalance kinds a ratio makes (all but `counts`).
+fn ratio_kinds() -> Vec<ImbalanceKind> {
+    ImbalanceKind::ALL
+        .into_iter()
+        .filter(|k| k.with_ratio(1.0, None).is_some())
+        .collect()
+}
+
+/// A value parser that gives an [`ImbalanceKind`] made from a ratio: the names, help and
+/// sentence of [`Choice::imbalance_kind`].
+pub fn imbalance_kind() -> impl TypedValueParser<Value = ImbalanceKind> {
+    Choice::imbalance_kind().try_map(|name| name.parse::<ImbalanceKind>())
+}
+
+/// A value parser that gives a [`BackendKind`]: the names, help and sentence of
+/// [`Choice::backend`].
+pub fn backend_kind() -> impl TypedValueParser<Value = BackendKind> {
+    Choice::backend().try_map(|name| name.parse::<BackendKind>())
+}
 
 impl TypedValueParser for Choice {
     type Value = String;
@@ -116,6 +136,20 @@ pub fn set_help(first: &str) -> String {
     )
 }
 
+/// The serde names of `values`, joined by commas.
+fn names_of<T: serde::Serialize>(values: &[T]) -> String {
+    values
+        .iter()
+        .map(|v| {
+            serde_json::to_value(v)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .expect("an enumerated key serialises to a string")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The values of the enumerated keys of experiment and run files, for the help of `--set`.
 pub fn enumerated_keys() -> String {
     use scl_batching::ScheduleKind;
@@ -123,85 +157,19 @@ pub fn enumerated_keys() -> String {
     use scl_models::FinalActivation;
     use scl_train::config::OptimizerKind;
     use scl_train::deep::{LossKind, ModelKind};
-    // Every variant, each list checked complete by a match the compiler holds exhaustive.
-    fn schedules() -> [ScheduleKind; 4] {
-        match ScheduleKind::Shuffle {
-            ScheduleKind::Shuffle
-            | ScheduleKind::BatchBinding
-            | ScheduleKind::Fixed
-            | ScheduleKind::ClassBalanced => {}
-        }
-        [
-            ScheduleKind::Shuffle,
-            ScheduleKind::BatchBinding,
-            ScheduleKind::Fixed,
-            ScheduleKind::ClassBalanced,
-        ]
-    }
-    fn models() -> [ModelKind; 4] {
-        match ModelKind::Mlp {
-            ModelKind::Mlp | ModelKind::SmallCnn | ModelKind::Resnet18 | ModelKind::Densenet => {}
-        }
-        [
-            ModelKind::Mlp,
-            ModelKind::SmallCnn,
-            ModelKind::Resnet18,
-            ModelKind::Densenet,
-        ]
-    }
-    fn losses() -> [LossKind; 2] {
-        match LossKind::Scl {
-            LossKind::Scl | LossKind::Ce => {}
-        }
-        [LossKind::Scl, LossKind::Ce]
-    }
-    fn activations() -> [FinalActivation; 2] {
-        match FinalActivation::Relu {
-            FinalActivation::Relu | FinalActivation::None => {}
-        }
-        [FinalActivation::Relu, FinalActivation::None]
-    }
-    fn optimizers() -> [OptimizerKind; 2] {
-        match OptimizerKind::Sgd {
-            OptimizerKind::Sgd | OptimizerKind::Adam => {}
-        }
-        [OptimizerKind::Sgd, OptimizerKind::Adam]
-    }
-    fn views() -> [ViewPreset; 4] {
-        match ViewPreset::Single {
-            ViewPreset::VerticalFlip
-            | ViewPreset::Augment
-            | ViewPreset::TwoAugmented
-            | ViewPreset::Single => {}
-        }
-        [
-            ViewPreset::VerticalFlip,
-            ViewPreset::Augment,
-            ViewPreset::TwoAugmented,
-            ViewPreset::Single,
-        ]
-    }
-    fn names<T: serde::Serialize>(values: &[T]) -> String {
-        values
-            .iter()
-            .map(|v| {
-                serde_json::to_value(v)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .expect("an enumerated key serialises to a string")
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
+    // Every list is the owning crate's `ALL`; the test below holds each complete.
     [
         ("dataset", scl_data::Manifest::builtin_names().join(", ")),
-        ("model", names(&models())),
-        ("loss", names(&losses())),
-        ("schedule", names(&schedules())),
-        ("final_activation", names(&activations())),
-        ("views", names(&views())),
-        ("optimizer", names(&optimizers())),
-        ("imbalance.kind", IMBALANCE_KINDS.join(", ")),
+        ("model", names_of(&ModelKind::ALL)),
+        ("loss", names_of(&LossKind::ALL)),
+        ("schedule", names_of(&ScheduleKind::ALL)),
+        ("final_activation", names_of(&FinalActivation::ALL)),
+        ("views", names_of(&ViewPreset::ALL)),
+        ("optimizer", names_of(&OptimizerKind::ALL)),
+        (
+            "imbalance.kind",
+            ImbalanceKind::ALL.map(ImbalanceKind::name).join(", "),
+        ),
     ]
     .iter()
     .map(|(key, values)| format!("  {key}: {values}"))
@@ -247,6 +215,56 @@ mod tests {
         }
     }
 
+    /// The names serde's error for an unknown variant lists: every variant of `T`.
+    fn serde_names<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
+        let err = serde_json::from_str::<T>("\"no such variant\"")
+            .unwrap_err()
+            .to_string();
+        let expected = err.split("expected").nth(1).unwrap_or_default();
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_all_list_holds_every_variant() {
+        use scl_batching::ScheduleKind;
+        use scl_data::ViewPreset;
+        use scl_models::FinalActivation;
+        use scl_train::config::OptimizerKind;
+        use scl_train::deep::{LossKind, ModelKind};
+        let listed = |names: String| -> Vec<String> {
+            let mut v: Vec<String> = names.split(", ").map(str::to_string).collect();
+            v.sort();
+            v
+        };
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        let cases = [
+            (names_of(&ScheduleKind::ALL), serde_names::<ScheduleKind>()),
+            (names_of(&ViewPreset::ALL), serde_names::<ViewPreset>()),
+            (
+                names_of(&FinalActivation::ALL),
+                serde_names::<FinalActivation>(),
+            ),
+            (
+                names_of(&OptimizerKind::ALL),
+                serde_names::<OptimizerKind>(),
+            ),
+            (names_of(&LossKind::ALL), serde_names::<LossKind>()),
+            (names_of(&ModelKind::ALL), serde_names::<ModelKind>()),
+        ];
+        for (all, variants) in cases {
+            assert!(variants.len() >= 2, "{variants:?}");
+            assert_eq!(listed(all), sorted(variants));
+        }
+    }
+
     #[test]
     fn the_set_help_lists_the_values_experiment_files_accept() {
         let help = enumerated_keys();
@@ -260,8 +278,14 @@ mod tests {
                 if key == "imbalance.kind" {
                     let mut imbalance = toml::Table::new();
                     imbalance.insert("kind".into(), value.into());
-                    if value != "none" {
-                        imbalance.insert("ratio".into(), 2.into());
+                    match value {
+                        "none" => {}
+                        "counts" => {
+                            imbalance.insert("counts".into(), vec![10; 10].into());
+                        }
+                        _ => {
+                            imbalance.insert("ratio".into(), 2.into());
+                        }
                     }
                     table.insert("imbalance".into(), imbalance.into());
                 } else {

@@ -10,6 +10,7 @@ use scl_experiments::layout::experiment_root;
 use scl_experiments::runner::{SweepOptions, run_sweep, stderr_is_terminal};
 use scl_report::compare::{BackendRun, write_comparison};
 use scl_train::ConfigError;
+use scl_train::backend::BackendKind;
 
 use crate::sweep::{check_datasets, child_args, config_error, prepare};
 
@@ -23,8 +24,8 @@ pub struct CompareArgs {
     #[arg(long)]
     profile: Option<String>,
     /// Backends to compare, comma-separated (e.g. `flex,wgpu`); the first is the baseline.
-    #[arg(long, value_delimiter = ',', required = true, value_parser = crate::choice::Choice::backend())]
-    backends: Vec<String>,
+    #[arg(long, value_delimiter = ',', required = true, value_parser = crate::choice::backend_kind())]
+    backends: Vec<BackendKind>,
     /// Results root; backend `b` writes `<out>/compare-<experiment>/<b>/<experiment>/`.
     #[arg(long, default_value = "runs")]
     out: PathBuf,
@@ -45,7 +46,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
                 "--backends names {b} twice: give each backend once"
             ))));
         }
-        seen.push(b.clone());
+        seen.push(*b);
     }
     if args.backends.len() < 2 {
         return Ok(config_error(&ConfigError::new(
@@ -66,13 +67,13 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     ));
     // Every backend is checked before any runs.
     let mut plans = Vec::new();
-    for name in &args.backends {
-        let out = base.join(name);
+    for &backend in &args.backends {
+        let out = base.join(backend.name());
         match prepare(
             &args.experiment,
             args.profile.as_deref(),
             &[],
-            name,
+            backend,
             &[0],
             &out,
         ) {

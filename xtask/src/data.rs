@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use scl_data::store::{FileState, file_state};
-use scl_data::{
-    DataDir, Fetch, Format, Imbalance, LoadOptions, Manifest, Split, count_table, split_counts,
-};
+use scl_data::{DataDir, Fetch, Format, LoadOptions, Manifest, Split, count_table, split_counts};
 
 /// Arguments of `cargo xtask data`.
 #[derive(clap::Args, Debug)]
@@ -31,8 +29,8 @@ enum DataCommand {
         #[arg(value_parser = crate::choice::Choice::dataset())]
         name: String,
         /// How the classes are unbalanced.
-        #[arg(long, default_value = "step", value_parser = crate::choice::Choice::imbalance_kind())]
-        kind: String,
+        #[arg(long, default_value = "step", value_parser = crate::choice::imbalance_kind())]
+        kind: scl_data::ImbalanceKind,
         /// The imbalance ratio R (at least 1).
         #[arg(long, default_value_t = 10.0)]
         ratio: f64,
@@ -74,7 +72,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<ExitCode> {
             data_dir,
         } => imbalance(
             &name,
-            &kind,
+            kind,
             ratio,
             n_max,
             seed,
@@ -85,7 +83,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<ExitCode> {
 
 fn imbalance(
     name: &str,
-    kind: &str,
+    kind: scl_data::ImbalanceKind,
     ratio: f64,
     n_max: Option<usize>,
     seed: u64,
@@ -99,19 +97,10 @@ fn imbalance(
         Ok(m) => m,
         Err(e) => return usage(format!("{e}.")),
     };
-    let imbalance = match kind {
-        "step" => Imbalance::Step {
-            ratio,
-            n_majority: n_max,
-            minority: None,
-        },
-        "long-tail" => Imbalance::LongTail { ratio, n_max },
-        "none" => Imbalance::None,
-        other => {
-            return usage(format!(
-                "unknown --kind `{other}`; allowed: step, long-tail, none."
-            ));
-        }
+    let Some(imbalance) = kind.with_ratio(ratio, n_max) else {
+        return usage(format!(
+            "--kind {kind} is not allowed here: it needs its counts, which an experiment file gives"
+        ));
     };
     let train = match scl_data::load(&manifest, Split::Train, &LoadOptions::offline(dir)) {
         Ok(t) => t,

@@ -22,8 +22,8 @@ pub struct SlurmArgs {
     #[arg(long)]
     profile: Option<String>,
     /// Backend the tasks run on: flex, wgpu or cuda (compiled into `--binary`).
-    #[arg(long, default_value = "cuda", value_parser = crate::choice::Choice::backend())]
-    backend: String,
+    #[arg(long, default_value = "cuda", value_parser = crate::choice::backend_kind())]
+    backend: BackendKind,
     /// Slurm partition (`#SBATCH --partition`); none: the cluster's default.
     #[arg(long)]
     partition: Option<String>,
@@ -341,10 +341,7 @@ fn check_values(args: &SlurmArgs, workdir: &Path) -> Result<(), ConfigError> {
 
 /// Writes the script.
 pub fn run(args: SlurmArgs) -> anyhow::Result<ExitCode> {
-    let backend: BackendKind = match args.backend.parse() {
-        Ok(b) => b,
-        Err(e) => return Ok(config_error(&e)),
-    };
+    let backend = args.backend;
     if args.max_concurrent == Some(0) {
         return Ok(config_error(&ConfigError::new(
             "--max-concurrent 0 is not allowed: it must be at least 1",

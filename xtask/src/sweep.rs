@@ -29,8 +29,8 @@ pub struct SweepArgs {
     pub profile: Option<String>,
     /// Backend: flex (the CPU), wgpu or cuda (the last one needs its cargo feature, and wgpu
     /// is in the default build).
-    #[arg(long, default_value = "flex", value_parser = crate::choice::Choice::backend())]
-    pub backend: String,
+    #[arg(long, default_value = "flex", value_parser = crate::choice::backend_kind())]
+    pub backend: BackendKind,
     /// Device indices of the backend, comma-separated (e.g. `0,1`); one cell runs on each at
     /// a time unless `--jobs` says otherwise. Default: device 0.
     #[arg(long, value_delimiter = ',')]
@@ -76,7 +76,7 @@ impl Default for SweepArgs {
         Self {
             experiment: "experiments/quick.toml".into(),
             profile: None,
-            backend: "flex".into(),
+            backend: BackendKind::Flex,
             devices: Vec::new(),
             jobs: None,
             out: "runs".into(),
@@ -121,11 +121,10 @@ pub fn prepare(
     experiment: &Path,
     profile: Option<&str>,
     sets: &[String],
-    backend: &str,
+    backend: BackendKind,
     devices: &[usize],
     out: &Path,
 ) -> Result<(Experiment, BackendKind), ExitCode> {
-    let backend: BackendKind = backend.parse().map_err(|e| config_error(&e))?;
     backend.check_available().map_err(|e| config_error(&e))?;
     for (i, &d) in devices.iter().enumerate() {
         backend.check_device(d).map_err(|e| config_error(&e))?;
@@ -328,7 +327,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         &args.experiment,
         args.profile.as_deref(),
         &args.set,
-        &args.backend,
+        args.backend,
         &devices,
         &args.out,
     ) {

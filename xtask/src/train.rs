@@ -25,8 +25,8 @@ pub struct TrainArgs {
     resume: bool,
     /// Backend: flex (the CPU), wgpu or cuda (the last one needs its cargo feature, and wgpu
     /// is in the default build).
-    #[arg(long, default_value = "flex", value_parser = crate::choice::Choice::backend())]
-    backend: String,
+    #[arg(long, default_value = "flex", value_parser = crate::choice::backend_kind())]
+    backend: BackendKind,
     /// Data directory (default: $SCL_DATA_DIR, else datasets/cache).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -49,10 +49,7 @@ pub struct TrainArgs {
 
 /// Runs `cargo xtask train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let backend: BackendKind = match args.backend.parse() {
-        Ok(b) => b,
-        Err(e) => return Ok(config_error(&e)),
-    };
+    let backend = args.backend;
     if let Err(e) = backend.check_device(args.device) {
         return Ok(config_error(&e));
     }
@@ -132,7 +129,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         run_dir: args.out.clone(),
         data_dir: scl_data::DataDir::resolve(args.data_dir.as_deref()),
         resume: args.resume,
-        backend: backend.name().to_string(),
+        backend,
         stop_after_epochs: None,
         save_embeddings: args.save_embeddings,
         export_safetensors: args.export_safetensors.clone(),

@@ -58,6 +58,14 @@ pub enum ScheduleKind {
 }
 
 impl ScheduleKind {
+    /// Every schedule, in the order option lists show them.
+    pub const ALL: [Self; 4] = [
+        Self::Shuffle,
+        Self::BatchBinding,
+        Self::Fixed,
+        Self::ClassBalanced,
+    ];
+
     /// The name written in experiment files and cell ids (the serde name).
     pub fn name(self) -> &'static str {
         match self {

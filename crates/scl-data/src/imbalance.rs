@@ -54,6 +54,72 @@ pub enum Imbalance {
     },
 }
 
+/// The kinds of [`Imbalance`], by the name experiment files give them (`kind = "..."`): the
+/// one place they are spelled outside serde's own derive (a test holds the two equal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImbalanceKind {
+    /// [`Imbalance::Step`].
+    Step,
+    /// [`Imbalance::LongTail`].
+    LongTail,
+    /// [`Imbalance::None`].
+    None,
+    /// [`Imbalance::Counts`].
+    Counts,
+}
+
+impl ImbalanceKind {
+    /// Every kind, in the order option lists show them.
+    pub const ALL: [Self; 4] = [Self::Step, Self::LongTail, Self::None, Self::Counts];
+
+    /// The name in experiment files (`imbalance = { kind = "long-tail", ... }`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Step => "step",
+            Self::LongTail => "long-tail",
+            Self::None => "none",
+            Self::Counts => "counts",
+        }
+    }
+
+    /// The imbalance of this kind from a ratio and the size of the largest class (`None`: the
+    /// kind's default); `Option::None` for [`ImbalanceKind::Counts`], which needs its counts.
+    pub fn with_ratio(self, ratio: f64, n_max: Option<usize>) -> Option<Imbalance> {
+        match self {
+            Self::Step => Some(Imbalance::Step {
+                ratio,
+                n_majority: n_max,
+                minority: None,
+            }),
+            Self::LongTail => Some(Imbalance::LongTail { ratio, n_max }),
+            Self::None => Some(Imbalance::None),
+            Self::Counts => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ImbalanceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ImbalanceKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "kind {s} is not allowed: the allowed kinds are {}",
+                    Self::ALL.map(Self::name).join(", ")
+                )
+            })
+    }
+}
+
 /// The outcome of [`Imbalance::select`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selection {
@@ -98,13 +164,22 @@ pub fn step_minority_size(n_majority: usize, ratio: f64) -> usize {
 }
 
 impl Imbalance {
+    /// Its kind.
+    pub fn kind(&self) -> ImbalanceKind {
+        match self {
+            Self::None => ImbalanceKind::None,
+            Self::Step { .. } => ImbalanceKind::Step,
+            Self::LongTail { .. } => ImbalanceKind::LongTail,
+            Self::Counts { .. } => ImbalanceKind::Counts,
+        }
+    }
+
     /// A short label for tables and file names, e.g. `step-R10` or `long-tail-R100`.
     pub fn label(&self) -> String {
+        let kind = self.kind().name();
         match self {
-            Self::None => "none".into(),
-            Self::Step { ratio, .. } => format!("step-R{ratio}"),
-            Self::LongTail { ratio, .. } => format!("long-tail-R{ratio}"),
-            Self::Counts { .. } => "counts".into(),
+            Self::Step { ratio, .. } | Self::LongTail { ratio, .. } => format!("{kind}-R{ratio}"),
+            Self::None | Self::Counts { .. } => kind.to_string(),
         }
     }
 
@@ -365,5 +440,38 @@ mod tests {
             let c = imb.select(&labels, k, seed.wrapping_add(1)).unwrap();
             prop_assert_eq!(a.counts, c.counts);
         }
+    }
+
+    #[test]
+    fn every_kind_is_named_as_serde_names_it() {
+        let samples = [
+            Imbalance::None,
+            Imbalance::Step {
+                ratio: 2.0,
+                n_majority: None,
+                minority: None,
+            },
+            Imbalance::LongTail {
+                ratio: 2.0,
+                n_max: None,
+            },
+            Imbalance::Counts { counts: vec![1] },
+        ];
+        let mut kinds: Vec<ImbalanceKind> = samples.iter().map(Imbalance::kind).collect();
+        for imbalance in &samples {
+            let value = serde_json::to_value(imbalance).unwrap();
+            assert_eq!(value["kind"], imbalance.kind().name(), "{value}");
+            assert_eq!(imbalance.kind().name().parse(), Ok(imbalance.kind()));
+        }
+        kinds.sort_by_key(|k| k.name());
+        let mut all = ImbalanceKind::ALL.to_vec();
+        all.sort_by_key(|k| k.name());
+        assert_eq!(kinds, all, "ALL holds every kind once");
+        assert!(
+            "zipf"
+                .parse::<ImbalanceKind>()
+                .unwrap_err()
+                .contains("step, long-tail, none, counts")
+        );
     }
 }

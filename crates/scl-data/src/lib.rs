@@ -45,7 +45,7 @@ pub mod transform;
 pub use batcher::{HostBatch, SclBatch, SclBatcher};
 pub use dataset::{ImageItem, ImageSet};
 pub use error::DataError;
-pub use imbalance::{Imbalance, Selection, count_table};
+pub use imbalance::{Imbalance, ImbalanceKind, Selection, count_table};
 pub use load::{LoadOptions, Split, load, split_counts};
 pub use manifest::{FileEntry, Format, Manifest, Torchvision, TorchvisionFile};
 pub use readers::cifar::Cifar100Labels;

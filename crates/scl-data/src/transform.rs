@@ -219,6 +219,14 @@ pub fn augment_transforms(manifest: &Manifest) -> Vec<Transform> {
 }
 
 impl ViewPreset {
+    /// Every preset, in the order option lists show them.
+    pub const ALL: [Self; 4] = [
+        Self::VerticalFlip,
+        Self::Augment,
+        Self::TwoAugmented,
+        Self::Single,
+    ];
+
     /// The transforms of each view for a dataset.
     pub fn views(self, manifest: &Manifest) -> Vec<Vec<Transform>> {
         let base = base_transforms(manifest);

@@ -23,7 +23,7 @@ pub struct Summary<C, O> {
     /// Wall-clock seconds the cell took (a resumed deep cell counts only its last part).
     pub seconds: f64,
     /// The backend the cell ran on.
-    pub backend: String,
+    pub backend: scl_train::backend::BackendKind,
     /// What the run produced.
     #[serde(flatten)]
     pub outcome: O,
@@ -67,7 +67,7 @@ pub struct RunRecord {
     /// The resolved configuration.
     pub config: UfmConfig,
     /// The backend the cell ran on.
-    pub backend: String,
+    pub backend: scl_train::backend::BackendKind,
     /// `git rev-parse HEAD` of the working tree, with `-dirty` when it had changes.
     pub git_revision: String,
 }

@@ -551,7 +551,7 @@ fn run_deep_cell(
         run_dir: work.clone(),
         data_dir: data_dir.clone(),
         resume: true,
-        backend: backend.name().to_string(),
+        backend,
         stop_after_epochs: None,
         save_embeddings: sweep.save_embeddings,
         export_safetensors: None,
@@ -561,7 +561,7 @@ fn run_deep_cell(
         cell_id: cell.id.clone(),
         config: cell.config.clone(),
         seconds: start.elapsed().as_secs_f64(),
-        backend: backend.name().to_string(),
+        backend,
         outcome,
     };
     write_json(&work.join(SUMMARY), &summary)?;
@@ -589,7 +589,7 @@ fn run_ufm_cell(
         experiment: experiment.name.clone(),
         axes: cell.axes.clone(),
         config: cell.config.clone(),
-        backend: backend.name().to_string(),
+        backend,
         git_revision: git.to_string(),
     };
     write_json(&tmp.join(CONFIG), &record)?;
@@ -602,7 +602,7 @@ fn run_ufm_cell(
         cell_id: cell.id.clone(),
         config: cell.config.clone(),
         seconds,
-        backend: backend.name().to_string(),
+        backend,
         outcome: UfmCellOutcome {
             class_sizes: outcome.class_sizes.clone(),
             last,

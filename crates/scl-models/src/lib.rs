@@ -52,6 +52,11 @@ pub enum FinalActivation {
     None,
 }
 
+impl FinalActivation {
+    /// Every final activation, in the order option lists show them.
+    pub const ALL: [Self; 2] = [Self::Relu, Self::None];
+}
+
 /// The backbone and its configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

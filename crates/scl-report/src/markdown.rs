@@ -29,8 +29,8 @@ pub fn render_report(
     }
     let backends: std::collections::BTreeSet<&str> = summaries
         .iter()
-        .map(|r| r.backend.as_str())
-        .chain(deep.iter().map(|r| r.backend.as_str()))
+        .map(|r| r.backend.name())
+        .chain(deep.iter().map(|r| r.backend.name()))
         .collect();
     let _ = writeln!(
         s,

@@ -90,7 +90,7 @@ pub fn render_results_csv(
             let last = &s.outcome.last;
             let g = &last.geometry.overall;
             values.extend([
-                ("backend", s.backend.clone()),
+                ("backend", s.backend.name().to_string()),
                 ("seconds", number(s.seconds)),
                 ("step", last.step.to_string()),
                 ("loss", number(last.loss)),
@@ -100,7 +100,7 @@ pub fn render_results_csv(
         } else if let Some(s) = deep.iter().find(|s| s.cell_id == cell.id()) {
             kind = "deep";
             values.extend([
-                ("backend", s.backend.clone()),
+                ("backend", s.backend.name().to_string()),
                 ("seconds", number(s.seconds)),
             ]);
             if let Some(m) = s.outcome.metrics.last() {

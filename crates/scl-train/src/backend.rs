@@ -28,15 +28,25 @@ pub enum BackendKind {
     Cuda,
 }
 
-/// Every backend name, for error messages.
-pub const BACKEND_NAMES: &[&str] = &["flex", "wgpu", "cuda"];
+/// Every backend name, for error messages and option lists ([`BackendKind::name`] of
+/// [`BackendKind::ALL`]).
+pub const BACKEND_NAMES: [&str; 3] = {
+    let mut names = [""; 3];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = BackendKind::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 impl BackendKind {
     /// Every backend, compiled in or not.
     pub const ALL: [BackendKind; 3] = [Self::Flex, Self::Wgpu, Self::Cuda];
 
-    /// The name used on the command line and in run records.
-    pub fn name(self) -> &'static str {
+    /// The name used on the command line and in run records (the one place backends are
+    /// spelled: [`FromStr`] and serde read these names back).
+    pub const fn name(self) -> &'static str {
         match self {
             Self::Flex => "flex",
             Self::Wgpu => "wgpu",
@@ -354,14 +364,27 @@ impl fmt::Display for BackendKind {
     }
 }
 
+impl serde::Serialize for BackendKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BackendKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for BackendKind {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(kind) = Self::ALL.into_iter().find(|k| k.name() == s) {
+            return Ok(kind);
+        }
         match s {
-            "flex" => Ok(Self::Flex),
-            "wgpu" => Ok(Self::Wgpu),
-            "cuda" => Ok(Self::Cuda),
             "ndarray" => Err(ConfigError::new(format!(
                 "backend ndarray is not allowed: Burn 0.22 deprecates its ndarray backend and \
                  this build has none; use flex (Burn's CPU backend). The allowed backends are {}",

@@ -35,6 +35,11 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+impl OptimizerKind {
+    /// Every optimiser, in the order option lists show them.
+    pub const ALL: [Self; 2] = [Self::Sgd, Self::Adam];
+}
+
 /// One unconstrained-features run: STEP-imbalanced classes, full-batch SupCon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -25,8 +25,8 @@ pub struct LossArgs {
     )]
     sizes: Vec<usize>,
     /// Backends to measure (default: every compiled one).
-    #[arg(long, value_delimiter = ',', value_parser = crate::choice::Choice::backend())]
-    backends: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_parser = crate::choice::backend_kind())]
+    backends: Vec<BackendKind>,
     /// Feature dimension d.
     #[arg(long, default_value_t = 128)]
     dim: usize,

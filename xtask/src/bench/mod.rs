@@ -33,14 +33,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The backends to measure: those named, each compiled in, else `default`.
-fn backends(names: &[String], default: Vec<BackendKind>) -> Result<Vec<BackendKind>, String> {
-    if names.is_empty() {
+fn backends(named: &[BackendKind], default: Vec<BackendKind>) -> Result<Vec<BackendKind>, String> {
+    if named.is_empty() {
         return Ok(default);
     }
-    names
+    named
         .iter()
-        .map(|name| {
-            let b: BackendKind = name.parse().map_err(|e| format!("{e}"))?;
+        .map(|&b| {
             b.check_available().map_err(|e| format!("{e}"))?;
             Ok(b)
         })

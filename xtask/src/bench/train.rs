@@ -39,8 +39,8 @@ pub struct TrainBenchArgs {
     #[arg(long, default_value = "mlp=256,cnn=64,resnet18=64,densenet=64")]
     batch: String,
     /// Backends (default: every compiled one that finds a device).
-    #[arg(long, value_delimiter = ',', value_parser = crate::choice::Choice::backend())]
-    backends: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_parser = crate::choice::backend_kind())]
+    backends: Vec<BackendKind>,
     /// Timed steps (the median is reported).
     #[arg(long, default_value_t = 3)]
     steps: usize,

@@ -35,8 +35,8 @@ pub struct CheckArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// GPU backends to check.
-    #[arg(long, value_delimiter = ',', default_value = "cuda,wgpu")]
-    pub backends: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "cuda,wgpu", value_parser = parse_backend)]
+    pub backends: Vec<BackendKind>,
     /// Loss benchmark: batch sizes N.
     #[arg(
         long,
@@ -217,11 +217,15 @@ impl Budget {
     }
 }
 
-/// The backends: each compiled-in name probed for devices.
-fn probe(names: &[String]) -> Result<Vec<(BackendKind, BackendStatus)>, String> {
+/// A backend name of `--backends`, parsed once (the sentence of [`BackendKind`]'s parser).
+fn parse_backend(name: &str) -> Result<BackendKind, String> {
+    name.parse().map_err(|e| format!("{e}"))
+}
+
+/// The backends: each probed for devices.
+fn probe(kinds: &[BackendKind]) -> Result<Vec<(BackendKind, BackendStatus)>, String> {
     let mut out = Vec::new();
-    for name in names {
-        let kind: BackendKind = name.parse().map_err(|e| format!("--backends: {e}"))?;
+    for &kind in kinds {
         let status = BackendStatus {
             name: kind.name().into(),
             devices: kind.device_names(),

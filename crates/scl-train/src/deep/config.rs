@@ -12,6 +12,11 @@ pub enum LossKind {
     Ce,
 }
 
+impl LossKind {
+    /// Every loss, in the order option lists show them.
+    pub const ALL: [Self; 2] = [Self::Scl, Self::Ce];
+}
+
 /// Which backbone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -24,6 +29,11 @@ pub enum ModelKind {
     Resnet18,
     /// [`scl_models::DenseNet`]-BC, growth 12, blocks (6, 6, 6).
     Densenet,
+}
+
+impl ModelKind {
+    /// Every backbone, in the order option lists show them.
+    pub const ALL: [Self; 4] = [Self::Mlp, Self::SmallCnn, Self::Resnet18, Self::Densenet];
 }
 
 /// One deep-network run. Defaults are the paper's where it has one.

@@ -61,7 +61,7 @@ pub struct DeepOutcome {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeepRunRecord {
     /// The backend the run uses.
-    pub backend: String,
+    pub backend: crate::backend::BackendKind,
     /// Training examples per class after the imbalance.
     pub class_counts: Vec<usize>,
     /// The resolved configuration.
@@ -84,7 +84,7 @@ pub struct DeepRunOptions {
     /// Continue from the newest checkpoint in `run_dir` if there is one.
     pub resume: bool,
     /// Backend name for `config.json`.
-    pub backend: String,
+    pub backend: crate::backend::BackendKind,
     /// Stop after this many epochs of this invocation (tests of resumption); `None`: run on.
     pub stop_after_epochs: Option<usize>,
     /// At every evaluated epoch, also write the embeddings the geometry is measured on, and

@@ -83,7 +83,7 @@ pub fn train_deep(
         );
     }
     let record = DeepRunRecord {
-        backend: opts.backend.clone(),
+        backend: opts.backend,
         class_counts: selection.counts.clone(),
         config: cfg.clone(),
         dataset_title: manifest.title.clone(),
