@@ -94,6 +94,12 @@ pub struct DeepConfig {
     /// SGD momentum (0.9: the paper).
     #[serde(default = "default_momentum")]
     pub momentum: f64,
+    /// SGD momentum dampening τ: the velocity is `momentum * v + (1 - τ) * g`. `0` is
+    /// PyTorch's SGD, the authors' optimiser; absent means Burn's default, 0.1, with which the
+    /// CPU-scale results recorded before this key existed were computed (so their cells keep
+    /// their ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dampening: Option<f64>,
     /// Weight decay (5e-4: the paper).
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
@@ -149,6 +155,7 @@ pub const DEEP_KEYS: &[&str] = &[
     "optimizer",
     "lr",
     "momentum",
+    "dampening",
     "weight_decay",
     "lr_milestones",
     "lr_gamma",
@@ -295,6 +302,14 @@ impl DeepConfig {
             return Err(ConfigError::new(format!(
                 "momentum = {} is not allowed: it must be in [0, 1)",
                 self.momentum
+            )));
+        }
+        if let Some(d) = self.dampening
+            && !(0.0..1.0).contains(&d)
+        {
+            return Err(ConfigError::new(format!(
+                "dampening = {} is not allowed: it must be in [0, 1) (0: PyTorch's SGD)",
+                shown(d)
             )));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
@@ -453,6 +468,7 @@ mod tests {
         cfg.inject_nan_at_step = Some(1);
         cfg.interrupt_at_step = Some(1);
         cfg.linear_probe = true;
+        cfg.dampening = Some(0.0);
         cfg.log_every = Some(1);
         let value = serde_json::to_value(&cfg).unwrap();
         let mut fields: Vec<&str> = value

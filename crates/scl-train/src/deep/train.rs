@@ -22,6 +22,22 @@ pub fn scl_batch_loss(
     loss.forward(z.reshape([n, views, d]), Some(labels))
 }
 
+/// The SGD of a run: momentum with its dampening (Burn's default 0.1 where `dampening` is
+/// absent) and weight decay added to the gradient before the momentum, as PyTorch's SGD does.
+pub(super) fn sgd_config(cfg: &DeepConfig) -> SgdConfig {
+    let momentum = (cfg.momentum > 0.0).then(|| {
+        let m = MomentumConfig::new().with_momentum(cfg.momentum);
+        match cfg.dampening {
+            Some(d) => m.with_dampening(d),
+            None => m,
+        }
+    });
+    let wd = (cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.weight_decay as f32));
+    SgdConfig::new()
+        .with_momentum(momentum)
+        .with_weight_decay(wd)
+}
+
 /// Trains one deep-network run into `opts.run_dir`.
 ///
 /// # Errors
@@ -124,12 +140,7 @@ pub fn train_deep(
     let wd = (cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.weight_decay as f32));
     let (metrics, model) = match cfg.optimizer {
         OptimizerKind::Sgd => {
-            let momentum =
-                (cfg.momentum > 0.0).then(|| MomentumConfig::new().with_momentum(cfg.momentum));
-            let optim = SgdConfig::new()
-                .with_momentum(momentum)
-                .with_weight_decay(wd)
-                .init();
+            let optim = sgd_config(cfg).init();
             run.optimise(model, optim, &mut progress)?
         }
         OptimizerKind::Adam => {
@@ -407,6 +418,65 @@ impl Run<'_> {
                 checkpoint: Some(dir.display().to_string()),
             },
             Err(e) => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+
+    /// A module of one weight vector, for optimiser steps.
+    #[derive(Module, Debug)]
+    struct Weights {
+        w: Param<Tensor<1>>,
+    }
+
+    #[test]
+    fn sgd_steps_follow_pytorchs_update_formula() {
+        let device = Device::flex().autodiff();
+        let x = [0.5f32, -1.0, 2.0];
+        let theta0 = [0.3f32, -0.2, 0.1];
+        let (lr, mu, wd) = (0.1f64, 0.9f64, 0.01f64);
+        for dampening in [Some(0.0), None] {
+            let mut cfg: DeepConfig =
+                toml::from_str("dataset = \"sklearn-digits\"\nmodel = \"mlp\"\nepochs = 1")
+                    .unwrap();
+            cfg.momentum = mu;
+            cfg.weight_decay = wd;
+            cfg.dampening = dampening;
+            let tau = dampening.unwrap_or(0.1);
+            let mut optim = sgd_config(&cfg).init();
+            let mut module = Weights {
+                w: Param::from_tensor(Tensor::<1>::from_floats(theta0, &device)),
+            };
+            // PyTorch's SGD: g = grad + wd * theta; b1 = g1, b = mu * b + (1 - tau) * g;
+            // theta -= lr * b. The loss sum(x * w) has gradient x.
+            let mut theta: Vec<f64> = theta0.iter().map(|&v| f64::from(v)).collect();
+            let mut b = vec![0.0f64; 3];
+            for step in 0..3 {
+                let xt = Tensor::<1>::from_floats(x, &device);
+                let loss = (module.w.val() * xt).sum();
+                let grads = GradientsParams::from_grads(loss.backward(), &module);
+                module = optim.step(lr, module, grads);
+                for i in 0..3 {
+                    let g = f64::from(x[i]) + wd * theta[i];
+                    b[i] = if step == 0 {
+                        g
+                    } else {
+                        mu * b[i] + (1.0 - tau) * g
+                    };
+                    theta[i] -= lr * b[i];
+                }
+            }
+            let got: Vec<f32> = module.w.val().try_into_vec_as::<f32>().unwrap();
+            for (g, e) in got.iter().zip(&theta) {
+                assert!(
+                    (f64::from(*g) - e).abs() < 1e-6,
+                    "dampening {dampening:?}: {got:?} against {theta:?}"
+                );
+            }
         }
     }
 }
