@@ -200,6 +200,25 @@ fn train_runs_refuses_to_overwrite_and_resumes() {
             .join("out/checkpoints/epoch-0002/state.json")
             .exists()
     );
+    // Evaluated at the listed epochs and the last: metrics rows for epochs 1, 3 and 4.
+    std::fs::write(
+        dir.path().join("listed.toml"),
+        "dataset = \"sklearn-digits\"\nmodel = \"mlp\"\nmlp_widths = [32, 16]\nepochs = 4\n\
+         eval_epochs = [1, 3]\n",
+    )
+    .unwrap();
+    let (code, err) = xtask(
+        dir.path(),
+        &["train", "--config", "listed.toml", "--out", "listed"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let metrics = std::fs::read_to_string(dir.path().join("listed/metrics.csv")).unwrap();
+    let epochs: Vec<&str> = metrics
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(epochs, ["1", "3", "4"], "{metrics}");
     // A second run into the same directory must say how to continue instead of overwriting.
     let (code, err) = xtask(dir.path(), &args);
     assert_eq!(code, 2);

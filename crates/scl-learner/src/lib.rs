@@ -67,7 +67,7 @@
 //! workspace's own loop (`scl_train::deep`, `cargo xtask train` and `sweep`) for the paper's
 //! protocol and grids: it resumes in the middle of an epoch with exactly the batches an
 //! uninterrupted run gets, verifies its checkpoints, writes the run folders the sweep runner
-//! and the report read, and evaluates on the schedule of `eval_every`.
+//! and the report read, and evaluates on the schedule of `eval_every` or `eval_epochs`.
 #![warn(missing_docs)]
 
 mod loader;

@@ -161,7 +161,7 @@ impl Run<'_> {
             ));
         }
         let evaluated: Vec<usize> = (1..=state.epochs_done)
-            .filter(|e| e.is_multiple_of(cfg.eval_every) || *e == cfg.epochs)
+            .filter(|&e| cfg.is_evaluated(e))
             .collect();
         let rows: Vec<usize> = state.metrics.iter().map(|m| m.epoch).collect();
         if rows != evaluated {

@@ -112,6 +112,11 @@ pub struct DeepConfig {
     /// Evaluate (geometry, accuracy) and checkpoint every this many epochs, and at the end.
     #[serde(default = "default_eval_every")]
     pub eval_every: usize,
+    /// Evaluate (and checkpoint) at exactly these epochs (1-based) and at the end, in place of
+    /// `eval_every`: e.g. the authors' `[1, 3, 5, 7, 9, 11, 20, 30, ...]`, dense early where
+    /// batch-binding's speed-up shows. Absent: `eval_every` decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_epochs: Option<Vec<usize>>,
     /// Also write the mean training loss of every `log_every` steps to `metrics.csv` (rows
     /// with the geometry columns empty). Absent: the loss only at evaluated epochs. Not
     /// written when absent, so cell ids of configurations without it do not change.
@@ -160,6 +165,7 @@ pub const DEEP_KEYS: &[&str] = &[
     "lr_milestones",
     "lr_gamma",
     "eval_every",
+    "eval_epochs",
     "log_every",
     "seed",
     "linear_probe",
@@ -331,6 +337,15 @@ impl DeepConfig {
                 )));
             }
         }
+        if let Some(list) = &self.eval_epochs
+            && let Some(bad) = list.iter().find(|&&e| e == 0 || e > self.epochs)
+        {
+            return Err(ConfigError::new(format!(
+                "eval_epochs = {list:?} is not allowed: epoch {bad} is not one of the run's \
+                 epochs 1 to {}",
+                self.epochs
+            )));
+        }
         if self.mlp_widths.is_empty() || self.mlp_widths.contains(&0) {
             return Err(ConfigError::new(
                 "mlp_widths must list at least one positive width",
@@ -384,8 +399,7 @@ impl DeepConfig {
             )));
         }
         let steps = self.epochs as f64 * (train_examples as f64 / self.batch_size as f64).ceil();
-        let rows = self.log_every.map_or(0.0, |n| steps / n as f64)
-            + self.epochs as f64 / self.eval_every as f64;
+        let rows = self.log_every.map_or(0.0, |n| steps / n as f64) + self.evaluated_count() as f64;
         let kept = rows * LOGGED_ROW_BYTES;
         if kept > available_f / 2.0 {
             return Err(ConfigError::new(format!(
@@ -447,6 +461,36 @@ impl DeepConfig {
             .with_projection(self.projection)
     }
 
+    /// Whether the run evaluates (and checkpoints) after `epoch` epochs (1-based): one of
+    /// `eval_epochs` when it is given, else a multiple of `eval_every`; and always the last.
+    pub fn is_evaluated(&self, epoch: usize) -> bool {
+        epoch == self.epochs
+            || match &self.eval_epochs {
+                Some(list) => list.contains(&epoch),
+                None => epoch.is_multiple_of(self.eval_every),
+            }
+    }
+
+    /// How many epochs the run evaluates, in closed form (no loop over the epochs).
+    pub fn evaluated_count(&self) -> usize {
+        match &self.eval_epochs {
+            Some(list) => {
+                let mut listed: Vec<usize> = list
+                    .iter()
+                    .copied()
+                    .filter(|&e| e >= 1 && e < self.epochs)
+                    .collect();
+                listed.sort_unstable();
+                listed.dedup();
+                listed.len() + 1
+            }
+            None => {
+                let every = self.eval_every.max(1);
+                self.epochs / every + usize::from(!self.epochs.is_multiple_of(every))
+            }
+        }
+    }
+
     /// The learning rate of an epoch: `lr * lr_gamma^(milestones passed)`.
     pub fn lr_at(&self, epoch: usize) -> f64 {
         let passed = self.lr_milestones.iter().filter(|&&m| epoch >= m).count();
@@ -469,6 +513,7 @@ mod tests {
         cfg.interrupt_at_step = Some(1);
         cfg.linear_probe = true;
         cfg.dampening = Some(0.0);
+        cfg.eval_epochs = Some(vec![1]);
         cfg.log_every = Some(1);
         let value = serde_json::to_value(&cfg).unwrap();
         let mut fields: Vec<&str> = value
@@ -515,6 +560,38 @@ mod tests {
             cfg("epochs = 200\nlog_every = 1\nbatch_size = 1024")
                 .validate()
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn eval_epochs_replace_eval_every_and_the_last_epoch_is_always_evaluated() {
+        let base = "dataset = \"sklearn-digits\"\nmodel = \"mlp\"\nepochs = 12\n";
+        let cfg =
+            |extra: &str| -> DeepConfig { toml::from_str(&format!("{base}{extra}")).unwrap() };
+        let every = cfg("eval_every = 5");
+        let evaluated: Vec<usize> = (1..=12).filter(|&e| every.is_evaluated(e)).collect();
+        assert_eq!(evaluated, [5, 10, 12]);
+        assert_eq!(every.evaluated_count(), 3);
+        let listed = cfg("eval_every = 5\neval_epochs = [1, 3, 3, 9]");
+        let evaluated: Vec<usize> = (1..=12).filter(|&e| listed.is_evaluated(e)).collect();
+        assert_eq!(evaluated, [1, 3, 9, 12]);
+        assert_eq!(listed.evaluated_count(), 4);
+        assert!(listed.validate().is_ok());
+        let err = cfg("eval_epochs = [0, 3]")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("eval_epochs = [0, 3] is not allowed: epoch 0 is not one of"),
+            "{err}"
+        );
+        let err = cfg("eval_epochs = [13]")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("epoch 13 is not one of the run's epochs 1 to 12"),
+            "{err}"
         );
     }
 

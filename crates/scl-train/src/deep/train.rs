@@ -316,7 +316,7 @@ impl Run<'_> {
             }
             state.epochs_done = epoch + 1;
             progress(state.epochs_done, cfg.epochs);
-            if state.epochs_done.is_multiple_of(cfg.eval_every) || state.epochs_done == cfg.epochs {
+            if cfg.is_evaluated(state.epochs_done) {
                 let metrics = self.evaluate(
                     &model,
                     state.epochs_done,
@@ -454,7 +454,7 @@ mod tests {
             // PyTorch's SGD: g = grad + wd * theta; b1 = g1, b = mu * b + (1 - tau) * g;
             // theta -= lr * b. The loss sum(x * w) has gradient x.
             let mut theta: Vec<f64> = theta0.iter().map(|&v| f64::from(v)).collect();
-            let mut b = vec![0.0f64; 3];
+            let mut b = [0.0f64; 3];
             for step in 0..3 {
                 let xt = Tensor::<1>::from_floats(x, &device);
                 let loss = (module.w.val() * xt).sum();
