@@ -156,11 +156,12 @@ pub fn enumerated_keys() -> String {
     use scl_data::ViewPreset;
     use scl_models::FinalActivation;
     use scl_train::config::OptimizerKind;
-    use scl_train::deep::{LossKind, ModelKind};
+    use scl_train::deep::{CnnHead, LossKind, ModelKind};
     // Every list is the owning crate's `ALL`; the test below holds each complete.
     [
         ("dataset", scl_data::Manifest::builtin_names().join(", ")),
         ("model", names_of(&ModelKind::ALL)),
+        ("cnn_head", names_of(&CnnHead::ALL)),
         ("loss", names_of(&LossKind::ALL)),
         ("schedule", names_of(&ScheduleKind::ALL)),
         ("final_activation", names_of(&FinalActivation::ALL)),
@@ -235,7 +236,7 @@ mod tests {
         use scl_data::ViewPreset;
         use scl_models::FinalActivation;
         use scl_train::config::OptimizerKind;
-        use scl_train::deep::{LossKind, ModelKind};
+        use scl_train::deep::{CnnHead, LossKind, ModelKind};
         let listed = |names: String| -> Vec<String> {
             let mut v: Vec<String> = names.split(", ").map(str::to_string).collect();
             v.sort();
@@ -258,6 +259,7 @@ mod tests {
             ),
             (names_of(&LossKind::ALL), serde_names::<LossKind>()),
             (names_of(&ModelKind::ALL), serde_names::<ModelKind>()),
+            (names_of(&CnnHead::ALL), serde_names::<CnnHead>()),
         ];
         for (all, variants) in cases {
             assert!(variants.len() >= 2, "{variants:?}");
@@ -268,7 +270,7 @@ mod tests {
     #[test]
     fn the_set_help_lists_the_values_experiment_files_accept() {
         let help = enumerated_keys();
-        assert_eq!(help.lines().count(), 8);
+        assert_eq!(help.lines().count(), 9);
         for line in help.lines() {
             let (key, values) = line.trim().split_once(": ").unwrap();
             for value in values.split(", ") {

@@ -1,7 +1,9 @@
 //! A small CNN that trains on the CPU in minutes: two 3x3 convolution stages (batch norm,
 //! ReLU, 2x2 max-pool), global average pooling, one linear layer to the embedding.
 //!
-//! Where the final activation sits: after that last linear layer.
+//! Where the final activation sits: after that last linear layer, or, with `head_norm`, after
+//! a batch norm that follows it (as in the MLP and in ResNet's last block, where the final
+//! ReLU follows a batch norm rather than a linear map of non-negative pooled features).
 //!
 //! Its convolutions are Burn's `Conv2d` (3x3, padding 1, no bias) run through
 //! `scl_layers::forward`, whose gradients are fast on the CPU backends. Checkpoints written
@@ -26,6 +28,9 @@ pub struct SmallCnnConfig {
     /// Embedding dimension.
     #[config(default = 128)]
     pub embedding: usize,
+    /// A batch norm between the last linear layer and the final activation.
+    #[config(default = false)]
+    pub head_norm: bool,
 }
 
 /// One convolution stage.
@@ -42,6 +47,7 @@ pub struct SmallCnn {
     pool: MaxPool2d,
     gap: AdaptiveAvgPool2d,
     head: Linear,
+    head_norm: Option<BatchNorm>,
 }
 
 impl SmallCnnConfig {
@@ -62,6 +68,9 @@ impl SmallCnnConfig {
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
             gap: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             head: LinearConfig::new(self.channels[1], self.embedding).init(device),
+            head_norm: self
+                .head_norm
+                .then(|| BatchNormConfig::new(self.embedding).init(device)),
         }
     }
 }
@@ -75,7 +84,10 @@ impl SmallCnn {
                 .pool
                 .forward(relu(norm(&stage.norm, conv(&stage.conv, h))));
         }
-        let h = self.head.forward(self.gap.forward(h).flatten(1, 3));
+        let mut h = self.head.forward(self.gap.forward(h).flatten(1, 3));
+        if let Some(n) = &self.head_norm {
+            h = norm(n, h);
+        }
         if final_relu { relu(h) } else { h }
     }
 }

@@ -207,7 +207,10 @@ impl SclModelConfig {
             Architecture::SmallCnn(c) => {
                 let [a, b] = c.channels.map(f);
                 // conv-BN-ReLU at full size, then pooled; the second stage at a quarter.
-                3.0 * a * plane + a * plane / 4.0 + 3.0 * b * plane / 4.0 + f(c.embedding)
+                3.0 * a * plane
+                    + a * plane / 4.0
+                    + 3.0 * b * plane / 4.0
+                    + if c.head_norm { 3.0 } else { 1.0 } * f(c.embedding)
             }
             Architecture::Resnet18(c) => {
                 let w = f(c.width);
@@ -268,7 +271,12 @@ impl SclModelConfig {
                     + norm(a)
                     + conv(a, b, 3.0)
                     + norm(b)
-                    + linear(b, f(c.embedding));
+                    + linear(b, f(c.embedding))
+                    + if c.head_norm {
+                        norm(f(c.embedding))
+                    } else {
+                        0.0
+                    };
                 (n, f(c.embedding))
             }
             Architecture::Resnet18(c) => {

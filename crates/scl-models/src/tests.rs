@@ -20,6 +20,16 @@ fn configs() -> Vec<(&'static str, Architecture, [usize; 4], usize)> {
             [3, 1, 28, 28],
             24,
         ),
+        (
+            "small-cnn with a batch-norm head",
+            Architecture::SmallCnn(
+                SmallCnnConfig::new(1)
+                    .with_embedding(24)
+                    .with_head_norm(true),
+            ),
+            [3, 1, 28, 28],
+            24,
+        ),
         // A narrow ResNet-18 keeps the test fast; the structure is the same as width 64.
         (
             "resnet18",

@@ -31,6 +31,36 @@ pub enum ModelKind {
     Densenet,
 }
 
+/// The head of the small CNN: where its final activation sits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CnnHead {
+    /// One linear layer to the embedding, the final activation right after it (over
+    /// non-negative pooled features).
+    #[default]
+    Linear,
+    /// The linear layer, then a batch norm, then the final activation: the kind of head the
+    /// paper's networks have (ResNet's last block, the MLP).
+    LinearBn,
+}
+
+impl CnnHead {
+    /// Every head, in the order option lists show them.
+    pub const ALL: [Self; 2] = [Self::Linear, Self::LinearBn];
+
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The name serde gives an enumerated value (`small-cnn`, `linear-bn`), for messages.
+fn serde_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 impl ModelKind {
     /// Every backbone, in the order option lists show them.
     pub const ALL: [Self; 4] = [Self::Mlp, Self::SmallCnn, Self::Resnet18, Self::Densenet];
@@ -56,6 +86,10 @@ pub struct DeepConfig {
     /// Small CNN embedding dimension.
     #[serde(default = "default_embedding")]
     pub embedding: usize,
+    /// The small CNN's head (`linear`, the default, or `linear-bn`: a batch norm before the
+    /// final activation). Only for `model = "small-cnn"`.
+    #[serde(default, skip_serializing_if = "CnnHead::is_default")]
+    pub cnn_head: CnnHead,
     /// ResNet-18 first-stage width (64: the paper's 512-d embedding).
     #[serde(default = "default_resnet_width")]
     pub resnet_width: usize,
@@ -147,6 +181,7 @@ pub const DEEP_KEYS: &[&str] = &[
     "model",
     "mlp_widths",
     "embedding",
+    "cnn_head",
     "resnet_width",
     "final_activation",
     "projection",
@@ -337,6 +372,14 @@ impl DeepConfig {
                 )));
             }
         }
+        if self.cnn_head != CnnHead::Linear && self.model != ModelKind::SmallCnn {
+            return Err(ConfigError::new(format!(
+                "cnn_head = {} is not allowed with model = {}: it is the head of the small CNN \
+                 (model = \"small-cnn\")",
+                serde_name(&self.cnn_head),
+                serde_name(&self.model)
+            )));
+        }
         if let Some(list) = &self.eval_epochs
             && let Some(bad) = list.iter().find(|&&e| e == 0 || e > self.epochs)
         {
@@ -444,9 +487,11 @@ impl DeepConfig {
                 shape.iter().product(),
                 self.mlp_widths.clone(),
             )),
-            ModelKind::SmallCnn => {
-                Architecture::SmallCnn(SmallCnnConfig::new(shape[0]).with_embedding(self.embedding))
-            }
+            ModelKind::SmallCnn => Architecture::SmallCnn(
+                SmallCnnConfig::new(shape[0])
+                    .with_embedding(self.embedding)
+                    .with_head_norm(self.cnn_head == CnnHead::LinearBn),
+            ),
             ModelKind::Resnet18 => Architecture::Resnet18(
                 ResNet18Config::new()
                     .with_in_channels(shape[0])
@@ -514,6 +559,7 @@ mod tests {
         cfg.linear_probe = true;
         cfg.dampening = Some(0.0);
         cfg.eval_epochs = Some(vec![1]);
+        cfg.cnn_head = CnnHead::LinearBn;
         cfg.log_every = Some(1);
         let value = serde_json::to_value(&cfg).unwrap();
         let mut fields: Vec<&str> = value
@@ -593,6 +639,28 @@ mod tests {
             err.contains("epoch 13 is not one of the run's epochs 1 to 12"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_batch_norm_head_belongs_to_the_small_cnn() {
+        let cfg = |text: &str| -> DeepConfig {
+            toml::from_str(&format!("dataset = \"sklearn-digits\"\nepochs = 1\n{text}")).unwrap()
+        };
+        let cnn = cfg("model = \"small-cnn\"\ncnn_head = \"linear-bn\"");
+        assert!(cnn.validate().is_ok());
+        let SclModelConfig { architecture, .. } = cnn.model_config([1, 8, 8], 10);
+        assert!(matches!(architecture, Architecture::SmallCnn(c) if c.head_norm));
+        let err = cfg("model = \"mlp\"\ncnn_head = \"linear-bn\"")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("cnn_head = linear-bn is not allowed with model = mlp"),
+            "{err}"
+        );
+        // The default head is not written, so cells without the key keep their ids.
+        let plain = serde_json::to_string(&cfg("model = \"small-cnn\"")).unwrap();
+        assert!(!plain.contains("cnn_head"), "{plain}");
     }
 
     #[test]
