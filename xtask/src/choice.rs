@@ -162,6 +162,7 @@ pub fn enumerated_keys() -> String {
         ("dataset", scl_data::Manifest::builtin_names().join(", ")),
         ("model", names_of(&ModelKind::ALL)),
         ("cnn_head", names_of(&CnnHead::ALL)),
+        ("init", names_of(&scl_models::WeightInit::ALL)),
         ("loss", names_of(&LossKind::ALL)),
         ("schedule", names_of(&ScheduleKind::ALL)),
         ("final_activation", names_of(&FinalActivation::ALL)),
@@ -260,6 +261,10 @@ mod tests {
             (names_of(&LossKind::ALL), serde_names::<LossKind>()),
             (names_of(&ModelKind::ALL), serde_names::<ModelKind>()),
             (names_of(&CnnHead::ALL), serde_names::<CnnHead>()),
+            (
+                names_of(&scl_models::WeightInit::ALL),
+                serde_names::<scl_models::WeightInit>(),
+            ),
         ];
         for (all, variants) in cases {
             assert!(variants.len() >= 2, "{variants:?}");
@@ -270,7 +275,7 @@ mod tests {
     #[test]
     fn the_set_help_lists_the_values_experiment_files_accept() {
         let help = enumerated_keys();
-        assert_eq!(help.lines().count(), 9);
+        assert_eq!(help.lines().count(), 10);
         for line in help.lines() {
             let (key, values) = line.trim().split_once(": ").unwrap();
             for value in values.split(", ") {

@@ -18,6 +18,8 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use scl_layers::{batch_norm as norm, concat_channels, forward as conv};
 
+use crate::WeightInit;
+
 /// Configuration of [`DenseNet`].
 #[derive(Config, Debug)]
 pub struct DenseNetConfig {
@@ -36,6 +38,9 @@ pub struct DenseNetConfig {
     /// Bottleneck width as a multiple of `growth`.
     #[config(default = 4)]
     pub bn_size: usize,
+    /// How the convolutions start ([`WeightInit::Authors`]: Kaiming-normal, fan_in).
+    #[config(default = "WeightInit::Burn")]
+    pub init: WeightInit,
 }
 
 /// A bottleneck layer whose output is concatenated to its input.
@@ -96,23 +101,33 @@ impl DenseNetConfig {
                 let mid = self.bn_size * self.growth;
                 layers.push(DenseLayer {
                     norm1: BatchNormConfig::new(c).init(device),
-                    conv1: Conv2dConfig::new([c, mid], [1, 1])
-                        .with_bias(false)
-                        .init(device),
+                    conv1: crate::with_init(
+                        Conv2dConfig::new([c, mid], [1, 1]).with_bias(false),
+                        self.init,
+                        false,
+                    )
+                    .init(device),
                     norm2: BatchNormConfig::new(mid).init(device),
-                    conv2: Conv2dConfig::new([mid, self.growth], [3, 3])
-                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                        .with_bias(false)
-                        .init(device),
+                    conv2: crate::with_init(
+                        Conv2dConfig::new([mid, self.growth], [3, 3])
+                            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                            .with_bias(false),
+                        self.init,
+                        false,
+                    )
+                    .init(device),
                 });
                 c += self.growth;
             }
             let transition = (i + 1 < self.blocks.len()).then(|| {
                 let t = Transition {
                     norm: BatchNormConfig::new(c).init(device),
-                    conv: Conv2dConfig::new([c, c / 2], [1, 1])
-                        .with_bias(false)
-                        .init(device),
+                    conv: crate::with_init(
+                        Conv2dConfig::new([c, c / 2], [1, 1]).with_bias(false),
+                        self.init,
+                        false,
+                    )
+                    .init(device),
                     pool: AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
                 };
                 c /= 2;
@@ -121,11 +136,15 @@ impl DenseNetConfig {
             stages.push(DenseStage { layers, transition });
         }
         DenseNet {
-            stem: Conv2dConfig::new([self.in_channels, self.initial], [7, 7])
-                .with_stride([2, 2])
-                .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
-                .with_bias(false)
-                .init(device),
+            stem: crate::with_init(
+                Conv2dConfig::new([self.in_channels, self.initial], [7, 7])
+                    .with_stride([2, 2])
+                    .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
+                    .with_bias(false),
+                self.init,
+                false,
+            )
+            .init(device),
             stem_norm: BatchNormConfig::new(self.initial).init(device),
             stem_pool: MaxPool2dConfig::new([3, 3])
                 .with_strides([2, 2])

@@ -25,6 +25,11 @@
 //! assert_eq!(z.dims(), [5, 32]);
 //! assert_eq!(logits.dims(), [5, 10]);
 //! ```
+//!
+//! Initialisation ([`WeightInit`]): Burn's defaults, or the authors' per network
+//! (`WeightInit::Authors`: Kaiming-normal convolutions, fan_out for ResNet-18 as torchvision
+//! does, fan_in for DenseNet; batch norm 1 and 0; linear layers PyTorch's default, which is
+//! Burn's).
 #![warn(missing_docs)]
 
 mod cnn;
@@ -40,6 +45,51 @@ pub use resnet::{ResNet18, ResNet18Config};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+
+/// How a network's convolutions start (batch norm starts at scale 1, shift 0, and linear layers
+/// uniform in `±1/sqrt(fan_in)`, PyTorch's default, either way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightInit {
+    /// Burn's default for every convolution: uniform in `±1/sqrt(fan_in)` (PyTorch's default
+    /// for a layer that sets nothing).
+    #[default]
+    Burn,
+    /// The authors' networks: ResNet-18's convolutions Kaiming-normal with fan_out, standard
+    /// deviation `sqrt(2 / (out_channels k^2))` (torchvision's ResNet); DenseNet's
+    /// Kaiming-normal with fan_in, `sqrt(2 / (in_channels k^2))` (PyTorch's `kaiming_normal_`);
+    /// the MLP and the small CNN, which the paper does not have, as [`WeightInit::Burn`].
+    Authors,
+}
+
+impl WeightInit {
+    /// Every initialisation, in the order option lists show them.
+    pub const ALL: [Self; 2] = [Self::Burn, Self::Authors];
+
+    /// The initializer of a convolution: Kaiming-normal for ReLU networks (gain `sqrt(2)`) on
+    /// fan_out or fan_in for [`WeightInit::Authors`], Burn's default otherwise (`None`).
+    pub(crate) fn conv(self, fan_out: bool) -> Option<burn::nn::Initializer> {
+        match self {
+            Self::Burn => None,
+            Self::Authors => Some(burn::nn::Initializer::KaimingNormal {
+                gain: std::f64::consts::SQRT_2,
+                fan_out_only: fan_out,
+            }),
+        }
+    }
+}
+
+/// A convolution's configuration with `init`'s initializer (fan_out or fan_in).
+pub(crate) fn with_init(
+    config: burn::nn::conv::Conv2dConfig,
+    init: WeightInit,
+    fan_out: bool,
+) -> burn::nn::conv::Conv2dConfig {
+    match init.conv(fan_out) {
+        Some(initializer) => config.with_initializer(initializer),
+        None => config,
+    }
+}
 
 /// The paper's switch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,6 +15,8 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use scl_layers::{batch_norm as norm, forward as conv};
 
+use crate::WeightInit;
+
 /// Configuration of [`ResNet18`].
 #[derive(Config, Debug)]
 pub struct ResNet18Config {
@@ -24,14 +26,18 @@ pub struct ResNet18Config {
     /// Channels of the first stage; the others are 2x, 4x, 8x (64 in the paper, 512-d output).
     #[config(default = 64)]
     pub width: usize,
+    /// How the convolutions start ([`WeightInit::Authors`]: torchvision's Kaiming-normal,
+    /// fan_out).
+    #[config(default = "WeightInit::Burn")]
+    pub init: WeightInit,
 }
 
-fn conv3x3(i: usize, o: usize, stride: usize, device: &Device) -> Conv2d {
-    Conv2dConfig::new([i, o], [3, 3])
+fn conv3x3(i: usize, o: usize, stride: usize, init: WeightInit, device: &Device) -> Conv2d {
+    let config = Conv2dConfig::new([i, o], [3, 3])
         .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .with_bias(false)
-        .init(device)
+        .with_bias(false);
+    crate::with_init(config, init, true).init(device)
 }
 
 /// The 1x1 projection of a shortcut that changes shape.
@@ -52,18 +58,22 @@ pub struct BasicBlock {
 }
 
 impl BasicBlock {
-    fn new(i: usize, o: usize, stride: usize, device: &Device) -> Self {
+    fn new(i: usize, o: usize, stride: usize, init: WeightInit, device: &Device) -> Self {
         let downsample = (stride != 1 || i != o).then(|| Downsample {
-            conv: Conv2dConfig::new([i, o], [1, 1])
-                .with_stride([stride, stride])
-                .with_bias(false)
-                .init(device),
+            conv: crate::with_init(
+                Conv2dConfig::new([i, o], [1, 1])
+                    .with_stride([stride, stride])
+                    .with_bias(false),
+                init,
+                true,
+            )
+            .init(device),
             norm: BatchNormConfig::new(o).init(device),
         });
         Self {
-            conv1: conv3x3(i, o, stride, device),
+            conv1: conv3x3(i, o, stride, init, device),
             bn1: BatchNormConfig::new(o).init(device),
-            conv2: conv3x3(o, o, 1, device),
+            conv2: conv3x3(o, o, 1, init, device),
             bn2: BatchNormConfig::new(o).init(device),
             downsample,
         }
@@ -99,12 +109,12 @@ impl ResNet18Config {
         let mut i = w;
         for (stage, o) in [w, 2 * w, 4 * w, 8 * w].into_iter().enumerate() {
             let stride = if stage == 0 { 1 } else { 2 };
-            blocks.push(BasicBlock::new(i, o, stride, device));
-            blocks.push(BasicBlock::new(o, o, 1, device));
+            blocks.push(BasicBlock::new(i, o, stride, self.init, device));
+            blocks.push(BasicBlock::new(o, o, 1, self.init, device));
             i = o;
         }
         ResNet18 {
-            conv1: conv3x3(self.in_channels, w, 1, device),
+            conv1: conv3x3(self.in_channels, w, 1, self.init, device),
             bn1: BatchNormConfig::new(w).init(device),
             blocks,
             gap: AdaptiveAvgPool2dConfig::new([1, 1]).init(),

@@ -165,3 +165,83 @@ fn the_parameter_count_from_a_configuration_is_the_built_models() {
     );
     assert!(huge.parameter_count() > 7.8e10);
 }
+
+/// The weights of every 4-D parameter (the convolutions), flattened, with their shapes.
+fn conv_weights<M: Module>(module: &M) -> Vec<([usize; 4], Vec<f32>)> {
+    struct Convs(Vec<([usize; 4], Vec<f32>)>);
+    impl burn::module::ModuleVisitor for Convs {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if D == 4 {
+                let t = param.val();
+                let dims = t.dims();
+                let v = t.try_into_vec_as::<f32>().unwrap();
+                self.0.push(([dims[0], dims[1], dims[2], dims[3]], v));
+            }
+        }
+    }
+    let mut convs = Convs(Vec::new());
+    module.visit(&mut convs);
+    convs.0
+}
+
+/// Mean and standard deviation.
+fn moments(v: &[f32]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+    let var = v
+        .iter()
+        .map(|&x| (f64::from(x) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    (mean, var.sqrt())
+}
+
+#[test]
+fn the_authors_initialisation_has_kaimings_statistics() {
+    let device = Device::flex();
+    // ResNet-18 (torchvision): Kaiming-normal on fan_out = out_channels k^2.
+    let resnet = ResNet18Config::new()
+        .with_width(16)
+        .with_init(WeightInit::Authors)
+        .init(&device);
+    // DenseNet (the authors' kaiming_normal_): on fan_in = in_channels k^2.
+    let densenet = DenseNetConfig::new()
+        .with_init(WeightInit::Authors)
+        .init(&device);
+    let mut checked = 0;
+    for (convs, fan_out) in [
+        (conv_weights(&resnet), true),
+        (conv_weights(&densenet), false),
+    ] {
+        for ([o, i, kh, kw], w) in convs.into_iter().filter(|(_, w)| w.len() >= 4096) {
+            let fan = if fan_out { o * kh * kw } else { i * kh * kw };
+            let expected = (2.0 / fan as f64).sqrt();
+            let (mean, std) = moments(&w);
+            // n >= 4096 normal draws: the sample deviation is within a few percent.
+            assert!(
+                (std / expected - 1.0).abs() < 0.06,
+                "[{o}, {i}, {kh}, {kw}]: std {std} against {expected}"
+            );
+            assert!(
+                mean.abs() < 4.0 * expected / (w.len() as f64).sqrt(),
+                "mean {mean}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} convolutions checked");
+    // Burn's default: uniform in +-1/sqrt(fan_in), standard deviation 1/sqrt(3 fan_in).
+    let plain = ResNet18Config::new().with_width(16).init(&device);
+    for ([_, i, kh, kw], w) in conv_weights(&plain)
+        .into_iter()
+        .filter(|(_, w)| w.len() >= 4096)
+    {
+        let bound = 1.0 / ((i * kh * kw) as f64).sqrt();
+        assert!(w.iter().all(|&x| f64::from(x).abs() <= bound + 1e-6));
+        let (_, std) = moments(&w);
+        assert!(
+            (std / (bound / 3f64.sqrt()) - 1.0).abs() < 0.06,
+            "std {std}"
+        );
+    }
+}

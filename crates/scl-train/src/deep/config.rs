@@ -53,6 +53,10 @@ impl CnnHead {
     }
 }
 
+fn is_burn_init(init: &WeightInit) -> bool {
+    *init == WeightInit::Burn
+}
+
 /// The name serde gives an enumerated value (`small-cnn`, `linear-bn`), for messages.
 fn serde_name<T: Serialize>(value: &T) -> String {
     serde_json::to_value(value)
@@ -86,6 +90,11 @@ pub struct DeepConfig {
     /// Small CNN embedding dimension.
     #[serde(default = "default_embedding")]
     pub embedding: usize,
+    /// How the convolutions start: `burn` (the default: Burn's, uniform in `±1/sqrt(fan_in)`)
+    /// or `authors` (ResNet-18 Kaiming-normal on fan_out as torchvision's, DenseNet on fan_in;
+    /// [`scl_models::WeightInit`]).
+    #[serde(default, skip_serializing_if = "is_burn_init")]
+    pub init: WeightInit,
     /// The small CNN's head (`linear`, the default, or `linear-bn`: a batch norm before the
     /// final activation). Only for `model = "small-cnn"`.
     #[serde(default, skip_serializing_if = "CnnHead::is_default")]
@@ -182,6 +191,7 @@ pub const DEEP_KEYS: &[&str] = &[
     "mlp_widths",
     "embedding",
     "cnn_head",
+    "init",
     "resnet_width",
     "final_activation",
     "projection",
@@ -495,11 +505,14 @@ impl DeepConfig {
             ModelKind::Resnet18 => Architecture::Resnet18(
                 ResNet18Config::new()
                     .with_in_channels(shape[0])
-                    .with_width(self.resnet_width),
+                    .with_width(self.resnet_width)
+                    .with_init(self.init),
             ),
-            ModelKind::Densenet => {
-                Architecture::Densenet(DenseNetConfig::new().with_in_channels(shape[0]))
-            }
+            ModelKind::Densenet => Architecture::Densenet(
+                DenseNetConfig::new()
+                    .with_in_channels(shape[0])
+                    .with_init(self.init),
+            ),
         };
         SclModelConfig::new(architecture, num_classes)
             .with_final_activation(self.final_activation)
@@ -560,6 +573,7 @@ mod tests {
         cfg.dampening = Some(0.0);
         cfg.eval_epochs = Some(vec![1]);
         cfg.cnn_head = CnnHead::LinearBn;
+        cfg.init = WeightInit::Authors;
         cfg.log_every = Some(1);
         let value = serde_json::to_value(&cfg).unwrap();
         let mut fields: Vec<&str> = value

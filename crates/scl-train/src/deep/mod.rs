@@ -41,7 +41,7 @@ use scl_loss::{SupConLoss, SupConLossConfig};
 
 use scl_models::{
     Architecture, DenseNetConfig, FinalActivation, MlpConfig, ResNet18Config, SclModel,
-    SclModelConfig, SmallCnnConfig,
+    SclModelConfig, SmallCnnConfig, WeightInit,
 };
 use serde::{Deserialize, Serialize};
 
