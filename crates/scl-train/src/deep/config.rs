@@ -157,7 +157,8 @@ pub struct DeepConfig {
     pub eval_every: usize,
     /// Evaluate (and checkpoint) at exactly these epochs (1-based) and at the end, in place of
     /// `eval_every`: e.g. the authors' `[1, 3, 5, 7, 9, 11, 20, 30, ...]`, dense early where
-    /// batch-binding's speed-up shows. Absent: `eval_every` decides.
+    /// batch-binding's speed-up shows. Epochs past the run's end are never reached (so a
+    /// profile may shorten a run without rewriting the list). Absent: `eval_every` decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_epochs: Option<Vec<usize>>,
     /// Also write the mean training loss of every `log_every` steps to `metrics.csv` (rows
@@ -391,12 +392,11 @@ impl DeepConfig {
             )));
         }
         if let Some(list) = &self.eval_epochs
-            && let Some(bad) = list.iter().find(|&&e| e == 0 || e > self.epochs)
+            && list.contains(&0)
         {
             return Err(ConfigError::new(format!(
-                "eval_epochs = {list:?} is not allowed: epoch {bad} is not one of the run's \
-                 epochs 1 to {}",
-                self.epochs
+                "eval_epochs = {list:?} is not allowed: epochs count from 1 (epoch 0, before \
+                 training, is not evaluated)"
             )));
         }
         if self.mlp_widths.is_empty() || self.mlp_widths.contains(&0) {
@@ -642,17 +642,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("eval_epochs = [0, 3] is not allowed: epoch 0 is not one of"),
+            err.starts_with("eval_epochs = [0, 3] is not allowed: epochs count from 1"),
             "{err}"
         );
-        let err = cfg("eval_epochs = [13]")
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("epoch 13 is not one of the run's epochs 1 to 12"),
-            "{err}"
-        );
+        // A list longer than the run (a profile that shortens it): the rest is never reached.
+        let short = cfg("eval_epochs = [1, 3, 20, 350]");
+        assert!(short.validate().is_ok());
+        let evaluated: Vec<usize> = (1..=12).filter(|&e| short.is_evaluated(e)).collect();
+        assert_eq!(evaluated, [1, 3, 12]);
+        assert_eq!(short.evaluated_count(), 3);
     }
 
     #[test]
