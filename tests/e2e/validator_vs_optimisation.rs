@@ -17,6 +17,8 @@ fn config(num_classes: usize, seed: u64) -> UfmConfig {
         temperature: 1.0,
         steps: 1500,
         lr: 0.05,
+        lr_schedule: scl_train::config::LrSchedule::Constant,
+        adam_epsilon: None,
         optimizer: OptimizerKind::Adam,
         seed,
         log_every: 1500,

@@ -40,6 +40,37 @@ impl OptimizerKind {
     pub const ALL: [Self; 2] = [Self::Sgd, Self::Adam];
 }
 
+/// How a UFM run's learning rate moves over its steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// The same rate at every step.
+    #[default]
+    Constant,
+    /// Cosine decay from the rate to 0 over the run's steps.
+    Cosine,
+}
+
+impl LrSchedule {
+    /// Every schedule, in the order option lists show them.
+    pub const ALL: [Self; 2] = [Self::Constant, Self::Cosine];
+
+    fn is_constant(&self) -> bool {
+        *self == Self::Constant
+    }
+
+    /// The rate at `step` of `steps` for the peak rate `lr`.
+    pub fn at(self, lr: f64, step: usize, steps: usize) -> f64 {
+        match self {
+            Self::Constant => lr,
+            Self::Cosine => {
+                let t = step as f64 / steps.max(1) as f64;
+                lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
 /// One unconstrained-features run: STEP-imbalanced classes, full-batch SupCon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,10 +91,19 @@ pub struct UfmConfig {
     pub temperature: f64,
     /// Number of full-batch optimisation steps.
     pub steps: usize,
-    /// Learning rate.
+    /// Learning rate (the peak one under `lr_schedule = "cosine"`).
     pub lr: f64,
+    /// The learning rate over the steps: `constant` (absent) or `cosine`, from `lr` at step 0
+    /// down to 0 at the last step, `lr (1 + cos(pi t / steps)) / 2`.
+    #[serde(default, skip_serializing_if = "LrSchedule::is_constant")]
+    pub lr_schedule: LrSchedule,
     /// Optimiser.
     pub optimizer: OptimizerKind,
+    /// Adam's epsilon: `1e-8` is PyTorch's; absent means Burn's default, `1e-5`, with which
+    /// the recorded UFM results were computed (so their cells keep their ids). The larger one
+    /// damps the small gradients of tiny minority classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adam_epsilon: Option<f64>,
     /// Seed of the initial features.
     pub seed: u64,
     /// Log the loss and geometry every this many steps (and at the last step).
@@ -87,6 +127,8 @@ pub const UFM_KEYS: &[&str] = &[
     "temperature",
     "steps",
     "lr",
+    "lr_schedule",
+    "adam_epsilon",
     "optimizer",
     "seed",
     "log_every",
@@ -95,7 +137,13 @@ pub const UFM_KEYS: &[&str] = &[
 ];
 
 /// The keys that may be left out.
-pub const UFM_OPTIONAL_KEYS: &[&str] = &["dim", "schedule", "batch_size"];
+pub const UFM_OPTIONAL_KEYS: &[&str] = &[
+    "dim",
+    "schedule",
+    "batch_size",
+    "lr_schedule",
+    "adam_epsilon",
+];
 
 impl UfmConfig {
     /// Labels of the STEP-imbalanced UFM training set, ordered class by class.
@@ -214,6 +262,15 @@ impl UfmConfig {
         if self.steps < 1 {
             return bad("steps", &self.steps, "it must be at least 1");
         }
+        if let Some(eps) = self.adam_epsilon
+            && !(eps.is_finite() && eps > 0.0 && eps < 1.0)
+        {
+            return bad(
+                "adam_epsilon",
+                &eps,
+                "it must be a number above 0 and below 1 (1e-8: PyTorch's)",
+            );
+        }
         if self.log_every < 1 {
             return bad("log_every", &self.log_every, "it must be at least 1");
         }
@@ -292,6 +349,8 @@ mod tests {
             temperature: 1.0,
             steps: 400,
             lr: 0.05,
+            lr_schedule: LrSchedule::Constant,
+            adam_epsilon: None,
             optimizer: OptimizerKind::Adam,
             seed: 0,
             log_every: 25,

@@ -22,6 +22,8 @@
 //!     temperature: 1.0,
 //!     steps: 20,
 //!     lr: 0.1,
+//!     lr_schedule: scl_train::config::LrSchedule::Constant,
+//!     adam_epsilon: None,
 //!     optimizer: OptimizerKind::Adam,
 //!     seed: 0,
 //!     log_every: 10,

@@ -216,7 +216,13 @@ fn run_ufm_with(
         minority,
     };
     let (points, used, final_gram) = match cfg.optimizer {
-        OptimizerKind::Adam => problem.optimise(model, AdamConfig::new().init(), &mut progress)?,
+        OptimizerKind::Adam => {
+            let adam = match cfg.adam_epsilon {
+                Some(eps) => AdamConfig::new().with_epsilon(eps as f32),
+                None => AdamConfig::new(),
+            };
+            problem.optimise(model, adam.init(), &mut progress)?
+        }
         OptimizerKind::Sgd => problem.optimise(
             model,
             SgdConfig::new()
@@ -341,7 +347,8 @@ impl Problem<'_> {
                 break;
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(cfg.lr, model, grads);
+            let lr = cfg.lr_schedule.at(cfg.lr, step, cfg.steps);
+            model = optimizer.step(lr, model, grads);
             progress(step + 1);
         }
         Ok((points, used, final_gram))
