@@ -231,7 +231,7 @@ pub fn run(args: BundleArgs) -> anyhow::Result<ExitCode> {
          too, build with `cargo xtask gpu-bundle --cuda` on a machine with internet access"
             .to_string()
     };
-    println!(
+    say!(
         "bundle in {} ({total:.1} MiB):\n  scl-gpu-check: {:.1} MiB\n  {data_note}\n  \
          {gl_note}{cuda_note}\nRun it on a GPU machine: bash {}/run.sh OUT_DIR",
         out.display(),

@@ -139,7 +139,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let path = base.join("compare-backends.md");
     write_comparison(&plans[0].0, &runs, &path)?;
-    println!("{}", path.display());
+    say!("{}", path.display());
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -113,7 +113,7 @@ fn imbalance(
         Ok(s) => s,
         Err(e) => return usage(format!("{e}.")),
     };
-    println!(
+    say!(
         "{} train, {}, seed {seed}:\n{}",
         manifest.title,
         imbalance.label(),
@@ -137,7 +137,7 @@ fn fetch(name: &str, dir: DataDir) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for m in manifests {
         match scl_data::store::ensure_files(&m, &dir, Fetch::IfMissing { progress: true }) {
-            Ok(path) => println!("{}: ready in {}", m.name, path.display()),
+            Ok(path) => say!("{}: ready in {}", m.name, path.display()),
             Err(e) => {
                 eprintln!("{}: {e}", m.name);
                 failed = true;
@@ -152,7 +152,7 @@ fn fetch(name: &str, dir: DataDir) -> anyhow::Result<ExitCode> {
 }
 
 fn check(dir: DataDir) -> anyhow::Result<ExitCode> {
-    println!(
+    say!(
         "data directory: {} (from {})",
         dir.root().display(),
         dir.origin()

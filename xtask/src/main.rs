@@ -25,6 +25,15 @@
 //! Exit codes: 0 success, 1 a run failed, 2 a wrong option or configuration (nothing written),
 //! 3 a dataset missing, damaged or unreadable, 130 stopped by Ctrl-C or SIGTERM.
 
+/// `println!` for a command's output: a reader that stops early (`xtask sweep --dry-run | head`)
+/// ends the output, not the process with a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod bundle;
 mod choice;

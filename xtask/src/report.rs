@@ -45,7 +45,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let report = scl_report::write_report(&experiment, &args.out)?;
     crate::sweep::note_removed(&report.removed_temporaries);
     crate::sweep::warn_damaged(&report.damaged);
-    println!(
+    say!(
         "{}: {} of {} cells finished, {} failed, {} figures",
         report.markdown.display(),
         report.finished,

@@ -402,7 +402,7 @@ pub fn run(args: SlurmArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(parent)?;
     }
     scl_fs::write(&script, &text)?;
-    println!(
+    say!(
         "{}: {} array tasks; submit with `sbatch {}`",
         script.display(),
         experiment.len(),

@@ -350,7 +350,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
             } else {
                 "pending"
             };
-            println!("{index:>4}  {state}  {id}");
+            say!("{index:>4}  {state}  {id}");
         }
         return Ok(ExitCode::SUCCESS);
     }

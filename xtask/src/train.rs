@@ -171,7 +171,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         };
     bar.finish_and_clear();
     match outcome.metrics.last() {
-        Some(m) => println!(
+        Some(m) => say!(
             "{}: epoch {}, OF distance {:.4}, NC1 {:.3e}, NCC accuracy {:.4}, balanced {:.4}; run directory {}",
             outcome.dataset_title,
             m.epoch,
@@ -181,7 +181,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             m.balanced_accuracy,
             args.out.display()
         ),
-        None => println!("nothing left to train in {}", args.out.display()),
+        None => say!("nothing left to train in {}", args.out.display()),
     }
     Ok(ExitCode::SUCCESS)
 }

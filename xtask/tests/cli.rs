@@ -668,6 +668,7 @@ fn a_dry_run_lists_cells_whose_dataset_is_missing() {
     let listed = String::from_utf8_lossy(&out.stdout);
     assert_eq!(listed.lines().count(), 4, "{listed}");
     assert!(listed.lines().all(|l| l.contains("pending")), "{listed}");
+
     // Running it stops before anything is written, naming the download command.
     let (code, err) = xtask(
         dir.path(),
@@ -1801,4 +1802,34 @@ fn a_signal_during_validation_ends_the_sweep_at_once() {
         "the first SIGTERM was not obeyed: {status}"
     );
     assert!(!dir.path().join("o").exists(), "nothing may be written");
+}
+
+#[test]
+fn a_listing_read_only_in_part_ends_quietly() {
+    use std::io::BufRead;
+    // 3000 cells: more lines than a pipe holds, so the listing meets the closed pipe.
+    let seeds: Vec<String> = (0..3000).map(|s| s.to_string()).collect();
+    let text = GOOD.replace(
+        "ratio = [1, 2]",
+        &format!("ratio = [1]\nseed = [{}]", seeds.join(", ")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(dir.path())
+        .args(["sweep", "--experiment", "exp.toml", "--dry-run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, as `| head -1` does, and close the pipe.
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("pending"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
