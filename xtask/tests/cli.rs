@@ -1833,3 +1833,57 @@ fn a_listing_read_only_in_part_ends_quietly() {
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn report_redraws_a_committed_experiment_from_its_records() {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let records = repository.join("docs/results/ufm-plateau");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ufm-plateau");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut cells = 0;
+    for entry in std::fs::read_dir(&records).unwrap().flatten() {
+        if !entry.path().is_dir() {
+            continue;
+        }
+        let to = root.join(entry.file_name());
+        std::fs::create_dir_all(&to).unwrap();
+        for file in ["config.json", "metrics.csv", "summary.json"] {
+            std::fs::copy(entry.path().join(file), to.join(file)).unwrap();
+        }
+        cells += 1;
+    }
+    assert_eq!(cells, 40);
+    let experiment = repository.join("experiments/ufm-plateau.toml");
+    let (code, err) = xtask(
+        dir.path(),
+        &[
+            "report",
+            "--experiment",
+            experiment.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let report = std::fs::read_to_string(root.join("report.md")).unwrap();
+    assert!(report.contains("40 of 40 cells finished"), "{report}");
+    // One figure per metric and Adam epsilon, each drawn (not blank) and named in the report.
+    let figures: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("figures"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(figures.len(), 6, "{figures:?}");
+    for png in &figures {
+        assert!(png_colours(png) > 20, "{} is blank", png.display());
+        let name = png.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(report.contains(&name), "{name} is not in the report");
+    }
+    // The table of the committed records is the one the report writes.
+    assert_eq!(
+        std::fs::read_to_string(root.join("results.csv")).unwrap(),
+        std::fs::read_to_string(records.join("results.csv")).unwrap()
+    );
+}
