@@ -1,8 +1,15 @@
-//! The protocol between a sweep and the child processes that run its cells.
+//! The protocol between a sweep and the child processes that run its cells, and the sweep's
+//! side of it ([`run_child`]: start one, relay its progress, pass on a stop, read how it
+//! ended).
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::layout::{failure_file, log_file, logs_dir};
+use crate::records::{FailureRecord, record_failure};
 
 /// What [`run_cell`](crate::runner::run_cell) did, and what a child process reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +157,95 @@ impl ChildProtocol {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}").and_then(|_| out.flush());
     }
+}
+
+/// Runs cell `index` in a child process made by `launcher`, relaying its progress lines;
+/// its stderr goes to `<root>/.logs/<id>.log`.
+pub(crate) fn run_child(
+    launcher: &Launcher,
+    root: &Path,
+    request: CellRequest,
+    id: &str,
+    mut progress: impl FnMut(u64),
+) -> Result<CellStatus, String> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let logs = logs_dir(root);
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let log_path = log_file(root, id);
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut child = Command::new(&launcher.program)
+        .args((launcher.args)(request))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", launcher.program.display()))?;
+    // The child's stdin stays open while it runs (it checkpoints and stops when this process
+    // dies) and carries the stop request when this process is interrupted.
+    let mut stdin = child.stdin.take();
+    let ended = std::sync::atomic::AtomicBool::new(false);
+    let mut reported = None;
+    let mut failure = None;
+    let status = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut sent = false;
+            while !ended.load(Ordering::SeqCst) {
+                if !sent
+                    && scl_train::interrupt::requested()
+                    && let Some(pipe) = stdin.as_mut()
+                {
+                    let _ = writeln!(pipe, "{}", ChildProtocol::STOP);
+                    let _ = pipe.flush();
+                    sent = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        if let Some(out) = child.stdout.take() {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some((done, _)) = ChildProtocol::parse_progress(&line) {
+                    progress(done);
+                } else if let Some(status) = ChildProtocol::parse_status(&line) {
+                    reported = Some(status);
+                } else if let Some(error) = ChildProtocol::parse_failure(&line) {
+                    failure = Some(error.to_string());
+                }
+            }
+        }
+        let status = child.wait();
+        ended.store(true, Ordering::SeqCst);
+        status
+    })
+    .map_err(|e| format!("waiting for the cell's process: {e}"))?;
+    if status.success() {
+        return Ok(reported.unwrap_or(CellStatus::Finished(String::new())));
+    }
+    // The child prints its error (and records it where the disk allows); a crash (panic,
+    // signal) leaves only its log.
+    if let Some(error) = failure {
+        if !failure_file(root, id).exists() {
+            record_failure(root, id, &error);
+        }
+        return Err(error);
+    }
+    let recorded = std::fs::read_to_string(failure_file(root, id))
+        .ok()
+        .and_then(|t| serde_json::from_str::<FailureRecord>(&t).ok())
+        .map(|r| r.error);
+    let error = recorded.unwrap_or_else(|| {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail = log
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("its log is empty");
+        let e = format!("the cell's process ended with {status}: {tail}");
+        record_failure(root, id, &e);
+        e
+    });
+    Err(error)
 }
 
 #[cfg(test)]

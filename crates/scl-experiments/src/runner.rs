@@ -5,7 +5,7 @@
 //! A cell is computed in a temporary folder and renamed into place only when every file is
 //! written, so a finished cell directory is never partial and a finished cell never runs again.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,16 +18,16 @@ use scl_train::config::ConfigError;
 use scl_train::ufm::UfmOutcome;
 use serde::Serialize;
 
-use crate::child::{CellRequest, CellStatus, ChildProtocol, Launcher};
+use crate::child::{CellRequest, CellStatus, Launcher, run_child};
 use crate::experiment::{Cell, CellRef, DeepCell, Experiment};
 use crate::layout::{
-    CONFIG, METRICS, SUMMARY, cell_dir, experiment_root, failure_file, log_file, logs_dir,
-    partial_dir, remove_cell_temporaries,
+    CONFIG, METRICS, SUMMARY, cell_dir, experiment_root, failure_file, logs_dir, partial_dir,
+    remove_cell_temporaries,
 };
 use crate::lock::lock_cell;
 use crate::records::{
-    DeepSummary, FailureRecord, Records, RunRecord, RunSummary, UfmCellOutcome, read_summaries,
-    record_failure, records_of, write_json, write_ufm_metrics,
+    DeepSummary, Records, RunRecord, RunSummary, UfmCellOutcome, read_summaries, record_failure,
+    records_of, write_json, write_ufm_metrics,
 };
 
 /// How to run a sweep.
@@ -443,95 +443,6 @@ impl<'a> Pool<'a> {
         self.overall.finish_and_clear();
         self.tally.into_inner().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// Runs cell `index` in a child process made by `launcher`, relaying its progress lines;
-/// its stderr goes to `<root>/.logs/<id>.log`.
-fn run_child(
-    launcher: &Launcher,
-    root: &Path,
-    request: CellRequest,
-    id: &str,
-    mut progress: impl FnMut(u64),
-) -> Result<CellStatus, String> {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-    let logs = logs_dir(root);
-    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
-    let log_path = log_file(root, id);
-    let log =
-        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let mut child = Command::new(&launcher.program)
-        .args((launcher.args)(request))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", launcher.program.display()))?;
-    // The child's stdin stays open while it runs (it checkpoints and stops when this process
-    // dies) and carries the stop request when this process is interrupted.
-    let mut stdin = child.stdin.take();
-    let ended = std::sync::atomic::AtomicBool::new(false);
-    let mut reported = None;
-    let mut failure = None;
-    let status = std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let mut sent = false;
-            while !ended.load(Ordering::SeqCst) {
-                if !sent
-                    && scl_train::interrupt::requested()
-                    && let Some(pipe) = stdin.as_mut()
-                {
-                    let _ = writeln!(pipe, "{}", ChildProtocol::STOP);
-                    let _ = pipe.flush();
-                    sent = true;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-        });
-        if let Some(out) = child.stdout.take() {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some((done, _)) = ChildProtocol::parse_progress(&line) {
-                    progress(done);
-                } else if let Some(status) = ChildProtocol::parse_status(&line) {
-                    reported = Some(status);
-                } else if let Some(error) = ChildProtocol::parse_failure(&line) {
-                    failure = Some(error.to_string());
-                }
-            }
-        }
-        let status = child.wait();
-        ended.store(true, Ordering::SeqCst);
-        status
-    })
-    .map_err(|e| format!("waiting for the cell's process: {e}"))?;
-    if status.success() {
-        return Ok(reported.unwrap_or(CellStatus::Finished(String::new())));
-    }
-    // The child prints its error (and records it where the disk allows); a crash (panic,
-    // signal) leaves only its log.
-    if let Some(error) = failure {
-        if !failure_file(root, id).exists() {
-            record_failure(root, id, &error);
-        }
-        return Err(error);
-    }
-    let recorded = std::fs::read_to_string(failure_file(root, id))
-        .ok()
-        .and_then(|t| serde_json::from_str::<FailureRecord>(&t).ok())
-        .map(|r| r.error);
-    let error = recorded.unwrap_or_else(|| {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let tail = log
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("its log is empty");
-        let e = format!("the cell's process ended with {status}: {tail}");
-        record_failure(root, id, &e);
-        e
-    });
-    Err(error)
 }
 
 /// Runs a deep cell in `<root>/.partial-<id>` (resuming from its newest checkpoint if an
