@@ -1,5 +1,5 @@
 //! The protocol between a sweep and the child processes that run its cells, and the sweep's
-//! side of it ([`run_child`]: start one, relay its progress, pass on a stop, read how it
+//! side of it (`run_child`: start one, relay its progress, pass on a stop, read how it
 //! ended).
 
 use std::ffi::OsString;

@@ -1,6 +1,6 @@
 //! Running the cells of an experiment: a pool of workers (threads, or child processes that
-//! follow [`ChildProtocol`]), cell locks, progress bars, and the run directories of finished
-//! cells.
+//! follow [`ChildProtocol`](crate::child::ChildProtocol)), cell locks, progress bars, and the
+//! run directories of finished cells.
 //!
 //! A cell is computed in a temporary folder and renamed into place only when every file is
 //! written, so a finished cell directory is never partial and a finished cell never runs again.
