@@ -222,12 +222,10 @@ pub(crate) fn run_child(
     if status.success() {
         return Ok(reported.unwrap_or(CellStatus::Finished(String::new())));
     }
-    // The child prints its error (and records it where the disk allows); a crash (panic,
-    // signal) leaves only its log.
+    // The child prints its error (and records it where the disk allows: recorded here again,
+    // the same sentence, in case it could not); a crash (panic, signal) leaves only its log.
     if let Some(error) = failure {
-        if !failure_file(root, id).exists() {
-            record_failure(root, id, &error);
-        }
+        record_failure(root, id, &error);
         return Err(error);
     }
     let recorded = std::fs::read_to_string(failure_file(root, id))

@@ -263,39 +263,42 @@ fn read_metrics_strict(path: &Path, columns: &[&str]) -> Result<Vec<Vec<Option<f
     Ok(rows)
 }
 
-/// The failure records of the cells of `experiment` that have not finished, grid order; a
-/// cell whose `summary.json` is there but whose records are damaged (truncated, empty,
-/// another cell's, incomplete, disagreeing) is listed with that problem, naming the file.
-pub fn read_failures(experiment: &Experiment, root: &Path) -> Vec<(String, String)> {
-    experiment
-        .iter()
-        .filter_map(|cell| {
-            let id = cell.id();
-            match records_of(root, cell) {
-                Records::Complete => return None,
-                Records::Damaged(why) => {
-                    return Some((id.to_string(), format!("damaged records ({why})")));
-                }
-                Records::Missing => {}
-            }
-            let text = std::fs::read_to_string(failure_file(root, id)).ok()?;
-            let r: FailureRecord = serde_json::from_str(&text).ok()?;
-            Some((r.cell_id, r.error))
-        })
-        .collect()
+/// The cells of an experiment that have not finished and say why ([`read_unfinished`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unfinished {
+    /// Every failed cell, grid order: its failure record, or, where its `summary.json` is
+    /// there but the records are damaged, `damaged records (<why, naming the file>)`.
+    pub failed: Vec<(String, String)>,
+    /// The damaged ones among them ([`Records::Damaged`]), with why: left out of tables and
+    /// figures, and run again by the next sweep.
+    pub damaged: Vec<(String, String)>,
 }
 
-/// The cells of `experiment` whose `summary.json` is there but whose records are damaged
-/// ([`Records::Damaged`]), with why, grid order: left out of tables and figures, and run again
-/// by the next sweep.
-pub fn read_damaged(experiment: &Experiment, root: &Path) -> Vec<(String, String)> {
-    experiment
-        .iter()
-        .filter_map(|cell| match records_of(root, cell) {
-            Records::Damaged(why) => Some((cell.id().to_string(), why)),
-            _ => None,
-        })
-        .collect()
+/// The failed and the damaged cells of `experiment` under `root`, in one pass over the
+/// cells' records.
+pub fn read_unfinished(experiment: &Experiment, root: &Path) -> Unfinished {
+    let mut unfinished = Unfinished::default();
+    for cell in experiment.iter() {
+        let id = cell.id();
+        match records_of(root, cell) {
+            Records::Complete => {}
+            Records::Damaged(why) => {
+                unfinished
+                    .failed
+                    .push((id.to_string(), format!("damaged records ({why})")));
+                unfinished.damaged.push((id.to_string(), why));
+            }
+            Records::Missing => {
+                let record = std::fs::read_to_string(failure_file(root, id))
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<FailureRecord>(&text).ok());
+                if let Some(r) = record {
+                    unfinished.failed.push((r.cell_id, r.error));
+                }
+            }
+        }
+    }
+    unfinished
 }
 
 /// The git revisions that the finished cells of `experiment` were computed at (the
@@ -315,7 +318,7 @@ pub fn read_revisions(experiment: &Experiment, root: &Path) -> Vec<String> {
 
 /// The summaries of the finished cells among `cells` (UFM or deep: the summary type follows
 /// from the cells' configuration type and the outcome asked for), in grid order. A cell whose
-/// records are missing or damaged ([`cell_records`]) is left out; [`read_failures`] names it.
+/// records are missing or damaged ([`cell_records`]) is left out; [`read_unfinished`] names it.
 ///
 /// ```no_run
 /// # use scl_experiments::experiment::Experiment;

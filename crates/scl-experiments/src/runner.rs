@@ -87,9 +87,7 @@ pub fn check_results_dir(experiment: &Experiment, root: &Path) -> Result<(), Con
         (root.to_path_buf(), "the experiment's results folder"),
         (logs_dir(root), "the folder of the cells' logs"),
     ] {
-        if std::fs::symlink_metadata(&dir).is_ok_and(|m| !m.is_dir())
-            && !dir.metadata().is_ok_and(|m| m.is_dir())
-        {
+        if dir.exists() && !dir.is_dir() {
             return Err(ConfigError::new(format!(
                 "{} is a file, but it is {what}: move the file away or choose another results folder",
                 dir.display()

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 pub use figures::Figure;
 use scl_experiments::experiment::Experiment;
 use scl_experiments::layout::experiment_root;
-use scl_experiments::records::{read_damaged, read_failures, read_revisions, read_summaries};
+use scl_experiments::records::{read_revisions, read_summaries, read_unfinished};
 
 /// What [`write_report`] wrote.
 #[derive(Debug, Clone)]
@@ -82,8 +82,8 @@ pub fn write_report(experiment: &Experiment, results_root: &Path) -> Result<Repo
     let removed_temporaries = scl_experiments::layout::remove_abandoned_temporaries(&root);
     let summaries = read_summaries(&experiment.cells, &root);
     let deep = read_summaries(&experiment.deep_cells, &root);
-    let failed = read_failures(experiment, &root);
-    let damaged = read_damaged(experiment, &root);
+    let scl_experiments::records::Unfinished { failed, damaged } =
+        read_unfinished(experiment, &root);
     let figures =
         figures::draw_figures(experiment, &root, &summaries, &deep).map_err(ReportError)?;
     let revisions = read_revisions(experiment, &root);
