@@ -140,12 +140,7 @@ pub fn set_help(first: &str) -> String {
 fn names_of<T: serde::Serialize>(values: &[T]) -> String {
     values
         .iter()
-        .map(|v| {
-            serde_json::to_value(v)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .expect("an enumerated key serialises to a string")
-        })
+        .map(scl_train::config::serde_plain)
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -100,11 +100,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = config.validate() {
         return Ok(config_error(&e));
     }
-    // The data and the imbalance and batches it allows, before anything is written.
-    let data_dir = scl_data::DataDir::resolve(args.data_dir.as_deref());
-    if let Err(e) = scl_experiments::feasibility::check_run(&config, &data_dir) {
-        return Ok(crate::sweep::infeasible(&e));
-    }
     let checkpoints = args.out.join("checkpoints");
     let has_checkpoint = checkpoints.join("latest").exists()
         || std::fs::read_dir(&checkpoints).is_ok_and(|entries| {
@@ -125,9 +120,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             args.out.display()
         ))));
     }
+    // The data and the imbalance and batches it allows, before anything is written.
+    let data_dir = scl_data::DataDir::resolve(args.data_dir.as_deref());
+    if let Err(e) = scl_experiments::feasibility::check_run(&config, &data_dir) {
+        return Ok(crate::sweep::infeasible(&e));
+    }
     let opts = DeepRunOptions {
         run_dir: args.out.clone(),
-        data_dir: scl_data::DataDir::resolve(args.data_dir.as_deref()),
+        data_dir,
         resume: args.resume,
         backend,
         stop_after_epochs: None,

@@ -40,6 +40,15 @@ impl OptimizerKind {
     pub const ALL: [Self; 2] = [Self::Sgd, Self::Adam];
 }
 
+/// Serde's name of a unit enum value (`relu`, `mlp`, `linear-bn`), for ids, tables and
+/// messages; empty for a value that does not serialise to a string.
+pub fn serde_plain<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// How a UFM run's learning rate moves over its steps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

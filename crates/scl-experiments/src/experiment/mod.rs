@@ -261,12 +261,7 @@ pub use parse::MAX_FOLDER_NAME;
 use parse::string_value;
 
 /// Serde's name of a unit enum value (`relu`, `mlp`, `scl`), for ids and tables.
-pub fn serde_plain<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
+pub use scl_train::config::serde_plain;
 
 /// 64-bit FNV-1a, a hash that does not change between Rust releases.
 fn fnv1a(bytes: &[u8]) -> u64 {

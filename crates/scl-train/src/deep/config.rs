@@ -57,14 +57,6 @@ fn is_burn_init(init: &WeightInit) -> bool {
     *init == WeightInit::Burn
 }
 
-/// The name serde gives an enumerated value (`small-cnn`, `linear-bn`), for messages.
-fn serde_name<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 impl ModelKind {
     /// Every backbone, in the order option lists show them.
     pub const ALL: [Self; 4] = [Self::Mlp, Self::SmallCnn, Self::Resnet18, Self::Densenet];
@@ -387,8 +379,8 @@ impl DeepConfig {
             return Err(ConfigError::new(format!(
                 "cnn_head = {} is not allowed with model = {}: it is the head of the small CNN \
                  (model = \"small-cnn\")",
-                serde_name(&self.cnn_head),
-                serde_name(&self.model)
+                crate::config::serde_plain(&self.cnn_head),
+                crate::config::serde_plain(&self.model)
             )));
         }
         if let Some(list) = &self.eval_epochs
@@ -433,20 +425,39 @@ impl DeepConfig {
         let available_f = available as f64;
         let model = self.model_config(shape, num_classes);
         let parameters = model.parameter_count();
-        let views = if self.views == ViewPreset::Single {
+        let needed = 16.0 * parameters;
+        if needed > available_f {
+            let keys = match self.model {
+                ModelKind::Mlp => format!("mlp_widths = {:?}", self.mlp_widths),
+                ModelKind::SmallCnn => format!("embedding = {}", self.embedding),
+                ModelKind::Resnet18 => format!("resnet_width = {}", self.resnet_width),
+                ModelKind::Densenet => "the DenseNet-BC configuration".to_string(),
+            };
+            let keys = match self.projection {
+                Some(p) => format!("{keys} with projection = {p}"),
+                None => keys,
+            };
+            return Err(ConfigError::new(format!(
+                "{keys} is not allowed: the model would have about {parameters:.1e} parameters, \
+                 {} GiB with their gradients and the optimiser's state, more than this \
+                 machine's {} GiB of memory; lower it",
+                crate::gib_text(needed),
+                crate::gib_text(available_f)
+            )));
+        }
+        let views: u32 = if self.views == ViewPreset::Single {
             1
         } else {
             2
         };
         let activations =
             8.0 * self.batch_size as f64 * f64::from(views) * model.activation_count(shape);
-        if 16.0 * parameters <= available_f && 16.0 * parameters + activations > available_f {
+        if needed + activations > available_f {
             return Err(ConfigError::new(format!(
-                "batch_size = {} is not allowed: with {} views of each example a batch would \
-                 keep about {} GiB of activations, more than this machine's {} GiB of memory \
-                 beside the model; lower batch_size",
+                "batch_size = {} is not allowed: with {views} views of each example a batch \
+                 would keep about {} GiB of activations, more than this machine's {} GiB of \
+                 memory beside the model; lower batch_size",
                 self.batch_size,
-                views,
                 crate::gib_text(activations),
                 crate::gib_text(available_f)
             )));
@@ -456,38 +467,18 @@ impl DeepConfig {
         let kept = rows * LOGGED_ROW_BYTES;
         if kept > available_f / 2.0 {
             return Err(ConfigError::new(format!(
-                "epochs = {} is not allowed with log_every = {} and eval_every = {}: the run \
-                 would keep about {rows:.1e} logged rows, {} GiB, more than half this \
+                "epochs = {} is not allowed with log_every = {}: the run would keep about \
+                 {rows:.1e} logged rows ({} evaluated epochs), {} GiB, more than half this \
                  machine's {} GiB of memory; lower epochs or log less often",
                 self.epochs,
                 self.log_every
                     .map_or_else(|| "(absent)".to_string(), |n| n.to_string()),
-                self.eval_every,
+                self.evaluated_count(),
                 crate::gib_text(kept),
                 crate::gib_text(available_f)
             )));
         }
-        let needed = 16.0 * parameters;
-        if needed <= available_f {
-            return Ok(());
-        }
-        let keys = match self.model {
-            ModelKind::Mlp => format!("mlp_widths = {:?}", self.mlp_widths),
-            ModelKind::SmallCnn => format!("embedding = {}", self.embedding),
-            ModelKind::Resnet18 => format!("resnet_width = {}", self.resnet_width),
-            ModelKind::Densenet => "the DenseNet-BC configuration".to_string(),
-        };
-        let keys = match self.projection {
-            Some(p) => format!("{keys} with projection = {p}"),
-            None => keys,
-        };
-        Err(ConfigError::new(format!(
-            "{keys} is not allowed: the model would have about {parameters:.1e} parameters, \
-             {} GiB with their gradients and the optimiser's state, more than this machine's \
-             {} GiB of memory; lower it",
-            crate::gib_text(needed),
-            crate::gib_text(available as f64)
-        )))
+        Ok(())
     }
 
     /// The model configuration for images of `shape` (after the views' transforms).
