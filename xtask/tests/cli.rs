@@ -888,15 +888,7 @@ fn a_full_disk_names_every_cell_it_could_not_record_and_leaves_no_temporaries() 
     let done: Vec<String> = finished(&root).into_iter().map(|(id, _)| id).collect();
     assert!(done.len() < 4, "the disk did not fill up: {err}");
     // Every cell is either finished or named, with its error, in the last lines.
-    let listed = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .current_dir(dir.path())
-        .args(["sweep", "--experiment", "exp.toml", "--dry-run"])
-        .output()
-        .unwrap();
-    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
-        .collect();
+    let ids = cell_ids(dir.path());
     assert_eq!(ids.len(), 4);
     for id in &ids {
         assert!(

@@ -246,8 +246,9 @@ impl SclModelConfig {
     /// Roughly how many values one example's forward pass keeps for the backward pass, for
     /// images of `shape` (`[channels, height, width]`): every layer's output counted three
     /// times (the linear map or convolution, its batch norm, its activation), spatial sizes
-    /// halved where the network pools or strides. An estimate for memory checks (within a
-    /// small factor of what an autodiff backend holds), not an exact count.
+    /// halved where the network pools or strides. A rough count for refusing sizes no machine
+    /// holds before anything is allocated; it has not been measured against what a backend
+    /// actually keeps, so it is not a prediction of memory use.
     pub fn activation_count(&self, shape: [usize; 3]) -> f64 {
         let f = |x: usize| x as f64;
         let plane = f(shape[1]) * f(shape[2]);
