@@ -46,6 +46,11 @@ fn run_saving(
 ) -> Result<DeepOutcome, RunError> {
     let opts = DeepRunOptions {
         run_dir: dir.to_path_buf(),
+        label: scl_train::records::RunLabel {
+            cell_id: "run".into(),
+            experiment: "e2e".into(),
+            axes: vec![],
+        },
         data_dir: DataDir::resolve(None),
         resume,
         backend: scl_train::backend::BackendKind::Flex,
@@ -115,11 +120,11 @@ fn a_short_run_lowers_loss_and_of_distance_and_resumes_exactly() {
             "no batch-norm statistics in {names:?}"
         );
         let device = Device::flex();
-        let mut from_file: SclModel = cfg.model_config([1, 8, 8], 10).init(&device);
+        let mut from_file: SclModel =
+            scl_train::deep::model_config(&cfg, [1, 8, 8], 10).init(&device);
         let applied = from_file.load_from(&mut store).unwrap();
         assert!(applied.errors.is_empty(), "{:?}", applied.errors);
-        let from_checkpoint: SclModel = cfg
-            .model_config([1, 8, 8], 10)
+        let from_checkpoint: SclModel = scl_train::deep::model_config(&cfg, [1, 8, 8], 10)
             .init(&device)
             .try_load_file(whole.path().join("checkpoints/epoch-0012/model.bpk"))
             .unwrap();
@@ -179,7 +184,7 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     );
     assert!(!dir.path().join("summary.json").exists());
     // The checkpoint loads into a fresh model.
-    let model: SclModel = cfg.model_config([1, 8, 8], 10).init(&Device::flex());
+    let model: SclModel = scl_train::deep::model_config(&cfg, [1, 8, 8], 10).init(&Device::flex());
     model
         .try_load_file(dir.path().join("checkpoints/epoch-0004/model.bpk"))
         .expect("the last checkpoint loads");

@@ -15,6 +15,7 @@ use scl_loss::fused::cube::{lse_backward_chunked, lse_chunked};
 use scl_loss::fused::{Kernel, reference_lse, reference_lse_backward};
 use scl_loss::{ContrastMode, Implementation, NoPositivePolicy};
 use scl_train::backend::BackendKind;
+use scl_train::backend::BackendRuntime;
 
 use scl_loss::check;
 

@@ -1,5 +1,6 @@
 //! The rules of ARCHITECTURE.md's "Rules checked by a test", checked against the workspace:
-//! which crates a library may depend on (and whether on Burn), no command-line flag spelled in
+//! which crates a library may depend on (and whether on Burn, directly or, for the crates that
+//! must stay free of tensor code, anywhere in their dependency tree), no command-line flag spelled in
 //! a library crate, `unsafe` only in the listed files, every package with the workspace's lints
 //! and crate documentation. Each check is a function of text, so that the last test can show
 //! it failing on a planted violation.
@@ -118,7 +119,7 @@ fn dependency_violations(
                 let ok = match rule.burn.as_str() {
                     "yes" => true,
                     "optional" => optional,
-                    _ => false,
+                    _ => false, // "no", "never"
                 };
                 if !ok {
                     bad.push(format!(
@@ -142,6 +143,61 @@ fn dependency_violations(
         }
     }
     bad
+}
+
+/// The Burn crates in `cargo tree`'s listing of one package's normal dependencies
+/// (`--prefix none`, one `name vX.Y.Z` per line), each once.
+fn burn_in_tree(listing: &str) -> BTreeSet<String> {
+    listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name == "burn" || name.starts_with("burn-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The violations of the `never` rule: a crate whose dependency tree (with its default
+/// features, as a user gets it) has Burn anywhere in it. `tree(name)` lists the tree.
+fn tree_violations(rules: &BTreeMap<String, Rule>, tree: impl Fn(&str) -> String) -> Vec<String> {
+    rules
+        .iter()
+        .filter(|(_, rule)| rule.burn == "never")
+        .filter_map(|(name, _)| {
+            let burn = burn_in_tree(&tree(name));
+            (!burn.is_empty()).then(|| {
+                format!(
+                    "{name} pulls in {} through its dependencies, but its Burn rule is \"never\"",
+                    burn.into_iter().collect::<Vec<_>>().join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// `cargo tree -p name -e normal --prefix none` of the workspace (the lock file's versions,
+/// no network).
+fn cargo_tree(name: &str) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let out = std::process::Command::new(cargo)
+        .current_dir(repository())
+        .args([
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "-p",
+            name,
+        ])
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo tree -p {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("cargo tree prints UTF-8")
 }
 
 /// The `--long` options of the command line, from `#[arg(...long...)]` attributes of `xtask`'s
@@ -317,6 +373,7 @@ fn the_architecture_rules_hold() {
         })
         .collect();
     let mut bad = dependency_violations(&table, &crates);
+    bad.extend(tree_violations(&table, cargo_tree));
 
     let xtask: Vec<String> = rust_files(&root.join("xtask/src"))
         .iter()
@@ -410,6 +467,19 @@ fn each_check_fails_on_a_planted_violation() {
             "{expected:?} not in {bad:?}"
         );
     }
+    // A crate whose rule is "never" may not reach Burn through another crate either.
+    let tree = |name: &str| match name {
+        "scl-report" => {
+            "scl-report v0.1.0\nscl-train v0.1.0\nburn v0.22.1\nburn-tensor v0.22.1\n".to_string()
+        }
+        _ => "scl-types v0.1.0\nserde v1.0.0\n".to_string(),
+    };
+    assert_eq!(
+        tree_violations(&table, tree),
+        [
+            "scl-report pulls in burn, burn-tensor through its dependencies, but its Burn rule is \"never\""
+        ]
+    );
     let optional = vec![(
         "scl-data".to_string(),
         "[dependencies]\nburn = { workspace = true, optional = true }\n".to_string(),

@@ -1,6 +1,7 @@
 //! Timing of SupCon forward + backward on one backend, shared by `cargo xtask bench loss`
 //! and the GPU check (`scl-gpu-check`).
 
+use scl_train::backend::BackendRuntime;
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Int, Tensor};

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use scl_train::backend::BackendKind;
+use scl_train::backend::{BackendKind, BackendRuntime};
 use scl_train::deep::{DeepConfig, DeepRunOptions};
 use scl_train::{ConfigError, RunError};
 
@@ -125,8 +125,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = scl_experiments::feasibility::check_run(&config, &data_dir) {
         return Ok(crate::sweep::infeasible(&e));
     }
+    // Outside a sweep, the run is named by its folder.
+    let label = scl_train::records::RunLabel {
+        cell_id: args
+            .out
+            .file_name()
+            .map_or_else(|| "run".to_string(), |n| n.to_string_lossy().into_owned()),
+        experiment: "train".to_string(),
+        axes: Vec::new(),
+    };
     let opts = DeepRunOptions {
         run_dir: args.out.clone(),
+        label,
         data_dir,
         resume: args.resume,
         backend,

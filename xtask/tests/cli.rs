@@ -1635,7 +1635,7 @@ fn a_finished_cell_with_incomplete_or_damaged_records_is_named_and_runs_again() 
     std::fs::write(file(1, "metrics.csv"), &metrics[..metrics.len() * 2 / 3]).unwrap();
     let summary = std::fs::read_to_string(file(2, "summary.json")).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&summary).unwrap();
-    v["metrics"][0]["balanced_accuracy"] = serde_json::Value::String("0.9".into());
+    v["outcome"]["metrics"][0]["balanced_accuracy"] = serde_json::Value::String("0.9".into());
     std::fs::write(file(2, "summary.json"), v.to_string()).unwrap();
     std::fs::write(file(3, "metrics.csv"), "epoch,step\n\u{0}\u{1}garbage,,,\n").unwrap();
 

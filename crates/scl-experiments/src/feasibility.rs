@@ -1,11 +1,12 @@
-//! Whether the deep cells of an experiment (or one deep run) can run on the data at hand,
-//! checked before anything is written: every dataset present and verified, every imbalance
+//! Whether the deep cells of an experiment (or one deep run) can run on this machine and the
+//! data at hand, checked before anything is written: every network, batch and log within the
+//! machine's memory (`scl_train::deep::check_memory`), every dataset present and verified, every imbalance
 //! within what each class of the training split has, and every batch schedule possible on
 //! the subsampled split. `sweep`, `compare-backends`, `slurm` and `train` all ask here.
 
 use scl_data::{DataDir, DataError, Manifest};
-use scl_train::config::ConfigError;
-use scl_train::deep::DeepConfig;
+use scl_types::config::ConfigError;
+use scl_types::deep::DeepConfig;
 
 use crate::experiment::Experiment;
 
@@ -37,6 +38,7 @@ pub fn check_experiment(
     data_dir: &DataDir,
     check_sizes: bool,
 ) -> Result<(), Infeasible> {
+    check_memory(experiment)?;
     let mut datasets: Vec<&str> = experiment
         .deep_cells
         .iter()
@@ -62,11 +64,31 @@ pub fn check_experiment(
     Ok(())
 }
 
-/// Checks one deep run's dataset, imbalance and batches against the data in `data_dir`.
+/// Checks every deep cell of `experiment` against this machine's memory: its network with
+/// gradients and optimiser state, one batch's activations and the rows it logs
+/// (`scl_train::deep::check_memory`), one sentence naming the key and the cell. Needs no data.
+///
+/// # Errors
+/// [`Infeasible::Config`] for the first cell that does not fit.
+pub fn check_memory(experiment: &Experiment) -> Result<(), Infeasible> {
+    for cell in &experiment.deep_cells {
+        scl_train::deep::check_memory(&cell.config).map_err(|e| {
+            Infeasible::Config(ConfigError::new(format!(
+                "{}{}",
+                e.message(),
+                crate::experiment::where_of(&cell.axes)
+            )))
+        })?;
+    }
+    Ok(())
+}
+
+/// Checks one deep run's memory, dataset, imbalance and batches against the data in `data_dir`.
 ///
 /// # Errors
 /// [`Infeasible`] naming what fails.
 pub fn check_run(config: &DeepConfig, data_dir: &DataDir) -> Result<(), Infeasible> {
+    scl_train::deep::check_memory(config).map_err(Infeasible::Config)?;
     let available = verified(&config.dataset, data_dir, true)?.unwrap_or_default();
     check_sizes_of(config, &available).map_err(|why| Infeasible::Config(ConfigError::new(why)))
 }

@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 use crate::experiment::Experiment;
 
 /// The run-directory file that holds the resolved configuration.
-pub use scl_train::run_files::CONFIG;
+pub use scl_types::run_files::CONFIG;
 /// The run-directory file that holds the logged metrics.
-pub use scl_train::run_files::METRICS;
+pub use scl_types::run_files::METRICS;
 /// The run-directory file that holds the final numbers; it marks a finished cell.
-pub use scl_train::run_files::SUMMARY;
+pub use scl_types::run_files::SUMMARY;
 
 /// The results folder of `experiment` under a results root.
 pub fn experiment_root(experiment: &Experiment, results_root: &Path) -> PathBuf {

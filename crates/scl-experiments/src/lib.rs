@@ -5,14 +5,17 @@
 //! ([`runner`], [`child`], cell locks).
 //!
 //! Training itself is the `scl-train` crate's; the report (`scl-report`) reads results through
-//! [`records`] alone.
+//! [`records`] alone. The runner and the checks of what this machine can run (`runner`,
+//! `child`, `feasibility`) need the cargo feature `runner` (on with the default `flex`, and
+//! with `wgpu` and `cuda`); without it the crate has no tensor code.
 //!
 //! # Example
 //!
 //! ```
+//! # #[cfg(feature = "runner")] {
 //! use scl_experiments::experiment::Experiment;
 //! use scl_experiments::runner::{SweepOptions, run_sweep};
-//! use scl_train::backend::BackendKind;
+//! use scl_types::backend::BackendKind;
 //!
 //! let experiment = Experiment::parse(
 //!     r#"
@@ -48,13 +51,18 @@
 //! };
 //! let outcome = run_sweep(&experiment, &opts).unwrap();
 //! assert_eq!((outcome.ran, outcome.summaries.len()), (2, 2));
+//! # }
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "runner")]
 pub mod child;
 pub mod experiment;
+#[cfg(feature = "runner")]
 pub mod feasibility;
 pub mod layout;
+#[cfg(feature = "runner")]
 mod lock;
 pub mod records;
+#[cfg(feature = "runner")]
 pub mod runner;

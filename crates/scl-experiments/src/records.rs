@@ -1,76 +1,20 @@
-//! What a sweep writes for each cell and what the report reads back: the records of
-//! `config.json` and `summary.json`, the failure record, and `metrics.csv`.
+//! The records of a sweep's cells: each cell's folder holds the run contract's records
+//! (`config.json`, `metrics.csv`, `summary.json`, [`scl_types::records`], written by the
+//! training layer); this module says whether they make a finished cell, reads the summaries
+//! back for reports, and keeps the failure record of a cell that failed.
 
 use std::path::Path;
 
-use scl_fs::FsError;
-use scl_train::config::UfmConfig;
-pub use scl_train::run_files::{UfmMetricsRow as MetricsRow, write_ufm_metrics};
+pub use scl_types::records::{
+    ConfigRecord, DeepSummary, RunConfig, RunKind, RunLabel, Summary, UfmSummary, write_json,
+};
+use scl_types::records::{parse_summary, read_config_record};
+pub use scl_types::run_files::UfmMetricsRow as MetricsRow;
+pub use scl_types::ufm::UfmCellOutcome;
 use serde::{Deserialize, Serialize};
 
 use crate::experiment::{Cell, CellConfig, CellKind, CellRef, Experiment};
 use crate::layout::{CONFIG, METRICS, SUMMARY, cell_dir, failure_file};
-
-/// What `summary.json` holds, for a cell of either kind: the fields every cell has, and the
-/// kind's own outcome (written flat beside them). `C` is the cell's configuration type, `O`
-/// its outcome: [`RunSummary`] for UFM cells, [`DeepSummary`] for deep-network cells.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Summary<C, O> {
-    /// The cell id.
-    pub cell_id: String,
-    /// The resolved configuration (copied here so a report needs only this file).
-    pub config: C,
-    /// Wall-clock seconds the cell took (a resumed deep cell counts only its last part).
-    pub seconds: f64,
-    /// The backend the cell ran on.
-    pub backend: scl_train::backend::BackendKind,
-    /// What the run produced.
-    #[serde(flatten)]
-    pub outcome: O,
-}
-
-/// The summary of a UFM cell.
-pub type RunSummary = Summary<UfmConfig, UfmCellOutcome>;
-
-/// The summary of a deep-network cell: counts, minority classes and the metrics of every
-/// evaluated epoch.
-pub type DeepSummary = Summary<scl_train::deep::DeepConfig, scl_train::deep::DeepOutcome>;
-
-/// What a UFM cell produced, as its summary keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UfmCellOutcome {
-    /// Samples per class.
-    pub class_sizes: Vec<usize>,
-    /// The final logged point: loss and geometry.
-    pub last: scl_train::ufm::UfmPoint,
-    /// The closed-form loss at an orthogonal frame.
-    pub orthogonal_frame_loss: f64,
-    /// Final loss minus the orthogonal-frame loss.
-    pub loss_gap: f64,
-    /// For a mini-batch run, the validator's verdict on every batch the run used.
-    #[serde(default)]
-    pub verdict: Option<scl_batching::Verdict>,
-    /// Gram matrix of the final class means (`K` rows of `K`).
-    #[serde(default)]
-    pub class_mean_gram: Vec<Vec<f64>>,
-}
-
-/// What `config.json` holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
-    /// The cell id.
-    pub cell_id: String,
-    /// The experiment name.
-    pub experiment: String,
-    /// The axis values of the cell.
-    pub axes: Vec<(String, String)>,
-    /// The resolved configuration.
-    pub config: UfmConfig,
-    /// The backend the cell ran on.
-    pub backend: scl_train::backend::BackendKind,
-    /// `git rev-parse HEAD` of the working tree, with `-dirty` when it had changes.
-    pub git_revision: String,
-}
 
 /// A failed cell's record, `<root>/.failed-<id>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,8 +65,8 @@ pub fn cell_records(root: &Path, id: &str, kind: CellKind) -> Records {
         Err(e) => return Records::Damaged(format!("{}: {e}", summary_path.display())),
     };
     let checked = match kind {
-        CellKind::Ufm => check_ufm(&dir, id, &text),
-        CellKind::Deep => check_deep(&dir, id, &text),
+        CellKind::Ufm => check_ufm(&dir, id, &text).map(drop),
+        CellKind::Deep => check_deep(&dir, id, &text).map(drop),
     };
     match checked {
         Ok(()) => Records::Complete,
@@ -135,45 +79,26 @@ pub fn records_of(root: &Path, cell: CellRef<'_>) -> Records {
     cell_records(root, cell.id(), cell.kind())
 }
 
-/// Parses `text` (the content of `path`) as a `T`, with the error naming the file.
-fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, String> {
-    serde_json::from_str(text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Reads a JSON record.
-fn read_record<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse(path, &text)
-}
-
-/// The checks every kind shares: the summary names the cell, and `config.json`'s
-/// configuration is the summary's.
-fn check_names_and_config<C: Serialize>(
+/// The checks every kind shares: summary and `config.json` parse into the records of kind
+/// `C`, both name the cell, and they hold the same configuration. Returns the summary.
+fn check_records<C: RunConfig>(
     dir: &Path,
     id: &str,
-    summary_id: &str,
-    summary_config: &C,
-    record_config: &C,
-) -> Result<(), String> {
-    if summary_id != id {
+    text: &str,
+) -> Result<Summary<C, C::Outcome>, String> {
+    let summary: Summary<C, C::Outcome> = parse_summary(dir, text)?;
+    if summary.cell_id != id {
         return Err(format!(
-            "{}: it is the summary of cell {summary_id}",
-            dir.join(SUMMARY).display()
+            "{}: it is the summary of cell {}",
+            dir.join(SUMMARY).display(),
+            summary.cell_id
         ));
     }
-    if serde_json::to_value(summary_config).ok() != serde_json::to_value(record_config).ok() {
-        return Err(format!(
-            "{}: its configuration differs from the one in {SUMMARY}",
-            dir.join(CONFIG).display()
-        ));
-    }
-    Ok(())
-}
-
-fn check_ufm(dir: &Path, id: &str, text: &str) -> Result<(), String> {
-    let summary: RunSummary = parse(&dir.join(SUMMARY), text)?;
-    let record: RunRecord = read_record(&dir.join(CONFIG))?;
-    check_names_and_config(dir, id, &summary.cell_id, &summary.config, &record.config)?;
+    let label = RunLabel {
+        cell_id: id.to_string(),
+        ..RunLabel::default()
+    };
+    let record: ConfigRecord<C> = read_config_record(dir, &label)?;
     if record.cell_id != id {
         return Err(format!(
             "{}: it is the configuration of cell {}",
@@ -181,11 +106,22 @@ fn check_ufm(dir: &Path, id: &str, text: &str) -> Result<(), String> {
             record.cell_id
         ));
     }
+    if serde_json::to_value(&summary.config).ok() != serde_json::to_value(&record.config).ok() {
+        return Err(format!(
+            "{}: its configuration differs from the one in {SUMMARY}",
+            dir.join(CONFIG).display()
+        ));
+    }
+    Ok(summary)
+}
+
+fn check_ufm(dir: &Path, id: &str, text: &str) -> Result<UfmSummary, String> {
+    let summary: UfmSummary = check_records(dir, id, text)?;
     let path = dir.join(METRICS);
-    let rows = read_metrics_strict(&path, &scl_train::run_files::UFM_COLUMNS)?;
+    let rows = read_metrics_strict(&path, &scl_types::run_files::UFM_COLUMNS)?;
     let last = summary.outcome.last;
     match rows.last() {
-        Some(row) if row[0] == Some(last.step as f64) && row[1] == Some(last.loss) => Ok(()),
+        Some(row) if row[0] == Some(last.step as f64) && row[1] == Some(last.loss) => Ok(summary),
         Some(_) => Err(format!(
             "{}: its last row is not the summary's final step {} (loss {})",
             path.display(),
@@ -196,12 +132,10 @@ fn check_ufm(dir: &Path, id: &str, text: &str) -> Result<(), String> {
     }
 }
 
-fn check_deep(dir: &Path, id: &str, text: &str) -> Result<(), String> {
-    let summary: DeepSummary = parse(&dir.join(SUMMARY), text)?;
-    let record: scl_train::deep::DeepRunRecord = read_record(&dir.join(CONFIG))?;
-    check_names_and_config(dir, id, &summary.cell_id, &summary.config, &record.config)?;
+fn check_deep(dir: &Path, id: &str, text: &str) -> Result<DeepSummary, String> {
+    let summary: DeepSummary = check_records(dir, id, text)?;
     let path = dir.join(METRICS);
-    let columns = scl_train::run_files::DEEP_COLUMNS;
+    let columns = scl_types::run_files::DEEP_COLUMNS;
     let rows = read_metrics_strict(&path, &columns)?;
     let of = columns
         .iter()
@@ -227,7 +161,7 @@ fn check_deep(dir: &Path, id: &str, text: &str) -> Result<(), String> {
             expected.len()
         ));
     }
-    Ok(())
+    Ok(summary)
 }
 
 /// Reads a `metrics.csv` whose header must be `columns`: every row as long as the header,
@@ -304,41 +238,53 @@ pub fn read_unfinished(experiment: &Experiment, root: &Path) -> Unfinished {
 /// The git revisions that the finished cells of `experiment` were computed at (the
 /// `git_revision` of each one's `config.json`), sorted, each once.
 pub fn read_revisions(experiment: &Experiment, root: &Path) -> Vec<String> {
+    fn revision<C: RunConfig>(root: &Path, cell: &Cell<C>) -> Option<String> {
+        let label = RunLabel {
+            cell_id: cell.id.clone(),
+            ..RunLabel::default()
+        };
+        read_config_record::<C>(&cell_dir(root, &cell.id), &label)
+            .ok()
+            .map(|r| r.git_revision)
+    }
     let revisions: std::collections::BTreeSet<String> = experiment
         .iter()
         .filter(|cell| records_of(root, *cell).is_complete())
-        .filter_map(|cell| {
-            let text = std::fs::read_to_string(cell_dir(root, cell.id()).join(CONFIG)).ok()?;
-            let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-            Some(value.get("git_revision")?.as_str()?.to_string())
+        .filter_map(|cell| match cell {
+            CellRef::Ufm(c) => revision(root, c),
+            CellRef::Deep(c) => revision(root, c),
         })
         .collect();
     revisions.into_iter().collect()
 }
 
 /// The summaries of the finished cells among `cells` (UFM or deep: the summary type follows
-/// from the cells' configuration type and the outcome asked for), in grid order. A cell whose
-/// records are missing or damaged ([`cell_records`]) is left out; [`read_unfinished`] names it.
+/// from the cells' configuration type), in grid order. A cell whose records are missing or
+/// damaged ([`cell_records`]) is left out; [`read_unfinished`] names it.
 ///
 /// ```no_run
 /// # use scl_experiments::experiment::Experiment;
-/// # use scl_experiments::records::{DeepSummary, RunSummary, read_summaries};
+/// # use scl_experiments::records::{DeepSummary, UfmSummary, read_summaries};
 /// # fn f(experiment: &Experiment, root: &std::path::Path) {
-/// let ufm: Vec<RunSummary> = read_summaries(&experiment.cells, root);
+/// let ufm: Vec<UfmSummary> = read_summaries(&experiment.cells, root);
 /// let deep: Vec<DeepSummary> = read_summaries(&experiment.deep_cells, root);
 /// # }
 /// ```
-pub fn read_summaries<C, O>(cells: &[Cell<C>], root: &Path) -> Vec<Summary<C, O>>
+pub fn read_summaries<C>(cells: &[Cell<C>], root: &Path) -> Vec<Summary<C, C::Outcome>>
 where
-    C: CellConfig,
-    O: serde::de::DeserializeOwned,
+    C: CellConfig + RunConfig,
 {
     cells
         .iter()
-        .filter(|cell| cell_records(root, &cell.id, C::KIND).is_complete())
         .filter_map(|cell| {
-            let text = std::fs::read_to_string(cell_dir(root, &cell.id).join(SUMMARY)).ok()?;
-            serde_json::from_str(&text).ok()
+            let dir = cell_dir(root, &cell.id);
+            let text = std::fs::read_to_string(dir.join(SUMMARY)).ok()?;
+            let checked = match C::KIND {
+                CellKind::Ufm => check_ufm(&dir, &cell.id, &text).map(drop),
+                CellKind::Deep => check_deep(&dir, &cell.id, &text).map(drop),
+            };
+            checked.ok()?;
+            parse_summary(&dir, &text).ok()
         })
         .collect()
 }
@@ -346,14 +292,5 @@ where
 /// Reads the overall columns of `<root>/<id>/metrics.csv` of a UFM cell; empty when the file
 /// is missing or lacks those columns.
 pub fn read_metrics_csv(root: &Path, id: &str) -> Vec<MetricsRow> {
-    scl_train::run_files::read_ufm_metrics(&cell_dir(root, id).join(METRICS))
-}
-
-/// Writes `value` as pretty JSON to `path`, atomically.
-///
-/// # Errors
-/// An [`FsError`] when the file cannot be written.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
-    let text = serde_json::to_string_pretty(value).expect("run records serialise to JSON");
-    scl_fs::write(path, text)
+    scl_types::run_files::read_ufm_metrics(&cell_dir(root, id).join(METRICS))
 }

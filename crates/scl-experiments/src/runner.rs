@@ -13,22 +13,21 @@ use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use scl_train::RunError;
-use scl_train::backend::BackendKind;
+use scl_train::backend::{BackendKind, BackendRuntime};
 use scl_train::config::ConfigError;
 use scl_train::ufm::UfmOutcome;
-use serde::Serialize;
 
 use crate::child::{CellRequest, CellStatus, Launcher, run_child};
 use crate::experiment::{Cell, CellRef, DeepCell, Experiment};
 use crate::layout::{
-    CONFIG, METRICS, SUMMARY, cell_dir, experiment_root, failure_file, logs_dir, partial_dir,
-    remove_cell_temporaries,
+    CONFIG, cell_dir, experiment_root, failure_file, logs_dir, partial_dir, remove_cell_temporaries,
 };
 use crate::lock::lock_cell;
 use crate::records::{
-    DeepSummary, Records, RunRecord, RunSummary, UfmCellOutcome, read_summaries, record_failure,
-    records_of, write_json, write_ufm_metrics,
+    DeepSummary, Records, RunConfig, RunLabel, UfmSummary, read_summaries, record_failure,
+    records_of,
 };
+use scl_types::records::read_config_record;
 
 /// How to run a sweep.
 #[derive(Debug, Clone)]
@@ -59,7 +58,7 @@ pub struct SweepOptions {
 #[derive(Debug, Clone)]
 pub struct SweepOutcome {
     /// Summaries of every finished UFM cell of the experiment (run now or earlier), grid order.
-    pub summaries: Vec<RunSummary>,
+    pub summaries: Vec<UfmSummary>,
     /// Summaries of every finished deep cell, grid order.
     pub deep_summaries: Vec<DeepSummary>,
     /// Cells run by this call.
@@ -95,19 +94,16 @@ pub fn check_results_dir(experiment: &Experiment, root: &Path) -> Result<(), Con
         }
     }
     for cell in experiment.iter() {
-        let same = match cell {
-            CellRef::Ufm(c) => same_config(&c.config),
-            CellRef::Deep(c) => same_config(&c.config),
-        };
         let id = cell.id();
         for dir in [cell_dir(root, id), partial_dir(root, id)] {
-            let Ok(text) = std::fs::read_to_string(dir.join(CONFIG)) else {
+            if !dir.join(CONFIG).exists() {
                 continue;
+            }
+            let same = match cell {
+                CellRef::Ufm(c) => same_config(&dir, c),
+                CellRef::Deep(c) => same_config(&dir, c),
             };
-            let stored = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("config").cloned());
-            if !stored.is_some_and(&same) {
+            if !same {
                 return Err(ConfigError::new(format!(
                     "{} holds a run of a different configuration under the same cell id: \
                      move it away or choose another results folder",
@@ -119,17 +115,15 @@ pub fn check_results_dir(experiment: &Experiment, root: &Path) -> Result<(), Con
     Ok(())
 }
 
-/// A test of a stored `config` value against `config`: read back as `T` (so fields added
-/// later with defaults compare equal) and compared as JSON.
-fn same_config<T: Serialize + serde::de::DeserializeOwned + 'static>(
-    config: &T,
-) -> Box<dyn Fn(serde_json::Value) -> bool> {
-    let expected = serde_json::to_value(config).expect("configurations serialise to JSON");
-    Box::new(move |stored| {
-        serde_json::from_value::<T>(stored)
-            .ok()
-            .and_then(|c| serde_json::to_value(c).ok())
-            .is_some_and(|v| v == expected)
+/// Whether `dir/config.json` records `cell`'s configuration: read back as its type (so fields
+/// added later with defaults compare equal) and compared as JSON.
+fn same_config<C: RunConfig>(dir: &Path, cell: &Cell<C>) -> bool {
+    let label = RunLabel {
+        cell_id: cell.id.clone(),
+        ..RunLabel::default()
+    };
+    read_config_record::<C>(dir, &label).is_ok_and(|record| {
+        serde_json::to_value(&record.config).ok() == serde_json::to_value(&cell.config).ok()
     })
 }
 
@@ -194,15 +188,9 @@ pub fn run_cell(
     let (total, _) = cell.length();
     let total = total as u64;
     let result = match cell {
-        CellRef::Ufm(cell) => run_ufm_cell(
-            cell,
-            experiment,
-            &root,
-            opts.backend,
-            device,
-            &scl_train::provenance::git_revision(),
-            |s| progress(s as u64, total),
-        )
+        CellRef::Ufm(cell) => run_ufm_cell(cell, experiment, &root, opts.backend, device, |s| {
+            progress(s as u64, total)
+        })
         .map(|summary| {
             format!(
                 "OF distance {:.4}, loss gap {:.2e}, {:.1}s",
@@ -213,14 +201,13 @@ pub fn run_cell(
         }),
         CellRef::Deep(cell) => {
             let data_dir = scl_data::DataDir::resolve(opts.data_dir.as_deref());
-            run_deep_cell(cell, &root, opts, device, &data_dir, |e| {
+            run_deep_cell(cell, experiment, &root, opts, device, &data_dir, |e| {
                 progress(e as u64, total)
             })
-            .map(|summary| match summary.outcome.metrics.last() {
-                Some(m) => format!(
-                    "OF distance {:.4}, balanced accuracy {:.3}, {:.1}s",
-                    m.geometry.overall.of_distance, m.balanced_accuracy, summary.seconds
-                ),
+            .map(|(seconds, last)| match last {
+                Some((of, balanced)) => {
+                    format!("OF distance {of:.4}, balanced accuracy {balanced:.3}, {seconds:.1}s")
+                }
                 None => "no evaluated epoch".to_string(),
             })
         }
@@ -443,21 +430,33 @@ impl<'a> Pool<'a> {
     }
 }
 
+/// The label a cell's records carry.
+fn label_of(experiment: &Experiment, id: &str, axes: &[(String, String)]) -> RunLabel {
+    RunLabel {
+        cell_id: id.to_string(),
+        experiment: experiment.name.clone(),
+        axes: axes.to_vec(),
+    }
+}
+
 /// Runs a deep cell in `<root>/.partial-<id>` (resuming from its newest checkpoint if an
-/// earlier sweep was interrupted) and renames it to `<root>/<id>` when it has finished.
+/// earlier sweep was interrupted) and renames it to `<root>/<id>` when it has finished. The
+/// training layer writes the cell's records; this reads its summary back.
 fn run_deep_cell(
     cell: &DeepCell,
+    experiment: &Experiment,
     root: &Path,
     sweep: &SweepOptions,
     device: usize,
     data_dir: &scl_data::DataDir,
     progress: impl FnMut(usize),
-) -> Result<DeepSummary, RunError> {
+) -> Result<(f64, Option<(f64, f64)>), RunError> {
     let backend = sweep.backend;
     let start = Instant::now();
     let work = partial_dir(root, &cell.id);
     let opts = scl_train::deep::DeepRunOptions {
         run_dir: work.clone(),
+        label: label_of(experiment, &cell.id, &cell.axes),
         data_dir: data_dir.clone(),
         resume: true,
         backend,
@@ -466,62 +465,36 @@ fn run_deep_cell(
         export_safetensors: None,
     };
     let outcome = backend.train_deep(device, &cell.config, &opts, progress)?;
-    let summary = DeepSummary {
-        cell_id: cell.id.clone(),
-        config: cell.config.clone(),
-        seconds: start.elapsed().as_secs_f64(),
-        backend,
-        outcome,
-    };
-    write_json(&work.join(SUMMARY), &summary)?;
     scl_fs::move_dir_into_place(&work, &cell_dir(root, &cell.id))?;
-    Ok(summary)
+    let last = outcome
+        .metrics
+        .last()
+        .map(|m| (m.geometry.overall.of_distance, m.balanced_accuracy));
+    Ok((start.elapsed().as_secs_f64(), last))
 }
 
+/// Runs a UFM cell and writes its records into a staged folder renamed into place.
 fn run_ufm_cell(
     cell: &Cell,
     experiment: &Experiment,
     root: &Path,
     backend: BackendKind,
     device: usize,
-    git: &str,
     progress: impl FnMut(usize),
-) -> Result<RunSummary, RunError> {
+) -> Result<UfmSummary, RunError> {
     let start = Instant::now();
     let outcome: UfmOutcome = backend.run_ufm(device, &cell.config, progress)?;
     let seconds = start.elapsed().as_secs_f64();
-
     let staged = scl_fs::StagedDir::new_in(root, &cell.id)?;
-    let tmp = staged.path();
-    let record = RunRecord {
-        cell_id: cell.id.clone(),
-        experiment: experiment.name.clone(),
-        axes: cell.axes.clone(),
-        config: cell.config.clone(),
+    let label = label_of(experiment, &cell.id, &cell.axes);
+    let summary = scl_train::ufm::write_records(
+        staged.path(),
+        &label,
         backend,
-        git_revision: git.to_string(),
-    };
-    write_json(&tmp.join(CONFIG), &record)?;
-    write_ufm_metrics(&tmp.join(METRICS), &outcome.points)?;
-    let last = *outcome
-        .points
-        .last()
-        .ok_or_else(|| RunError::Other("the run logged no point".into()))?;
-    let summary = RunSummary {
-        cell_id: cell.id.clone(),
-        config: cell.config.clone(),
+        &cell.config,
+        &outcome,
         seconds,
-        backend,
-        outcome: UfmCellOutcome {
-            class_sizes: outcome.class_sizes.clone(),
-            last,
-            orthogonal_frame_loss: outcome.orthogonal_frame_loss,
-            loss_gap: last.loss - outcome.orthogonal_frame_loss,
-            verdict: outcome.verdict.clone(),
-            class_mean_gram: outcome.final_gram.clone(),
-        },
-    };
-    write_json(&tmp.join(SUMMARY), &summary)?;
+    )?;
     // An unfinished folder of that name (from another tool) is replaced.
     staged.commit(&cell_dir(root, &cell.id))?;
     Ok(summary)

@@ -7,7 +7,8 @@
 //! (NC1), angles and norm ratios, for all classes and for the majority and minority groups.
 //!
 //! Everything here is a pure function of an embedding matrix `[n, d]` and its labels, computed
-//! in `f64` on the host. A Burn tensor is converted with [`Embeddings::from_tensor`].
+//! in `f64` on the host. A Burn tensor is converted with `Embeddings::from_tensor` (cargo feature `burn`, on by
+//! default).
 //!
 //! # Example
 //!
@@ -47,6 +48,7 @@
 pub mod io;
 pub mod probe;
 
+#[cfg(feature = "burn")]
 use burn::tensor::Tensor;
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
@@ -217,7 +219,9 @@ impl Embeddings {
         Ok(Self { n, d, data })
     }
 
-    /// Copies a Burn tensor `[n, d]` to the host (any float element type).
+    /// Copies a Burn tensor `[n, d]` to the host (any float element type; cargo feature
+    /// `burn`, on by default).
+    #[cfg(feature = "burn")]
     ///
     /// # Errors
     /// [`GeometryError::NonFinite`] when the tensor holds NaN or infinite values.

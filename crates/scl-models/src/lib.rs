@@ -41,41 +41,24 @@ pub use cnn::{SmallCnn, SmallCnnConfig};
 pub use densenet::{DenseNet, DenseNetConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use resnet::{ResNet18, ResNet18Config};
+/// The convolutions' initialisation and the final activation, plain types shared with run
+/// configurations and records.
+pub use scl_types::model::{FinalActivation, WeightInit};
 
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// How a network's convolutions start (batch norm starts at scale 1, shift 0, and linear layers
-/// uniform in `±1/sqrt(fan_in)`, PyTorch's default, either way).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WeightInit {
-    /// Burn's default for every convolution: uniform in `±1/sqrt(fan_in)` (PyTorch's default
-    /// for a layer that sets nothing).
-    #[default]
-    Burn,
-    /// The authors' networks: ResNet-18's convolutions Kaiming-normal with fan_out, standard
-    /// deviation `sqrt(2 / (out_channels k^2))` (torchvision's ResNet); DenseNet's
-    /// Kaiming-normal with fan_in, `sqrt(2 / (in_channels k^2))` (PyTorch's `kaiming_normal_`);
-    /// the MLP and the small CNN, which the paper does not have, as [`WeightInit::Burn`].
-    Authors,
-}
-
-impl WeightInit {
-    /// Every initialisation, in the order option lists show them.
-    pub const ALL: [Self; 2] = [Self::Burn, Self::Authors];
-
-    /// The initializer of a convolution: Kaiming-normal for ReLU networks (gain `sqrt(2)`) on
-    /// fan_out or fan_in for [`WeightInit::Authors`], Burn's default otherwise (`None`).
-    pub(crate) fn conv(self, fan_out: bool) -> Option<burn::nn::Initializer> {
-        match self {
-            Self::Burn => None,
-            Self::Authors => Some(burn::nn::Initializer::KaimingNormal {
-                gain: std::f64::consts::SQRT_2,
-                fan_out_only: fan_out,
-            }),
-        }
+/// The initializer of a convolution under `init`: Kaiming-normal for ReLU networks (gain
+/// `sqrt(2)`) on fan_out or fan_in for [`WeightInit::Authors`], Burn's default otherwise
+/// (`None`).
+pub(crate) fn conv_initializer(init: WeightInit, fan_out: bool) -> Option<burn::nn::Initializer> {
+    match init {
+        WeightInit::Burn => None,
+        WeightInit::Authors => Some(burn::nn::Initializer::KaimingNormal {
+            gain: std::f64::consts::SQRT_2,
+            fan_out_only: fan_out,
+        }),
     }
 }
 
@@ -85,26 +68,10 @@ pub(crate) fn with_init(
     init: WeightInit,
     fan_out: bool,
 ) -> burn::nn::conv::Conv2dConfig {
-    match init.conv(fan_out) {
+    match conv_initializer(init, fan_out) {
         Some(initializer) => config.with_initializer(initializer),
         None => config,
     }
-}
-
-/// The paper's switch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FinalActivation {
-    /// A ReLU on the final layer: non-negative embeddings (UFM+).
-    #[default]
-    Relu,
-    /// No activation on the final layer.
-    None,
-}
-
-impl FinalActivation {
-    /// Every final activation, in the order option lists show them.
-    pub const ALL: [Self; 2] = [Self::Relu, Self::None];
 }
 
 /// The backbone and its configuration.

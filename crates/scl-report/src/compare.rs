@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use scl_experiments::experiment::Experiment;
 use scl_experiments::layout::experiment_root;
-use scl_experiments::records::{UfmCellOutcome, read_metrics_csv, read_revisions, read_summaries};
-use scl_train::deep::DeepOutcome;
+use scl_experiments::records::{read_metrics_csv, read_revisions, read_summaries};
 
 use crate::ReportError;
 
@@ -37,7 +36,7 @@ struct Measured {
 
 fn measure(experiment: &Experiment, root: &Path) -> BTreeMap<String, Measured> {
     let mut out = BTreeMap::new();
-    for s in read_summaries::<_, UfmCellOutcome>(&experiment.cells, root) {
+    for s in read_summaries(&experiment.cells, root) {
         let g = s.outcome.last.geometry.overall;
         let n: usize = s.outcome.class_sizes.iter().sum();
         out.insert(
@@ -57,7 +56,7 @@ fn measure(experiment: &Experiment, root: &Path) -> BTreeMap<String, Measured> {
             },
         );
     }
-    for s in read_summaries::<_, DeepOutcome>(&experiment.deep_cells, root) {
+    for s in read_summaries(&experiment.deep_cells, root) {
         let Some(last) = s.outcome.metrics.last() else {
             continue;
         };

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use scl_experiments::experiment::Experiment;
-use scl_experiments::records::{DeepSummary, RunSummary};
+use scl_experiments::records::{DeepSummary, UfmSummary};
 
 /// One figure file of a report.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,7 +136,7 @@ fn group_of(kind: &str, axes: &[(String, String)]) -> String {
 fn traces(
     experiment: &Experiment,
     root: &Path,
-    ufm: &[RunSummary],
+    ufm: &[UfmSummary],
     deep: &[DeepSummary],
 ) -> Vec<Trace> {
     let mut out = Vec::new();
@@ -180,7 +180,7 @@ fn traces(
         );
         out.push(Trace {
             group: group_of(&kind, &cell.axes),
-            relu: matches!(c.final_activation, scl_models::FinalActivation::Relu),
+            relu: matches!(c.final_activation, scl_types::model::FinalActivation::Relu),
             curve: c.imbalance.label(),
             order,
             seed: c.seed,
@@ -464,7 +464,7 @@ fn two_panel_png(
 pub fn draw_figures(
     experiment: &Experiment,
     root: &Path,
-    ufm: &[RunSummary],
+    ufm: &[UfmSummary],
     deep: &[DeepSummary],
 ) -> Result<Vec<Figure>, String> {
     register_fonts();

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use scl_experiments::experiment::Experiment;
-use scl_experiments::records::{DeepSummary, RunSummary};
+use scl_experiments::records::{DeepSummary, UfmSummary};
 
 use crate::figures::Figure;
 
@@ -16,7 +16,7 @@ pub const REACHED: f64 = 0.05;
 /// `revisions` are the git revisions the finished cells were computed at.
 pub fn render_report(
     experiment: &Experiment,
-    summaries: &[RunSummary],
+    summaries: &[UfmSummary],
     deep: &[DeepSummary],
     failed: &[(String, String)],
     figures: &[Figure],
@@ -71,7 +71,7 @@ pub fn render_report(
 }
 
 /// How to read the UFM tables, and the means over seeds of every UFM setting.
-fn render_ufm_means(s: &mut String, summaries: &[RunSummary]) {
+fn render_ufm_means(s: &mut String, summaries: &[UfmSummary]) {
     let _ = writeln!(
         s,
         "How to read it: each cell optimises free features (the unconstrained-features model) \
@@ -93,7 +93,7 @@ fn render_ufm_means(s: &mut String, summaries: &[RunSummary]) {
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     type Key = (usize, u64, bool, String);
-    let mut groups: BTreeMap<Key, Vec<&RunSummary>> = BTreeMap::new();
+    let mut groups: BTreeMap<Key, Vec<&UfmSummary>> = BTreeMap::new();
     for r in summaries {
         groups
             .entry((
@@ -159,7 +159,7 @@ fn render_ufm_means(s: &mut String, summaries: &[RunSummary]) {
 }
 
 /// One row per finished UFM cell.
-fn render_ufm_cells(s: &mut String, summaries: &[RunSummary]) {
+fn render_ufm_cells(s: &mut String, summaries: &[UfmSummary]) {
     let _ = writeln!(s, "\n## Every cell\n");
     let _ = writeln!(
         s,
@@ -196,7 +196,7 @@ fn render_ufm_cells(s: &mut String, summaries: &[RunSummary]) {
 }
 
 /// "full" or "<schedule> B=<batch size>".
-fn batching(r: &RunSummary) -> String {
+fn batching(r: &UfmSummary) -> String {
     match (r.config.schedule, r.config.batch_size) {
         (Some(kind), Some(b)) => format!("{} B={b}", kind.name()),
         _ => "full".to_string(),
@@ -270,7 +270,7 @@ fn render_deep(s: &mut String, deep: &[DeepSummary]) {
     }
     for (key, runs) in &groups {
         let n = runs.len() as f64;
-        let mean = |f: &dyn Fn(&scl_train::deep::EpochMetrics) -> f64| {
+        let mean = |f: &dyn Fn(&scl_types::deep::EpochMetrics) -> f64| {
             runs.iter()
                 .filter_map(|r| r.outcome.metrics.last().map(f))
                 .sum::<f64>()

@@ -10,7 +10,7 @@
 //! `probe_balanced_accuracy` (deep; the probe's only where it ran). Rows follow the grid order.
 
 use scl_experiments::experiment::Experiment;
-use scl_experiments::records::{DeepSummary, RunSummary};
+use scl_experiments::records::{DeepSummary, UfmSummary};
 
 /// The metric columns after the axes.
 const METRICS: [&str; 15] = [
@@ -52,7 +52,7 @@ fn field(text: &str) -> String {
 /// The text of `results.csv` for the finished cells `ufm` and `deep` of `experiment`.
 pub fn render_results_csv(
     experiment: &Experiment,
-    ufm: &[RunSummary],
+    ufm: &[UfmSummary],
     deep: &[DeepSummary],
 ) -> String {
     let mut axes: Vec<&str> = Vec::new();

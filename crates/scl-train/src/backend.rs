@@ -4,63 +4,97 @@
 //! name (`flex`, `wgpu`, `cuda`) and a device index to such a device, with one clear sentence
 //! when the backend was not compiled in or the device does not exist. It is the one place in
 //! the workspace that names concrete backends: every command, benchmark and check gets its
-//! device from [`BackendKind::device`]. Adding a backend is one variant here, its device
+//! device from [`BackendRuntime::device`]. Adding a backend is one variant here, its device
 //! constructor and its device enumeration; the training code is the same for all of them.
-
-use std::fmt;
-use std::str::FromStr;
 
 use burn::tensor::Device;
 
 use crate::RunError;
 use crate::config::{ConfigError, UfmConfig};
 use crate::ufm::UfmOutcome;
+pub use scl_types::backend::{BACKEND_NAMES, BackendKind};
 
-/// A Burn backend, selected by name (`flex`, `wgpu`, `cuda`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    /// Burn's Flex CPU backend, the default (cargo feature `flex`, on by default).
-    Flex,
-    /// WebGPU through wgpu: Vulkan, Metal, DX12, or the CPU through Mesa's lavapipe
-    /// (cargo feature `wgpu`).
-    Wgpu,
-    /// NVIDIA CUDA (cargo feature `cuda`).
-    Cuda,
+/// What a backend can do in this binary: whether it was compiled in, its devices, and the
+/// runs on them. Implemented for [`BackendKind`].
+pub trait BackendRuntime: Copy {
+    /// Whether this backend was compiled into the binary.
+    fn compiled(self) -> bool;
+
+    /// An error naming the cargo feature when this backend was not compiled in.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] sentence.
+    fn check_available(self) -> Result<(), ConfigError>;
+
+    /// Number of devices this backend sees: 1 for `flex` (the CPU), the adapters wgpu
+    /// enumerates (lavapipe counts as one), the CUDA devices the driver reports (0 without a
+    /// driver). 0 when the backend is not compiled in. [`Self::probe`] says why there are none.
+    fn device_count(self) -> usize;
+
+    /// The number of devices, at least 1; or one sentence saying why there is none: the
+    /// backend is not compiled in, `no CUDA device: ...` (no driver library, or the driver
+    /// reports none) or `no Vulkan adapter: ...`. Never panics: a driver library that fails
+    /// to load is reported, not raised. Enumerated once per process.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] sentence as above.
+    fn probe(self) -> Result<usize, ConfigError>;
+
+    /// Names of the devices [`Self::probe`] finds: `cpu`; wgpu's adapters (Burn's device
+    /// description, e.g. `Cpu` for a software driver such as lavapipe); `cuda:0`, ... Empty
+    /// when there are none.
+    fn device_names(self) -> Vec<String>;
+
+    /// An error sentence when device `index` does not exist on this backend.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the index and the devices there are.
+    fn check_device(self, index: usize) -> Result<(), ConfigError>;
+
+    /// Device `index` of this backend, without autodiff (call `.autodiff()` on it to train).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when the backend is not compiled in or the device does not exist
+    /// ([`Self::check_device`]).
+    fn device(self, index: usize) -> Result<Device, ConfigError>;
+
+    /// Bytes of device memory that the backend's memory pool has reserved on `device` (0 on
+    /// the CPU backend, which allocates on the heap).
+    fn device_memory_reserved(self, device: &Device) -> u64;
+
+    /// Returns the unused pages of `device`'s memory pool to the driver, after the queued
+    /// work, so that [`Self::device_memory_reserved`] measured next starts from what live
+    /// tensors hold (nothing to do on the CPU backend).
+    fn device_memory_cleanup(self, device: &Device);
+
+    /// Runs a UFM cell on device `device` of this backend, with autodiff.
+    ///
+    /// # Errors
+    /// See [`crate::ufm::run_ufm`]; a [`ConfigError`] when the backend is not compiled in or
+    /// the device does not exist.
+    fn run_ufm(
+        self,
+        device: usize,
+        cfg: &UfmConfig,
+        progress: impl FnMut(usize),
+    ) -> Result<UfmOutcome, RunError>;
+
+    /// Trains a deep-network cell on device `device` of this backend, with autodiff.
+    ///
+    /// # Errors
+    /// See [`crate::deep::train_deep`]; a [`ConfigError`] when the backend is not compiled in
+    /// or the device does not exist.
+    fn train_deep(
+        self,
+        device: usize,
+        cfg: &crate::deep::DeepConfig,
+        opts: &crate::deep::DeepRunOptions,
+        progress: impl FnMut(usize),
+    ) -> Result<crate::deep::DeepOutcome, RunError>;
 }
 
-/// Every backend name, for error messages and option lists ([`BackendKind::name`] of
-/// [`BackendKind::ALL`]).
-pub const BACKEND_NAMES: [&str; 3] = {
-    let mut names = [""; 3];
-    let mut i = 0;
-    while i < names.len() {
-        names[i] = BackendKind::ALL[i].name();
-        i += 1;
-    }
-    names
-};
-
-impl BackendKind {
-    /// Every backend, compiled in or not.
-    pub const ALL: [BackendKind; 3] = [Self::Flex, Self::Wgpu, Self::Cuda];
-
-    /// The name used on the command line and in run records (the one place backends are
-    /// spelled: [`FromStr`] and serde read these names back).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Flex => "flex",
-            Self::Wgpu => "wgpu",
-            Self::Cuda => "cuda",
-        }
-    }
-
-    /// Whether this backend runs on the CPU (its memory is the process's heap).
-    pub fn is_cpu(self) -> bool {
-        matches!(self, Self::Flex)
-    }
-
-    /// Whether this backend was compiled into the binary.
-    pub fn compiled(self) -> bool {
+impl BackendRuntime for BackendKind {
+    fn compiled(self) -> bool {
         match self {
             Self::Flex => cfg!(feature = "flex"),
             Self::Wgpu => cfg!(feature = "wgpu"),
@@ -68,16 +102,7 @@ impl BackendKind {
         }
     }
 
-    /// The backends compiled into this binary.
-    pub fn compiled_in() -> Vec<BackendKind> {
-        Self::ALL.into_iter().filter(|b| b.compiled()).collect()
-    }
-
-    /// An error naming the cargo feature when this backend was not compiled in.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] sentence.
-    pub fn check_available(self) -> Result<(), ConfigError> {
+    fn check_available(self) -> Result<(), ConfigError> {
         if self.compiled() {
             Ok(())
         } else {
@@ -89,21 +114,11 @@ impl BackendKind {
         }
     }
 
-    /// Number of devices this backend sees: 1 for `flex` (the CPU), the adapters wgpu
-    /// enumerates (lavapipe counts as one), the CUDA devices the driver reports (0 without a
-    /// driver). 0 when the backend is not compiled in. [`Self::probe`] says why there are none.
-    pub fn device_count(self) -> usize {
+    fn device_count(self) -> usize {
         self.probe().unwrap_or(0)
     }
 
-    /// The number of devices, at least 1; or one sentence saying why there is none: the
-    /// backend is not compiled in, `no CUDA device: ...` (no driver library, or the driver
-    /// reports none) or `no Vulkan adapter: ...`. Never panics: a driver library that fails
-    /// to load is reported, not raised. Enumerated once per process.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] sentence as above.
-    pub fn probe(self) -> Result<usize, ConfigError> {
+    fn probe(self) -> Result<usize, ConfigError> {
         self.check_available()?;
         match self {
             Self::Flex => Ok(1),
@@ -130,10 +145,7 @@ impl BackendKind {
         }
     }
 
-    /// Names of the devices [`Self::probe`] finds: `cpu`; wgpu's adapters (Burn's device
-    /// description, e.g. `Cpu` for a software driver such as lavapipe); `cuda:0`, ... Empty
-    /// when there are none.
-    pub fn device_names(self) -> Vec<String> {
+    fn device_names(self) -> Vec<String> {
         let count = self.device_count();
         match self {
             _ if count == 0 => Vec::new(),
@@ -144,11 +156,7 @@ impl BackendKind {
         }
     }
 
-    /// An error sentence when device `index` does not exist on this backend.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the index and the devices there are.
-    pub fn check_device(self, index: usize) -> Result<(), ConfigError> {
+    fn check_device(self, index: usize) -> Result<(), ConfigError> {
         self.check_available()?;
         let count = match self.probe() {
             Ok(count) => count,
@@ -176,12 +184,7 @@ impl BackendKind {
         }))
     }
 
-    /// Device `index` of this backend, without autodiff (call `.autodiff()` on it to train).
-    ///
-    /// # Errors
-    /// A [`ConfigError`] when the backend is not compiled in or the device does not exist
-    /// ([`Self::check_device`]).
-    pub fn device(self, index: usize) -> Result<Device, ConfigError> {
+    fn device(self, index: usize) -> Result<Device, ConfigError> {
         self.check_device(index)?;
         Ok(match self {
             #[cfg(feature = "flex")]
@@ -195,9 +198,7 @@ impl BackendKind {
         })
     }
 
-    /// Bytes of device memory that the backend's memory pool has reserved on `device` (0 on
-    /// the CPU backend, which allocates on the heap).
-    pub fn device_memory_reserved(self, device: &Device) -> u64 {
+    fn device_memory_reserved(self, device: &Device) -> u64 {
         if self.is_cpu() {
             return 0;
         }
@@ -206,10 +207,7 @@ impl BackendKind {
             .map_or(0, |usage| usage.bytes_reserved)
     }
 
-    /// Returns the unused pages of `device`'s memory pool to the driver, after the queued
-    /// work, so that [`Self::device_memory_reserved`] measured next starts from what live
-    /// tensors hold (nothing to do on the CPU backend).
-    pub fn device_memory_cleanup(self, device: &Device) {
+    fn device_memory_cleanup(self, device: &Device) {
         if self.is_cpu() {
             return;
         }
@@ -219,12 +217,7 @@ impl BackendKind {
         device.memory_cleanup();
     }
 
-    /// Runs a UFM cell on device `device` of this backend, with autodiff.
-    ///
-    /// # Errors
-    /// See [`crate::ufm::run_ufm`]; a [`ConfigError`] when the backend is not compiled in or
-    /// the device does not exist.
-    pub fn run_ufm(
+    fn run_ufm(
         self,
         device: usize,
         cfg: &UfmConfig,
@@ -234,12 +227,7 @@ impl BackendKind {
         crate::ufm::run_ufm(cfg, &device, progress)
     }
 
-    /// Trains a deep-network cell on device `device` of this backend, with autodiff.
-    ///
-    /// # Errors
-    /// See [`crate::deep::train_deep`]; a [`ConfigError`] when the backend is not compiled in
-    /// or the device does not exist.
-    pub fn train_deep(
+    fn train_deep(
         self,
         device: usize,
         cfg: &crate::deep::DeepConfig,
@@ -249,6 +237,14 @@ impl BackendKind {
         let device = self.device(device)?.autodiff();
         crate::deep::train_deep(cfg, opts, &device, |done, _| progress(done))
     }
+}
+
+/// The backends compiled into this binary.
+pub fn compiled_in() -> Vec<BackendKind> {
+    BackendKind::ALL
+        .into_iter()
+        .filter(|b| b.compiled())
+        .collect()
 }
 
 /// Runs `f`, turning a panic (a kernel failure, an out-of-memory, a driver that does not load)
@@ -356,44 +352,4 @@ fn cuda_devices() -> Result<&'static [Device], String> {
         .get_or_init(|| quietly(|| Device::enumerate(DeviceType::Cuda).into_vec()))
         .as_deref()
         .map_err(Clone::clone)
-}
-
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl serde::Serialize for BackendKind {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.name())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for BackendKind {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        name.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl FromStr for BackendKind {
-    type Err = ConfigError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(kind) = Self::ALL.into_iter().find(|k| k.name() == s) {
-            return Ok(kind);
-        }
-        match s {
-            "ndarray" => Err(ConfigError::new(format!(
-                "backend ndarray is not allowed: Burn 0.22 deprecates its ndarray backend and \
-                 this build has none; use flex (Burn's CPU backend). The allowed backends are {}",
-                BACKEND_NAMES.join(", ")
-            ))),
-            other => Err(ConfigError::new(format!(
-                "backend {other} is not allowed: the allowed backends are {}",
-                BACKEND_NAMES.join(", ")
-            ))),
-        }
-    }
 }

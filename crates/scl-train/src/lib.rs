@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use scl_train::config::{OptimizerKind, UfmConfig};
-//! use scl_train::backend::BackendKind;
+//! use scl_train::backend::{BackendKind, BackendRuntime};
 //!
 //! let cfg = UfmConfig {
 //!     num_classes: 2,
@@ -36,12 +36,18 @@
 #![warn(missing_docs)]
 
 pub mod backend;
-pub mod config;
 pub mod deep;
 pub mod interrupt;
 pub mod provenance;
-pub mod run_files;
 pub mod ufm;
+
+/// Run configurations and their validation (scl-types' plain types).
+pub use scl_types::config;
+/// The records every run leaves: `config.json` and `summary.json` (scl-types').
+pub use scl_types::records;
+/// The files of a run folder and their `metrics.csv` schemas (scl-types').
+pub use scl_types::run_files;
+pub use scl_types::{MAX_LR, machine_memory_bytes};
 
 pub use config::ConfigError;
 
@@ -103,35 +109,6 @@ pub enum RunError {
     /// Anything else, described.
     #[error("{0}")]
     Other(String),
-}
-
-/// The largest learning rate a configuration may ask for: a guard against a slip such as
-/// `1e3` for `1e-3`, which would otherwise run to the end on dead or overflowing features.
-pub const MAX_LR: f64 = 10.0;
-
-/// `bytes` in GiB for a sentence: one decimal (`23.5`), or a power of ten beyond a million GiB
-/// (`2.5e18`), where a configuration's estimate can go.
-pub(crate) fn gib_text(bytes: f64) -> String {
-    let gib = bytes / f64::from(1u32 << 30);
-    if gib < 1e6 {
-        format!("{gib:.1}")
-    } else {
-        format!("{gib:.1e}")
-    }
-}
-
-/// Total memory of this machine in bytes (`MemTotal` of `/proc/meminfo`); `None` where the
-/// system does not say.
-pub fn machine_memory_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
 
 impl From<ConfigError> for RunError {

@@ -15,11 +15,14 @@ use burn::tensor::{Device, Int, Tensor, TensorData, activation::relu};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 use scl_batching::{BatchingConfig, Schedule, Verdict, validate};
-use scl_geometry::{Embeddings, GeometrySummary, geometry_summary};
+use scl_geometry::{Embeddings, geometry_summary};
 use scl_loss::{NoPositivePolicy, SupConLossConfig, l2_normalize};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, OptimizerKind, UfmConfig};
+use crate::records::{self, ConfigRecord, RunLabel, Summary, UfmSummary};
+use crate::run_files::{METRICS, write_ufm_metrics};
+pub use scl_types::ufm::{UfmCellOutcome, UfmPoint};
 
 /// The free features, a Burn module with one parameter.
 #[derive(Module, Debug)]
@@ -55,17 +58,6 @@ pub fn orthogonal_frame_loss(class_sizes: &[usize], temperature: f64) -> f64 {
     total / n as f64
 }
 
-/// One logged point of a UFM run.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct UfmPoint {
-    /// Optimisation step (0 = initialisation).
-    pub step: usize,
-    /// Full-batch SupCon loss at this step.
-    pub loss: f64,
-    /// Geometry of the features at this step.
-    pub geometry: GeometrySummary,
-}
-
 /// The result of a UFM run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UfmOutcome {
@@ -80,6 +72,53 @@ pub struct UfmOutcome {
     /// Gram matrix `M^T M` of the class means at the last logged point (`K` rows of `K`).
     #[serde(default)]
     pub final_gram: Vec<Vec<f64>>,
+}
+
+impl UfmOutcome {
+    /// What the run's summary keeps: the last logged point, the class sizes, the loss gap to
+    /// the orthogonal frame, the batches' verdict and the final Gram matrix.
+    ///
+    /// # Errors
+    /// [`crate::RunError::Other`] when the run logged no point.
+    pub fn cell_outcome(&self) -> Result<UfmCellOutcome, crate::RunError> {
+        let last = *self
+            .points
+            .last()
+            .ok_or_else(|| crate::RunError::Other("the run logged no point".into()))?;
+        Ok(UfmCellOutcome {
+            class_sizes: self.class_sizes.clone(),
+            last,
+            orthogonal_frame_loss: self.orthogonal_frame_loss,
+            loss_gap: last.loss - self.orthogonal_frame_loss,
+            verdict: self.verdict.clone(),
+            class_mean_gram: self.final_gram.clone(),
+        })
+    }
+}
+
+/// Writes the records of a finished UFM run into `dir` (the run contract,
+/// [`crate::records`]): `config.json`, `metrics.csv` (one row per logged point) and, last,
+/// `summary.json`, whose presence marks the run finished. A UFM run keeps everything in
+/// memory until it ends, so its three files are written together.
+///
+/// # Errors
+/// [`crate::RunError::Io`] when a file cannot be written; [`crate::RunError::Other`] when the
+/// run logged no point.
+pub fn write_records(
+    dir: &std::path::Path,
+    label: &RunLabel,
+    backend: crate::backend::BackendKind,
+    cfg: &UfmConfig,
+    outcome: &UfmOutcome,
+    seconds: f64,
+) -> Result<UfmSummary, crate::RunError> {
+    let cell = outcome.cell_outcome()?;
+    let record = ConfigRecord::new(label, backend, &crate::provenance::git_revision(), cfg);
+    records::write_config_record(dir, &record)?;
+    write_ufm_metrics(&dir.join(METRICS), &outcome.points)?;
+    let summary = Summary::new(&label.cell_id, backend, seconds, cfg, cell);
+    records::write_summary(dir, &summary)?;
+    Ok(summary)
 }
 
 /// Runs the UFM optimisation described by `cfg` on `device`.

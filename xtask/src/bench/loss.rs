@@ -229,7 +229,7 @@ fn kernel_rows(n: usize, d: usize, repeats: usize) -> Vec<KernelRow> {
 
 /// Runs the benchmark.
 pub fn run(args: LossArgs) -> anyhow::Result<ExitCode> {
-    let backends = match super::backends(&args.backends, BackendKind::compiled_in()) {
+    let backends = match super::backends(&args.backends, scl_train::backend::compiled_in()) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");

@@ -4,6 +4,7 @@
 mod loss;
 mod train;
 
+use scl_train::backend::BackendRuntime;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 

@@ -3,6 +3,7 @@
 //! network, loss and optimiser (`benches/reference/train_step_torch.py`, run in the same
 //! invocation); writes its section of `docs/benchmarks.md` and `docs/benchmarks-train.json`.
 
+use scl_train::backend::BackendRuntime;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -253,7 +254,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<ExitCode> {
         if args.steps == 0 {
             return Err("--steps 0 is not allowed: time at least one step".to_string());
         }
-        let default: Vec<BackendKind> = BackendKind::compiled_in()
+        let default: Vec<BackendKind> = scl_train::backend::compiled_in()
             .into_iter()
             .filter(|b| b.probe().is_ok())
             .collect();

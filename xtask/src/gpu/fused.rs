@@ -2,6 +2,7 @@
 //! (awkward sizes, every option; `scl_loss::check`) plus one large
 //! case, each against the reference loss on the same backend, values and gradients.
 
+use scl_train::backend::BackendRuntime;
 use std::time::Instant;
 
 use burn::tensor::Device;

@@ -18,6 +18,7 @@ mod fused;
 mod render;
 mod train;
 
+use scl_train::backend::BackendRuntime;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

@@ -8,6 +8,7 @@
 //! runs), made on the device. Every step uploads its batch, runs forward, backward and the
 //! optimiser, and reads the loss back, which waits for the device.
 
+use scl_train::backend::BackendRuntime;
 use std::path::Path;
 use std::time::Instant;
 

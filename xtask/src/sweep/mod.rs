@@ -20,7 +20,7 @@ use scl_experiments::records::{Records, records_of};
 use scl_experiments::runner::{
     SweepOptions, check_results_dir, run_cell, run_sweep, stderr_is_terminal,
 };
-use scl_train::backend::BackendKind;
+use scl_train::backend::{BackendKind, BackendRuntime};
 use scl_train::{ConfigError, RunError};
 
 /// Arguments of `cargo xtask sweep`.
@@ -141,6 +141,7 @@ pub fn prepare(
     }
     check_out_dir(out).map_err(|e| config_error(&e))?;
     let experiment = load_experiment(experiment, profile, sets).map_err(|e| config_error(&e))?;
+    scl_experiments::feasibility::check_memory(&experiment).map_err(|e| infeasible(&e))?;
     check_results_dir(&experiment, &experiment_root(&experiment, out))
         .map_err(|e| config_error(&e))?;
     Ok((experiment, backend))

@@ -42,8 +42,9 @@ use std::path::Path;
 use serde::Serialize;
 use toml::{Table, Value};
 
-use scl_train::config::{ConfigError, UFM_KEYS, UFM_OPTIONAL_KEYS, UfmConfig};
-use scl_train::deep::DeepConfig;
+use scl_types::config::{ConfigError, UFM_KEYS, UFM_OPTIONAL_KEYS, UfmConfig};
+use scl_types::deep::DeepConfig;
+use scl_types::records::RunConfig;
 
 /// A parsed experiment file.
 #[derive(Debug, Clone)]
@@ -60,42 +61,23 @@ pub struct Experiment {
     pub deep_cells: Vec<DeepCell>,
 }
 
-/// What the cells of a grid run (`kind` in an experiment file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CellKind {
-    /// The unconstrained-features model ([`UfmConfig`]).
-    Ufm,
-    /// A deep network trained on a dataset ([`DeepConfig`]).
-    Deep,
-}
+/// What the cells of a grid run (`kind` in an experiment file, `ufm` or `deep`): the kind
+/// of run their records name.
+pub use scl_types::records::RunKind as CellKind;
 
-impl CellKind {
-    /// Every kind, in the order cells of a file run.
-    pub const ALL: [CellKind; 2] = [CellKind::Ufm, CellKind::Deep];
-
-    /// The name written in experiment files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ufm => "ufm",
-            Self::Deep => "deep",
-        }
-    }
-
-    /// The `kind` key of `table` (default `ufm`); `place` says where it is, for the error.
-    fn read(table: &Table, place: &str) -> Result<Self, ConfigError> {
-        let Some(name) = string_value(table, "kind")? else {
-            return Ok(Self::Ufm);
-        };
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == name)
-            .ok_or_else(|| {
-                ConfigError::new(format!(
-                    "kind = \"{name}\"{place} is not allowed: the allowed kinds are \"ufm\", \"deep\""
-                ))
-            })
-    }
+/// The `kind` key of `table` (default `ufm`); `place` says where it is, for the error.
+fn read_kind(table: &Table, place: &str) -> Result<CellKind, ConfigError> {
+    let Some(name) = string_value(table, "kind")? else {
+        return Ok(CellKind::Ufm);
+    };
+    CellKind::ALL
+        .into_iter()
+        .find(|k| serde_plain(k) == name)
+        .ok_or_else(|| {
+            ConfigError::new(format!(
+                "kind = \"{name}\"{place} is not allowed: the allowed kinds are \"ufm\", \"deep\""
+            ))
+        })
 }
 
 /// Any cell of a grid, by reference: what the runner needs of a cell whatever it runs.
@@ -158,16 +140,23 @@ pub struct Cell<C = UfmConfig> {
 /// A deep-network cell.
 pub type DeepCell = Cell<DeepConfig>;
 
-/// A configuration that a cell runs: what grid expansion and the runner need of it.
-pub trait CellConfig: Serialize + serde::de::DeserializeOwned + Clone {
-    /// The kind of cell it makes.
-    const KIND: CellKind;
-
+/// A configuration that a cell runs: what grid expansion and the runner need of it (its
+/// kind is [`RunConfig::KIND`]).
+pub trait CellConfig: RunConfig {
     /// Every key an experiment file may set.
     fn keys() -> &'static [&'static str];
 
     /// The keys that must be set (in `[base]` or as an axis).
     fn required_keys() -> Vec<&'static str>;
+
+    /// Rewrites the merged settings of one cell before they are read as the configuration:
+    /// the `imbalance` table into the keys a UFM configuration has; nothing for other kinds.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key and what is allowed.
+    fn normalise(_settings: &mut Table) -> Result<(), ConfigError> {
+        Ok(())
+    }
 
     /// Checks the resolved configuration.
     ///
@@ -179,11 +168,75 @@ pub trait CellConfig: Serialize + serde::de::DeserializeOwned + Clone {
     fn cell_id(&self) -> String;
 }
 
+/// The keys of a UFM cell in an experiment file: [`UFM_KEYS`] and the `imbalance` table that
+/// stands for `ratio` and `n_majority` ([`CellConfig::normalise`]).
+const UFM_FILE_KEYS: &[&str] = &[
+    "num_classes",
+    "dim",
+    "imbalance",
+    "n_majority",
+    "ratio",
+    "relu",
+    "temperature",
+    "steps",
+    "lr",
+    "lr_schedule",
+    "adam_epsilon",
+    "optimizer",
+    "seed",
+    "log_every",
+    "schedule",
+    "batch_size",
+];
+
 impl CellConfig for UfmConfig {
-    const KIND: CellKind = CellKind::Ufm;
+    /// `imbalance = { kind = "step", ratio = R, n_majority = N }`, the spelling deep cells use,
+    /// becomes `ratio` and `n_majority` (the older flat spelling, still read). The
+    /// unconstrained-features model has STEP imbalance only.
+    fn normalise(settings: &mut Table) -> Result<(), ConfigError> {
+        let Some(value) = settings.remove("imbalance") else {
+            return Ok(());
+        };
+        for key in ["ratio", "n_majority"] {
+            if settings.contains_key(key) {
+                return Err(ConfigError::new(format!(
+                    "imbalance and {key} are both set: give the imbalance once, as imbalance = \
+                     {{ kind = \"step\", ratio = R, n_majority = N }}"
+                )));
+            }
+        }
+        let shown = value.to_string();
+        let imbalance: scl_data::Imbalance = value.try_into().map_err(|e: toml::de::Error| {
+            ConfigError::new(format!(
+                "imbalance = {shown} is not allowed: {}",
+                e.message().trim()
+            ))
+        })?;
+        match imbalance {
+            scl_data::Imbalance::Step {
+                ratio,
+                n_majority: Some(n),
+                minority: None,
+            } => {
+                settings.insert("ratio".into(), Value::Float(ratio));
+                let n = i64::try_from(n).map_err(|_| {
+                    ConfigError::new(format!(
+                        "imbalance = {shown} is not allowed: n_majority is too large"
+                    ))
+                })?;
+                settings.insert("n_majority".into(), Value::Integer(n));
+                Ok(())
+            }
+            _ => Err(ConfigError::new(format!(
+                "imbalance = {shown} is not allowed for ufm cells: the unconstrained-features \
+                 model has STEP imbalance with the last floor(K / 2) classes as minority, \
+                 imbalance = {{ kind = \"step\", ratio = R, n_majority = N }}"
+            ))),
+        }
+    }
 
     fn keys() -> &'static [&'static str] {
-        UFM_KEYS
+        UFM_FILE_KEYS
     }
 
     fn required_keys() -> Vec<&'static str> {
@@ -218,14 +271,12 @@ impl CellConfig for UfmConfig {
 }
 
 impl CellConfig for DeepConfig {
-    const KIND: CellKind = CellKind::Deep;
-
     fn keys() -> &'static [&'static str] {
-        scl_train::deep::DEEP_KEYS
+        scl_types::deep::DEEP_KEYS
     }
 
     fn required_keys() -> Vec<&'static str> {
-        scl_train::deep::DEEP_REQUIRED_KEYS.to_vec()
+        scl_types::deep::DEEP_REQUIRED_KEYS.to_vec()
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -242,8 +293,8 @@ impl CellConfig for DeepConfig {
             serde_plain(&config.model),
             config.imbalance.label(),
             match config.final_activation {
-                scl_models::FinalActivation::Relu => "relu",
-                scl_models::FinalActivation::None => "norelu",
+                scl_types::model::FinalActivation::Relu => "relu",
+                scl_types::model::FinalActivation::None => "norelu",
             },
             config.schedule.name(),
             serde_plain(&config.loss),
@@ -259,9 +310,10 @@ mod tests;
 
 pub use parse::MAX_FOLDER_NAME;
 use parse::string_value;
+pub(crate) use parse::where_of;
 
 /// Serde's name of a unit enum value (`relu`, `mlp`, `scl`), for ids and tables.
-pub use scl_train::config::serde_plain;
+pub use scl_types::config::serde_plain;
 
 /// 64-bit FNV-1a, a hash that does not change between Rust releases.
 fn fnv1a(bytes: &[u8]) -> u64 {

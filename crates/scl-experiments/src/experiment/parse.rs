@@ -118,7 +118,7 @@ impl Experiment {
         if let Some(p) = profile {
             check_folder_name("the profile", p)?;
         }
-        let kind = CellKind::read(&header, "")?;
+        let kind = read_kind(&header, "")?;
         let description = string_value(&header, "description")?.unwrap_or_default();
         let profiles = sub_table(&table, "profiles")?.unwrap_or_default();
         check_profile_keys(&table, &profiles, kind)?;
@@ -169,7 +169,7 @@ impl Experiment {
             };
             let place = format!("[parts.{part}]");
             check_keys(&part_table, &["kind", "base", "grid", "zip"], &place)?;
-            let part_kind = CellKind::read(&part_table, &format!(" of {place}"))?;
+            let part_kind = read_kind(&part_table, &format!(" of {place}"))?;
             let base = sub_table(&part_table, "base")?.unwrap_or_default();
             let grid = sub_table(&part_table, "grid")?.unwrap_or_default();
             let zip = sub_table(&part_table, "zip")?.unwrap_or_default();
@@ -339,7 +339,7 @@ impl Experiment {
     }
 }
 
-pub(super) fn where_of(axes: &[(String, String)]) -> String {
+pub(crate) fn where_of(axes: &[(String, String)]) -> String {
     if axes.is_empty() {
         String::new()
     } else {
@@ -398,7 +398,7 @@ pub(super) fn check_profile_keys(
             };
             let part_place = format!("{place}.parts.{part}");
             check_keys(&over, &["base", "grid", "zip"], &format!("[{part_place}]"))?;
-            let part_kind = CellKind::read(part_table, &format!(" of [parts.{part}]"))?;
+            let part_kind = read_kind(part_table, &format!(" of [parts.{part}]"))?;
             check_grids(&over, keys_of(part_kind), &part_place)?;
         }
     }
@@ -453,6 +453,9 @@ pub(super) fn push<C: CellConfig>(
     settings: Table,
     axes: Vec<(String, String)>,
 ) -> Result<(), ConfigError> {
+    let mut settings = settings;
+    C::normalise(&mut settings)
+        .map_err(|e| ConfigError::new(format!("{}{}", e.message(), where_of(&axes))))?;
     let config: C = resolve(settings, &axes, &C::required_keys(), C::check)?;
     cells.push(Cell {
         index: cells.len(),

@@ -312,3 +312,38 @@ fn zipped_axes_move_together_and_a_bad_zip_is_one_sentence() {
         "{e}"
     );
 }
+
+#[test]
+fn ufm_cells_take_the_imbalance_table_of_deep_cells_and_keep_their_ids() {
+    let flat = Experiment::parse(BASE, "x", None).unwrap();
+    let table = BASE.replace("    n_majority = 10\n", "").replace(
+        "ratio = [1, 10]",
+        "imbalance = [{ kind = \"step\", ratio = 1, n_majority = 10 }, \
+         { kind = \"step\", ratio = 10, n_majority = 10 }]",
+    );
+    let tabled = Experiment::parse(&table, "x", None).unwrap();
+    let ids = |e: &Experiment| e.cells.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&flat), ids(&tabled));
+    assert_eq!(tabled.cells[6].config.ratio, 10.0);
+    assert_eq!(tabled.cells[6].config.n_majority, 10);
+
+    let long_tail = table.replace(
+        "kind = \"step\", ratio = 10",
+        "kind = \"long-tail\", ratio = 10",
+    );
+    let long_tail = long_tail.replace("ratio = 10, n_majority = 10", "ratio = 10, n_max = 10");
+    let e = Experiment::parse(&long_tail, "x", None).unwrap_err();
+    assert!(
+        e.message().contains(
+            "is not allowed for ufm cells: the unconstrained-features model has STEP imbalance"
+        ),
+        "{e}"
+    );
+    let both = table.replace("num_classes = 4", "num_classes = 4\n    ratio = 5");
+    let e = Experiment::parse(&both, "x", None).unwrap_err();
+    assert!(
+        e.message()
+            .starts_with("imbalance and ratio are both set: give the imbalance once"),
+        "{e}"
+    );
+}

@@ -19,8 +19,8 @@
 //! view), so a run resumed from a checkpoint gives the same metrics as one that never stopped
 //! (tested on the CPU backend).
 //!
-//! The module's rooms: `config` (the configuration and its validation), `records` (what a run
-//! returns and writes), `train` (the loop), `eval` (evaluation and saved embeddings),
+//! The module's rooms: `model` (the network of a configuration and its memory check),
+//! `options` (where and how a run runs), `train` (the loop), `eval` (evaluation and saved embeddings),
 //! `checkpoint` (saving, verifying and loading checkpoints).
 
 use std::path::{Path, PathBuf};
@@ -31,31 +31,34 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
-use scl_batching::{BatchingConfig, Loader, Position, Schedule, ScheduleKind};
+use scl_batching::{BatchingConfig, Loader, Position, Schedule};
 use scl_data::{
-    DataDir, ImageItem, ImageSet, Imbalance, LoadOptions, Manifest, SclBatcher, Split, ViewPreset,
+    DataDir, ImageItem, ImageSet, LoadOptions, Manifest, SclBatcher, Split, ViewPreset,
 };
 use scl_geometry::probe::{ProbeConfig, ProbeReport, linear_probe};
-use scl_geometry::{Embeddings, GeometrySummary, geometry_summary};
+use scl_geometry::{Embeddings, geometry_summary};
 use scl_loss::{SupConLoss, SupConLossConfig};
 
 use scl_models::{
-    Architecture, DenseNetConfig, FinalActivation, MlpConfig, ResNet18Config, SclModel,
-    SclModelConfig, SmallCnnConfig, WeightInit,
+    Architecture, DenseNetConfig, MlpConfig, ResNet18Config, SclModel, SclModelConfig,
+    SmallCnnConfig,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::RunError;
 use crate::config::{ConfigError, OptimizerKind};
+use crate::records::{self, ConfigRecord, RunLabel, Summary};
 
 mod checkpoint;
-mod config;
 mod eval;
-mod records;
+mod model;
+mod options;
 mod train;
 
-pub use config::*;
-pub use records::*;
+pub use model::{LOGGED_ROW_BYTES, check, check_memory, model_config};
+pub use options::*;
+/// The configuration of a deep run and what it produces (scl-types' plain types).
+pub use scl_types::deep::*;
 pub use train::{export_safetensors, scl_batch_loss, train_deep};
 
 #[derive(Serialize, Deserialize)]
@@ -118,8 +121,7 @@ fn io<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> RunError + '_ {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
-    let text = serde_json::to_string_pretty(value).expect("run records serialise to JSON");
-    Ok(scl_fs::write(path, text)?)
+    Ok(scl_types::records::write_json(path, value)?)
 }
 
 fn class_minority(counts: &[usize]) -> Vec<usize> {

@@ -51,7 +51,8 @@ pub fn train_deep(
     device: &Device,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<DeepOutcome, RunError> {
-    cfg.validate()?;
+    let start = std::time::Instant::now();
+    check(cfg)?;
     let manifest = Manifest::named(&cfg.dataset).map_err(|e| ConfigError::new(e.to_string()))?;
     let load_opts = LoadOptions::offline(opts.data_dir.clone());
     // Reading the data fails only on the data; an imbalance the data cannot give is a
@@ -98,15 +99,19 @@ pub fn train_deep(
             path.display()
         );
     }
-    let record = DeepRunRecord {
-        backend: opts.backend,
-        class_counts: selection.counts.clone(),
-        config: cfg.clone(),
-        dataset_title: manifest.title.clone(),
-        git_revision: crate::provenance::git_revision(),
-        kind: "deep".to_string(),
-    };
-    write_json(&opts.run_dir.join(crate::run_files::CONFIG), &record)?;
+    // config.json is written when the run starts and kept when it resumes the same
+    // configuration (with the revision it started at).
+    let started = records::read_config_record::<DeepConfig>(&opts.run_dir, &opts.label)
+        .is_ok_and(|r| r.config == *cfg && r.cell_id == opts.label.cell_id);
+    if !started {
+        let record = ConfigRecord::new(
+            &opts.label,
+            opts.backend,
+            &crate::provenance::git_revision(),
+            cfg,
+        );
+        records::write_config_record(&opts.run_dir, &record)?;
+    }
 
     // Burn draws initial weights from the backend's process-wide generator: seed it and
     // initialise under one lock, so runs on other threads cannot interleave their draws.
@@ -116,8 +121,8 @@ pub fn train_deep(
         device.seed(cfg.seed);
         // Parameters are initialised lazily, on first use: force the draws now, inside the
         // lock, by taking the record.
-        let record = cfg.model_config(out_shape, k).init(device).into_record();
-        cfg.model_config(out_shape, k)
+        let record = model_config(cfg, out_shape, k).init(device).into_record();
+        model_config(cfg, out_shape, k)
             .init(device)
             .load_record(record)
     };
@@ -164,7 +169,14 @@ pub fn train_deep(
         if let Some(path) = &opts.export_safetensors {
             export_safetensors(&model, path)?;
         }
-        write_json(&opts.run_dir.join(crate::run_files::SUMMARY), &outcome)?;
+        let summary = Summary::new(
+            &opts.label.cell_id,
+            opts.backend,
+            start.elapsed().as_secs_f64(),
+            cfg,
+            outcome.clone(),
+        );
+        records::write_summary(&opts.run_dir, &summary)?;
     }
     Ok(outcome)
 }

@@ -1,6 +1,14 @@
-//! The configuration of a deep run: its keys, defaults and validation.
+//! A deep-network run: its configuration (keys, defaults, validation) and what it produces
+//! (the metrics of every evaluated epoch, logged step losses, the outcome).
 
-use super::*;
+use scl_batching::ScheduleKind;
+use scl_data::{Imbalance, Manifest, ViewPreset};
+use scl_geometry::GeometrySummary;
+use scl_geometry::probe::ProbeReport;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, OptimizerKind, serde_plain};
+use crate::model::{FinalActivation, WeightInit};
 
 /// What the network is trained with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,13 +29,13 @@ impl LossKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
-    /// [`scl_models::Mlp`] with `mlp_widths`.
+    /// scl-models' `Mlp` with `mlp_widths`.
     Mlp,
-    /// [`scl_models::SmallCnn`] with `embedding` outputs.
+    /// scl-models' `SmallCnn` with `embedding` outputs.
     SmallCnn,
-    /// [`scl_models::ResNet18`] (CIFAR stem), `resnet_width` channels in the first stage.
+    /// scl-models' `ResNet18` (CIFAR stem), `resnet_width` channels in the first stage.
     Resnet18,
-    /// [`scl_models::DenseNet`]-BC, growth 12, blocks (6, 6, 6).
+    /// scl-models' `DenseNet`-BC, growth 12, blocks (6, 6, 6).
     Densenet,
 }
 
@@ -84,7 +92,7 @@ pub struct DeepConfig {
     pub embedding: usize,
     /// How the convolutions start: `burn` (the default: Burn's, uniform in `±1/sqrt(fan_in)`)
     /// or `authors` (ResNet-18 Kaiming-normal on fan_out as torchvision's, DenseNet on fan_in;
-    /// [`scl_models::WeightInit`]).
+    /// [`WeightInit`]).
     #[serde(default, skip_serializing_if = "is_burn_init")]
     pub init: WeightInit,
     /// The small CNN's head (`linear`, the default, or `linear-bn`: a batch norm before the
@@ -170,7 +178,7 @@ pub struct DeepConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inject_nan_at_step: Option<usize>,
     /// Test hook: once this many steps are done, ask for a stop as Ctrl-C would
-    /// ([`crate::interrupt::request`], which stops every run of the process).
+    /// (scl-train's `interrupt::request`, which stops every run of the process).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interrupt_at_step: Option<usize>,
 }
@@ -266,10 +274,6 @@ fn default_eval_every() -> usize {
     1
 }
 
-/// Bytes a logged row takes in memory, at most: an epoch's metrics with its geometry
-/// (the larger of the two kinds of row the run keeps).
-const LOGGED_ROW_BYTES: f64 = std::mem::size_of::<EpochMetrics>() as f64;
-
 /// A number as a message shows it: in exponent form when very large or very small (`1e300`
 /// rather than 301 digits).
 fn shown(v: f64) -> String {
@@ -283,8 +287,7 @@ fn shown(v: f64) -> String {
 impl DeepConfig {
     /// Checks every value; the error names the key and what is allowed.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let manifest = Manifest::named(&self.dataset)
-            .map_err(|e| ConfigError::new(format!("dataset: {e}")))?;
+        Manifest::named(&self.dataset).map_err(|e| ConfigError::new(format!("dataset: {e}")))?;
         let positive = |name: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
@@ -379,8 +382,8 @@ impl DeepConfig {
             return Err(ConfigError::new(format!(
                 "cnn_head = {} is not allowed with model = {}: it is the head of the small CNN \
                  (model = \"small-cnn\")",
-                crate::config::serde_plain(&self.cnn_head),
-                crate::config::serde_plain(&self.model)
+                serde_plain(&self.cnn_head),
+                serde_plain(&self.model)
             )));
         }
         if let Some(list) = &self.eval_epochs
@@ -401,113 +404,7 @@ impl DeepConfig {
                 "batch_size must be at least 2 for SCL with a single view",
             ));
         }
-        self.check_model_memory(
-            manifest.image_shape,
-            manifest.num_classes,
-            manifest.split_size(scl_data::Split::Train),
-        )
-    }
-
-    /// The model's parameters, their gradients and the optimiser's state (16 bytes per
-    /// parameter in f32), one batch's activations (`batch_size x views` examples,
-    /// [`SclModelConfig::activation_count`] values each, 8 bytes with their gradients) and the
-    /// logged rows the run keeps (one per logged step and per evaluated epoch) against this
-    /// machine's memory, before anything is allocated: one sentence naming the keys.
-    fn check_model_memory(
-        &self,
-        shape: [usize; 3],
-        num_classes: usize,
-        train_examples: usize,
-    ) -> Result<(), ConfigError> {
-        let Some(available) = crate::machine_memory_bytes() else {
-            return Ok(());
-        };
-        let available_f = available as f64;
-        let model = self.model_config(shape, num_classes);
-        let parameters = model.parameter_count();
-        let needed = 16.0 * parameters;
-        if needed > available_f {
-            let keys = match self.model {
-                ModelKind::Mlp => format!("mlp_widths = {:?}", self.mlp_widths),
-                ModelKind::SmallCnn => format!("embedding = {}", self.embedding),
-                ModelKind::Resnet18 => format!("resnet_width = {}", self.resnet_width),
-                ModelKind::Densenet => "the DenseNet-BC configuration".to_string(),
-            };
-            let keys = match self.projection {
-                Some(p) => format!("{keys} with projection = {p}"),
-                None => keys,
-            };
-            return Err(ConfigError::new(format!(
-                "{keys} is not allowed: the model would have about {parameters:.1e} parameters, \
-                 {} GiB with their gradients and the optimiser's state, more than this \
-                 machine's {} GiB of memory; lower it",
-                crate::gib_text(needed),
-                crate::gib_text(available_f)
-            )));
-        }
-        let views: u32 = if self.views == ViewPreset::Single {
-            1
-        } else {
-            2
-        };
-        let activations =
-            8.0 * self.batch_size as f64 * f64::from(views) * model.activation_count(shape);
-        if needed + activations > available_f {
-            return Err(ConfigError::new(format!(
-                "batch_size = {} is not allowed: with {views} views of each example a batch \
-                 would keep about {} GiB of activations, more than this machine's {} GiB of \
-                 memory beside the model; lower batch_size",
-                self.batch_size,
-                crate::gib_text(activations),
-                crate::gib_text(available_f)
-            )));
-        }
-        let steps = self.epochs as f64 * (train_examples as f64 / self.batch_size as f64).ceil();
-        let rows = self.log_every.map_or(0.0, |n| steps / n as f64) + self.evaluated_count() as f64;
-        let kept = rows * LOGGED_ROW_BYTES;
-        if kept > available_f / 2.0 {
-            return Err(ConfigError::new(format!(
-                "epochs = {} is not allowed with log_every = {}: the run would keep about \
-                 {rows:.1e} logged rows ({} evaluated epochs), {} GiB, more than half this \
-                 machine's {} GiB of memory; lower epochs or log less often",
-                self.epochs,
-                self.log_every
-                    .map_or_else(|| "(absent)".to_string(), |n| n.to_string()),
-                self.evaluated_count(),
-                crate::gib_text(kept),
-                crate::gib_text(available_f)
-            )));
-        }
         Ok(())
-    }
-
-    /// The model configuration for images of `shape` (after the views' transforms).
-    pub fn model_config(&self, shape: [usize; 3], num_classes: usize) -> SclModelConfig {
-        let architecture = match self.model {
-            ModelKind::Mlp => Architecture::Mlp(MlpConfig::new(
-                shape.iter().product(),
-                self.mlp_widths.clone(),
-            )),
-            ModelKind::SmallCnn => Architecture::SmallCnn(
-                SmallCnnConfig::new(shape[0])
-                    .with_embedding(self.embedding)
-                    .with_head_norm(self.cnn_head == CnnHead::LinearBn),
-            ),
-            ModelKind::Resnet18 => Architecture::Resnet18(
-                ResNet18Config::new()
-                    .with_in_channels(shape[0])
-                    .with_width(self.resnet_width)
-                    .with_init(self.init),
-            ),
-            ModelKind::Densenet => Architecture::Densenet(
-                DenseNetConfig::new()
-                    .with_in_channels(shape[0])
-                    .with_init(self.init),
-            ),
-        };
-        SclModelConfig::new(architecture, num_classes)
-            .with_final_activation(self.final_activation)
-            .with_projection(self.projection)
     }
 
     /// Whether the run evaluates (and checkpoints) after `epoch` epochs (1-based): one of
@@ -547,6 +444,61 @@ impl DeepConfig {
     }
 }
 
+/// Metrics of one evaluated epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Epochs completed (1-based).
+    pub epoch: usize,
+    /// Optimiser steps taken so far.
+    pub step: usize,
+    /// Learning rate of the epoch.
+    pub lr: f64,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    /// Geometry of the training embeddings (eval mode), overall / majority / minority.
+    pub geometry: GeometrySummary,
+    /// Nearest-class-mean accuracy on the test split, with the TRAINING class means.
+    pub ncc_accuracy: f64,
+    /// Mean of the per-class NCC accuracies.
+    pub balanced_accuracy: f64,
+    /// NCC accuracy of each class.
+    pub per_class_accuracy: Vec<f64>,
+    /// Gram matrix `M^T M` of the training class means (`K` rows of `K`; L2-normalised
+    /// embeddings, eval mode).
+    #[serde(default)]
+    pub gram: Vec<Vec<f64>>,
+    /// The linear probe's test accuracies, when `linear_probe` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeReport>,
+}
+
+/// The mean training loss of the steps since the previous logged step, logged every
+/// `log_every` steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepLoss {
+    /// The epoch the step belongs to (1-based, as in [`EpochMetrics::epoch`]).
+    pub epoch: usize,
+    /// Optimiser steps taken so far.
+    pub step: usize,
+    /// Learning rate of the epoch.
+    pub lr: f64,
+    /// Mean loss of the steps since the previous logged step.
+    pub loss: f64,
+}
+
+/// What a finished run returns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeepOutcome {
+    /// The dataset's title (says "lossy-JPEG" where it applies).
+    pub dataset_title: String,
+    /// Training examples per class after the imbalance.
+    pub class_counts: Vec<usize>,
+    /// Classes with fewer examples than the largest class.
+    pub minority: Vec<usize>,
+    /// One entry per evaluated epoch.
+    pub metrics: Vec<EpochMetrics>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,38 +535,6 @@ mod tests {
     }
 
     #[test]
-    fn batches_and_logs_no_machine_holds_are_one_sentence() {
-        if crate::machine_memory_bytes().is_none() {
-            return;
-        }
-        let base = "dataset = \"sklearn-digits\"\nmodel = \"mlp\"\n";
-        let cfg =
-            |extra: &str| -> DeepConfig { toml::from_str(&format!("{base}{extra}")).unwrap() };
-        let err = cfg("epochs = 1\nbatch_size = 100000000000")
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("batch_size = 100000000000 is not allowed: with 2 views"),
-            "{err}"
-        );
-        let err = cfg("epochs = 1000000000000\nlog_every = 1")
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("epochs = 1000000000000 is not allowed with log_every = 1"),
-            "{err}"
-        );
-        // The sizes the experiment files use pass.
-        assert!(
-            cfg("epochs = 200\nlog_every = 1\nbatch_size = 1024")
-                .validate()
-                .is_ok()
-        );
-    }
-
-    #[test]
     fn eval_epochs_replace_eval_every_and_the_last_epoch_is_always_evaluated() {
         let base = "dataset = \"sklearn-digits\"\nmodel = \"mlp\"\nepochs = 12\n";
         let cfg =
@@ -642,28 +562,6 @@ mod tests {
         let evaluated: Vec<usize> = (1..=12).filter(|&e| short.is_evaluated(e)).collect();
         assert_eq!(evaluated, [1, 3, 12]);
         assert_eq!(short.evaluated_count(), 3);
-    }
-
-    #[test]
-    fn the_batch_norm_head_belongs_to_the_small_cnn() {
-        let cfg = |text: &str| -> DeepConfig {
-            toml::from_str(&format!("dataset = \"sklearn-digits\"\nepochs = 1\n{text}")).unwrap()
-        };
-        let cnn = cfg("model = \"small-cnn\"\ncnn_head = \"linear-bn\"");
-        assert!(cnn.validate().is_ok());
-        let SclModelConfig { architecture, .. } = cnn.model_config([1, 8, 8], 10);
-        assert!(matches!(architecture, Architecture::SmallCnn(c) if c.head_norm));
-        let err = cfg("model = \"mlp\"\ncnn_head = \"linear-bn\"")
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("cnn_head = linear-bn is not allowed with model = mlp"),
-            "{err}"
-        );
-        // The default head is not written, so cells without the key keep their ids.
-        let plain = serde_json::to_string(&cfg("model = \"small-cnn\"")).unwrap();
-        assert!(!plain.contains("cnn_head"), "{plain}");
     }
 
     #[test]
@@ -695,44 +593,5 @@ mod tests {
                 .validate()
                 .is_ok()
         );
-    }
-
-    #[test]
-    fn model_sizes_no_machine_holds_are_one_sentence_before_anything_is_allocated() {
-        let base = "dataset = \"sklearn-digits\"\nepochs = 1\n";
-        let cases = [
-            (
-                "model = \"mlp\"\nmlp_widths = [100000000]",
-                "mlp_widths = [100000000]",
-            ),
-            (
-                "model = \"mlp\"\nprojection = 1000000000",
-                "mlp_widths = [256, 128] with projection = 1000000000",
-            ),
-            (
-                "model = \"small-cnn\"\nembedding = 1000000000",
-                "embedding = 1000000000",
-            ),
-            (
-                "model = \"resnet18\"\nresnet_width = 1000000",
-                "resnet_width = 1000000",
-            ),
-        ];
-        for (text, key) in cases {
-            let cfg: DeepConfig = toml::from_str(&format!("{base}{text}")).unwrap();
-            if crate::machine_memory_bytes().is_none() {
-                assert!(cfg.validate().is_ok());
-                continue;
-            }
-            let err = cfg.validate().unwrap_err().to_string();
-            assert!(
-                err.starts_with(&format!("{key} is not allowed: the model would have about")),
-                "{err}"
-            );
-            assert!(err.contains("GiB of memory"), "{err}");
-        }
-        // The default sizes pass.
-        let cfg: DeepConfig = toml::from_str(&format!("{base}model = \"resnet18\"")).unwrap();
-        cfg.validate().unwrap();
     }
 }
