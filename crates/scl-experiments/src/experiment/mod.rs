@@ -310,6 +310,7 @@ mod tests;
 
 pub use parse::MAX_FOLDER_NAME;
 use parse::string_value;
+#[cfg(feature = "runner")]
 pub(crate) use parse::where_of;
 
 /// Serde's name of a unit enum value (`relu`, `mlp`, `scl`), for ids and tables.
