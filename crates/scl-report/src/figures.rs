@@ -34,6 +34,13 @@ struct Point {
 /// The curve of one cell, with where it goes.
 struct Trace {
     group: String,
+    /// The imbalance kind of a deep cell (`step`, `long-tail`), for the rows of the main
+    /// figure; `None` for UFM cells and other kinds.
+    imbalance_kind: Option<&'static str>,
+    /// The batch schedule (`full-batch` for a UFM cell without one).
+    schedule: String,
+    /// The setting without the schedule, for the figures that compare schedules.
+    unscheduled: String,
     relu: bool,
     /// Curve label (`R=10`, `step-R10`).
     curve: String,
@@ -114,15 +121,21 @@ fn slug(text: &str) -> String {
     out.trim_matches('-').to_string()
 }
 
-/// The axes of a cell that name its setting (all but ratio / imbalance, activation, seed).
+/// The axes of a cell that name its setting (all but ratio / imbalance, activation, seed,
+/// and the dataset and model that `kind` already names).
 fn group_of(kind: &str, axes: &[(String, String)]) -> String {
+    group_without(kind, axes, &[])
+}
+
+/// [`group_of`] without the axes named in `also`.
+fn group_without(kind: &str, axes: &[(String, String)], also: &[&str]) -> String {
     let rest: Vec<String> = axes
         .iter()
         .filter(|(k, _)| {
             !matches!(
                 k.as_str(),
-                "ratio" | "relu" | "seed" | "imbalance" | "final_activation"
-            )
+                "ratio" | "relu" | "seed" | "imbalance" | "final_activation" | "dataset" | "model"
+            ) && !also.contains(&k.as_str())
         })
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
@@ -146,6 +159,12 @@ fn traces(
         };
         out.push(Trace {
             group: group_of("UFM", &cell.axes),
+            imbalance_kind: None,
+            schedule: s
+                .config
+                .schedule
+                .map_or_else(|| "full-batch".to_string(), |k| k.name().to_string()),
+            unscheduled: group_without("UFM", &cell.axes, &["schedule", "batch_size"]),
             relu: s.config.relu,
             curve: format!("R={}", s.config.ratio),
             order: s.config.ratio,
@@ -168,10 +187,10 @@ fn traces(
             continue;
         };
         let c = &s.config;
-        let order = match &c.imbalance {
-            scl_data::Imbalance::Step { ratio, .. }
-            | scl_data::Imbalance::LongTail { ratio, .. } => *ratio,
-            _ => 1.0,
+        let (order, imbalance_kind) = match &c.imbalance {
+            scl_data::Imbalance::Step { ratio, .. } => (*ratio, Some("step")),
+            scl_data::Imbalance::LongTail { ratio, .. } => (*ratio, Some("long-tail")),
+            _ => (1.0, None),
         };
         let kind = format!(
             "{} {}",
@@ -180,6 +199,9 @@ fn traces(
         );
         out.push(Trace {
             group: group_of(&kind, &cell.axes),
+            imbalance_kind,
+            schedule: c.schedule.name().to_string(),
+            unscheduled: group_without(&kind, &cell.axes, &["schedule"]),
             relu: matches!(c.final_activation, scl_types::model::FinalActivation::Relu),
             curve: c.imbalance.label(),
             order,
@@ -212,10 +234,20 @@ type Curve = (String, Vec<(f64, f64)>);
 
 /// The curves of one panel for one metric: one per label, seeds averaged point by point.
 fn panel_curves(traces: &[&Trace], relu: bool, metric: Metric) -> Vec<Curve> {
+    curves_by(traces, relu, metric, |t| t.curve.clone())
+}
+
+/// [`panel_curves`] with the curve label of each trace given by `label`.
+fn curves_by(
+    traces: &[&Trace],
+    relu: bool,
+    metric: Metric,
+    label: impl Fn(&Trace) -> String,
+) -> Vec<Curve> {
     let mut by_curve: BTreeMap<(u64, String), Vec<&Trace>> = BTreeMap::new();
     for t in traces.iter().filter(|t| t.relu == relu) {
         by_curve
-            .entry((t.order.to_bits(), t.curve.clone()))
+            .entry((t.order.to_bits(), label(t)))
             .or_default()
             .push(t);
     }
@@ -262,6 +294,7 @@ fn draw_panel(
     y_label: &str,
     curves: &[Curve],
     log: bool,
+    y_span: Option<(f64, f64)>,
 ) -> Result<(), String> {
     let values = curves
         .iter()
@@ -279,6 +312,9 @@ fn draw_panel(
     }
     if x1 - x0 < 1e-12 {
         x1 = x0 + 1.0;
+    }
+    if let Some((lo, hi)) = y_span {
+        (y0, y1) = (lo, hi);
     }
     // The axis spans the data plus a margin (at least 1e-3 each side); its labels need the
     // decimals of that span, not of the data alone (a flat curve would get 2).
@@ -432,13 +468,24 @@ fn two_panel_png(
     size: (u32, u32),
     draw: impl FnOnce(&[DrawingArea<BitMapBackend<'_>, Shift>]) -> Result<(), String>,
 ) -> Result<(), String> {
+    panels_png(path, size, (1, 2), draw)
+}
+
+/// Draws a white PNG of `size` split into `rows x cols` panels (row by row), through a
+/// temporary file and a rename.
+fn panels_png(
+    path: &Path,
+    size: (u32, u32),
+    grid: (usize, usize),
+    draw: impl FnOnce(&[DrawingArea<BitMapBackend<'_>, Shift>]) -> Result<(), String>,
+) -> Result<(), String> {
     let mut failure = None;
     let written = scl_fs::write_with(path, |tmp| {
         let area = BitMapBackend::new(tmp, size).into_drawing_area();
         let drawn = area
             .fill(&WHITE)
             .map_err(draw_error(path))
-            .and_then(|()| draw(&area.split_evenly((1, 2))))
+            .and_then(|()| draw(&area.split_evenly(grid)))
             .and_then(|()| area.present().map_err(draw_error(path)));
         drawn.map_err(|e| {
             failure = Some(e);
@@ -452,9 +499,145 @@ fn two_panel_png(
     }
 }
 
+/// The rows of the paper's main figure: the imbalance kinds, each with the balanced R = 1
+/// cells (a `step` cell of ratio 1) as its R = 1 curve.
+const MAIN_ROWS: [&str; 2] = ["step", "long-tail"];
+
+/// The paper's main figure at a sweep's scale, when its deep cells span more than one panel:
+/// rows the imbalance kinds (step, long-tail), columns the settings (dataset and model), one
+/// curve per R (seeds averaged), one file with the final ReLU and one without, for each
+/// metric (`main-<metric>-relu.png`, `main-<metric>-norelu.png`).
+fn main_figures(dir: &Path, all: &[Trace]) -> Result<Vec<Figure>, String> {
+    let deep: Vec<&Trace> = all.iter().filter(|t| t.imbalance_kind.is_some()).collect();
+    let mut columns: Vec<&str> = deep.iter().map(|t| t.group.as_str()).collect();
+    columns.sort_unstable();
+    columns.dedup();
+    let in_row = |t: &Trace, row: &str| {
+        t.imbalance_kind == Some(row) || (t.imbalance_kind == Some("step") && t.order == 1.0)
+    };
+    let rows: Vec<&str> = MAIN_ROWS
+        .into_iter()
+        .filter(|row| deep.iter().any(|t| t.imbalance_kind == Some(*row)))
+        .collect();
+    if rows.len() * columns.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let mut figures = Vec::new();
+    for metric in Metric::ALL {
+        let (stem, title, y_label, log) = metric.labels();
+        // One y range for every panel of both files, so that ReLU and no ReLU compare by eye.
+        let values: Vec<f64> = deep
+            .iter()
+            .flat_map(|t| t.points.iter().map(|p| metric.of(p)))
+            .filter(|v| v.is_finite() && (!log || *v > 0.0))
+            .collect();
+        let span = values
+            .iter()
+            .copied()
+            .fold(None, |acc: Option<(f64, f64)>, v| {
+                Some(acc.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
+            });
+        for relu in [true, false] {
+            let activation = if relu { "relu" } else { "norelu" };
+            let name = format!("main-{stem}-{activation}.png");
+            let path = dir.join(&name);
+            let size = (520 * columns.len() as u32, 420 * rows.len() as u32);
+            panels_png(&path, size, (rows.len(), columns.len()), |panels| {
+                for (i, row) in rows.iter().enumerate() {
+                    for (j, column) in columns.iter().enumerate() {
+                        let traces: Vec<&Trace> = deep
+                            .iter()
+                            .copied()
+                            .filter(|t| t.group == *column && in_row(t, row))
+                            .collect();
+                        let curves = curves_by(&traces, relu, metric, |t| format!("R={}", t.order));
+                        let heading = format!("{column}, {row}");
+                        draw_panel(
+                            &panels[i * columns.len() + j],
+                            &heading,
+                            "epoch",
+                            y_label,
+                            &curves,
+                            log,
+                            span,
+                        )?;
+                    }
+                }
+                Ok(())
+            })?;
+            figures.push(Figure {
+                group: "main".to_string(),
+                title: format!(
+                    "{title}, {}: rows {}, one column per setting, one curve per R",
+                    if relu { "final ReLU" } else { "no ReLU" },
+                    rows.join(" / ")
+                ),
+                path,
+                relative_path: format!("figures/{name}"),
+            });
+        }
+    }
+    Ok(figures)
+}
+
+/// Batch schedules side by side, where a setting's cells differ in their schedule alone:
+/// OF distance along training, one curve per schedule and R (seeds averaged), final ReLU on
+/// the left, none on the right (`<setting>-schedules.png`).
+fn schedule_figures(dir: &Path, all: &[Trace]) -> Result<Vec<Figure>, String> {
+    let mut settings: BTreeMap<&str, Vec<&Trace>> = BTreeMap::new();
+    for t in all {
+        settings.entry(t.unscheduled.as_str()).or_default().push(t);
+    }
+    let mut figures = Vec::new();
+    for (setting, traces) in settings {
+        let mut schedules: Vec<&str> = traces.iter().map(|t| t.schedule.as_str()).collect();
+        schedules.sort_unstable();
+        schedules.dedup();
+        if schedules.len() < 2 {
+            continue;
+        }
+        let name = format!("{}-schedules.png", slug(setting));
+        let path = dir.join(&name);
+        let x_label = traces[0].x_label;
+        two_panel_png(&path, (1400, 520), |panels| {
+            for (panel, relu) in panels.iter().zip([true, false]) {
+                let curves = curves_by(&traces, relu, Metric::OfDistance, |t| {
+                    format!("{} R={}", t.schedule, t.order)
+                });
+                let heading = format!(
+                    "OF distance by batch schedule, {}",
+                    if relu { "final ReLU" } else { "no ReLU" }
+                );
+                draw_panel(
+                    panel,
+                    &heading,
+                    x_label,
+                    "OF distance",
+                    &curves,
+                    false,
+                    None,
+                )?;
+            }
+            Ok(())
+        })?;
+        figures.push(Figure {
+            group: setting.to_string(),
+            title: format!(
+                "OF distance by batch schedule ({}): {setting}",
+                schedules.join(", ")
+            ),
+            path,
+            relative_path: format!("figures/{name}"),
+        });
+    }
+    Ok(figures)
+}
+
 /// Draws every figure of a sweep into `<root>/figures/` and returns them, grouped by setting.
 ///
-/// Per setting: `<setting>-of_distance.png`, `-nc1.png`, `-mean_cosine.png` (two panels,
+/// The paper's main figure first, where the cells make one (`main-<metric>-<relu|norelu>.png`:
+/// rows step / long-tail, a column per setting, a curve per R). Then per setting:
+/// `<setting>-of_distance.png`, `-nc1.png`, `-mean_cosine.png` (two panels,
 /// final ReLU and none, one curve per R, seeds averaged) and `-gram.png` (the Gram matrices
 /// of the final class means at the largest R, ReLU and none side by side) when both
 /// activations have finished there.
@@ -475,7 +658,8 @@ pub fn draw_figures(
     for t in &all {
         groups.entry(t.group.as_str()).or_default().push(t);
     }
-    let mut figures = Vec::new();
+    let mut figures = main_figures(&dir, &all)?;
+    figures.extend(schedule_figures(&dir, &all)?);
     for (group, traces) in groups {
         let x_label = traces[0].x_label;
         for metric in Metric::ALL {
@@ -487,7 +671,7 @@ pub fn draw_figures(
                     let curves = panel_curves(&traces, relu, metric);
                     let heading =
                         format!("{title}, {}", if relu { "final ReLU" } else { "no ReLU" });
-                    draw_panel(panel, &heading, x_label, y_label, &curves, log)?;
+                    draw_panel(panel, &heading, x_label, y_label, &curves, log, None)?;
                 }
                 Ok(())
             })?;
@@ -538,7 +722,103 @@ pub fn draw_figures(
 
 #[cfg(test)]
 mod tests {
-    use super::tick_decimals;
+    use super::*;
+
+    /// A deep cell's trace: OF distance falling from 1 to `end` over 3 evaluated epochs.
+    fn trace(
+        group: &str,
+        kind: &'static str,
+        ratio: f64,
+        relu: bool,
+        schedule: &str,
+        end: f64,
+    ) -> Trace {
+        Trace {
+            group: group.to_string(),
+            imbalance_kind: Some(kind),
+            schedule: schedule.to_string(),
+            unscheduled: group.to_string(),
+            relu,
+            curve: format!("{kind}-R{ratio}"),
+            order: ratio,
+            seed: 0,
+            points: (1..=3)
+                .map(|e| Point {
+                    x: e as f64,
+                    of_distance: 1.0 + (end - 1.0) * (e - 1) as f64 / 2.0,
+                    nc1: 1.0 / e as f64,
+                    mean_cosine: 0.1,
+                })
+                .collect(),
+            gram: Vec::new(),
+            x_label: "epoch",
+        }
+    }
+
+    /// The number of distinct colours of a PNG (a blank figure has one or two).
+    fn colours(path: &Path) -> usize {
+        let image = image::open(path).unwrap().to_rgb8();
+        image
+            .pixels()
+            .map(|p| p.0)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
+    #[test]
+    fn the_main_figure_has_a_row_per_imbalance_kind_and_a_column_per_setting() {
+        register_fonts();
+        let dir = tempfile::tempdir().unwrap();
+        let mut traces = Vec::new();
+        for group in ["mnist small-cnn", "fashion-mnist small-cnn"] {
+            for relu in [true, false] {
+                traces.push(trace(group, "step", 1.0, relu, "batch-binding", 0.8));
+                traces.push(trace(group, "step", 10.0, relu, "batch-binding", 0.7));
+                traces.push(trace(group, "long-tail", 10.0, relu, "batch-binding", 0.9));
+            }
+        }
+        let figures = main_figures(dir.path(), &traces).unwrap();
+        assert_eq!(figures.len(), 6, "three measures, ReLU and no ReLU");
+        for f in &figures {
+            assert!(colours(&f.path) > 20, "{} is blank", f.path.display());
+            assert!(f.title.contains("rows step / long-tail"), "{}", f.title);
+        }
+        // The balanced R = 1 cells are a curve of both rows.
+        let step_row = |t: &&Trace| t.imbalance_kind == Some("long-tail") || t.order == 1.0;
+        assert_eq!(traces.iter().filter(step_row).count(), 8);
+        // One setting of one kind is one panel: the per-setting figures show it already.
+        let single: Vec<Trace> = traces
+            .into_iter()
+            .filter(|t| t.group == "mnist small-cnn" && t.imbalance_kind == Some("step"))
+            .collect();
+        assert!(main_figures(dir.path(), &single).unwrap().is_empty());
+    }
+
+    #[test]
+    fn settings_that_differ_in_their_schedule_alone_get_a_schedule_figure() {
+        register_fonts();
+        let dir = tempfile::tempdir().unwrap();
+        let traces: Vec<Trace> = ["batch-binding", "shuffle"]
+            .into_iter()
+            .flat_map(|schedule| {
+                [true, false]
+                    .map(|relu| trace("mnist small-cnn", "step", 100.0, relu, schedule, 0.6))
+            })
+            .collect();
+        let figures = schedule_figures(dir.path(), &traces).unwrap();
+        assert_eq!(figures.len(), 1);
+        assert!(
+            figures[0].title.contains("batch-binding, shuffle"),
+            "{}",
+            figures[0].title
+        );
+        assert!(colours(&figures[0].path) > 20);
+        assert!(
+            schedule_figures(dir.path(), &traces[..2])
+                .unwrap()
+                .is_empty()
+        );
+    }
 
     #[test]
     fn tick_labels_a_twentieth_of_the_range_apart_differ() {

@@ -354,7 +354,17 @@ fn render_figures(s: &mut String, figures: &[Figure]) {
     let mut last_group = None;
     for f in figures {
         if last_group != Some(&f.group) {
-            let _ = writeln!(s, "### {}\n", f.group);
+            if f.group == "main" {
+                let _ = writeln!(
+                    s,
+                    "### The main figure\n\nThe layout of the paper's main figure: rows the \
+                     imbalance kinds (step, long-tail; the balanced R = 1 cells in both), one \
+                     column per setting, one curve per R (means over seeds); one figure with \
+                     the final ReLU and one without, for each measure.\n"
+                );
+            } else {
+                let _ = writeln!(s, "### {}\n", f.group);
+            }
             last_group = Some(&f.group);
         }
         let _ = writeln!(s, "![{}]({})\n", f.title, f.relative_path);
@@ -384,11 +394,22 @@ fn render_balanced_accuracy(s: &mut String, deep: &[DeepSummary]) {
     let _ = writeln!(
         s,
         "\n### Balanced test accuracy, final ReLU vs none\n\n\
+         Means at the last evaluated epoch; with several seeds, ± their standard deviation \
+         and (their number).\n\n\
          | dataset | model | schedule | loss | imbalance | ReLU | no ReLU | ReLU - no ReLU |\n\
          |---|---|---|---|---|---|---|---|"
     );
     let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-    let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    // Mean, then the sample standard deviation over seeds and their number where there are
+    // several: `0.9488 ± 0.0021 (3)`.
+    let show = |v: &[f64]| match (mean(v), v.len()) {
+        (None, _) => "-".to_string(),
+        (Some(m), 1) => format!("{m:.4}"),
+        (Some(m), n) => {
+            let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64;
+            format!("{m:.4} ± {:.4} ({n})", var.sqrt())
+        }
+    };
     for (k, [with, without]) in &rows {
         let (a, b) = (mean(with), mean(without));
         let diff = match (a, b) {
@@ -403,8 +424,8 @@ fn render_balanced_accuracy(s: &mut String, deep: &[DeepSummary]) {
             k.2,
             k.3,
             k.4,
-            show(a),
-            show(b)
+            show(with),
+            show(without)
         );
     }
 }

@@ -3,7 +3,10 @@
 //!
 //! Columns: `cell_id`, `kind` (`ufm` or `deep`), one column per grid axis of the experiment
 //! (every part's axes, in the order they first appear; empty where a cell's part has no such
-//! axis), `backend`, `seconds`, then the last logged (UFM) or evaluated (deep) point: `step`,
+//! axis), the imbalance read from the configuration whatever the file's spelling
+//! (`imbalance_kind`: `step`, `long-tail`, `none`, `counts`; `ratio`; `largest_class`: the
+//! majority or first class's size where the configuration gives it; a column an axis already
+//! has is not repeated), `backend`, `seconds`, then the last logged (UFM) or evaluated (deep) point: `step`,
 //! `epoch` (deep), `loss` (UFM: the full-batch loss; deep: the epoch's mean training loss),
 //! `of_distance`, `etf_distance`, `nc1`, `mean_cosine`, `norm_ratio`, `loss_gap` (UFM: the
 //! loss minus the orthogonal frame's), `ncc_accuracy`, `balanced_accuracy`, `probe_accuracy`,
@@ -30,6 +33,30 @@ const METRICS: [&str; 15] = [
     "probe_accuracy",
     "probe_balanced_accuracy",
 ];
+
+/// The columns of the imbalance, derived from each cell's configuration.
+const IMBALANCE: [&str; 3] = ["imbalance_kind", "ratio", "largest_class"];
+
+/// The imbalance columns of a deep configuration's imbalance.
+fn imbalance_columns(imbalance: &scl_data::Imbalance) -> [(&'static str, String); 3] {
+    use scl_data::Imbalance;
+    let (kind, ratio, largest) = match imbalance {
+        Imbalance::None => ("none", String::new(), None),
+        Imbalance::Step {
+            ratio, n_majority, ..
+        } => ("step", number(*ratio), *n_majority),
+        Imbalance::LongTail { ratio, n_max } => ("long-tail", number(*ratio), *n_max),
+        Imbalance::Counts { .. } => ("counts", String::new(), None),
+    };
+    [
+        ("imbalance_kind", kind.to_string()),
+        ("ratio", ratio),
+        (
+            "largest_class",
+            largest.map(|n| n.to_string()).unwrap_or_default(),
+        ),
+    ]
+}
 
 /// A number as the shortest text that reads back to it; empty when it is not finite.
 fn number(v: f64) -> String {
@@ -63,7 +90,11 @@ pub fn render_results_csv(
             }
         }
     }
-    let metrics = &METRICS;
+    let derived: Vec<&str> = IMBALANCE
+        .into_iter()
+        .filter(|c| !axes.contains(c))
+        .collect();
+    let metrics: Vec<&str> = derived.iter().chain(METRICS.iter()).copied().collect();
     let mut out = String::new();
     let header: Vec<String> = ["cell_id", "kind"]
         .iter()
@@ -90,6 +121,9 @@ pub fn render_results_csv(
             let last = &s.outcome.last;
             let g = &last.geometry.overall;
             values.extend([
+                ("imbalance_kind", "step".to_string()),
+                ("ratio", number(s.config.ratio)),
+                ("largest_class", s.config.n_majority.to_string()),
                 ("backend", s.backend.name().to_string()),
                 ("seconds", number(s.seconds)),
                 ("step", last.step.to_string()),
@@ -99,6 +133,7 @@ pub fn render_results_csv(
             values.extend(geometry(g));
         } else if let Some(s) = deep.iter().find(|s| s.cell_id == cell.id()) {
             kind = "deep";
+            values.extend(imbalance_columns(&s.config.imbalance));
             values.extend([
                 ("backend", s.backend.name().to_string()),
                 ("seconds", number(s.seconds)),
@@ -132,7 +167,7 @@ pub fn render_results_csv(
                 .map_or(String::new(), |(_, v)| v.clone());
             row.push(field(&value));
         }
-        for column in metrics {
+        for column in &metrics {
             let value = values
                 .iter()
                 .find(|(name, _)| name == column)
