@@ -137,12 +137,13 @@ pub struct DeepConfig {
     /// SGD momentum (0.9: the paper).
     #[serde(default = "default_momentum")]
     pub momentum: f64,
-    /// SGD momentum dampening τ: the velocity is `momentum * v + (1 - τ) * g`. `0` is
-    /// PyTorch's SGD, the authors' optimiser; absent means Burn's default, 0.1, with which the
-    /// CPU-scale results recorded before this key existed were computed (so their cells keep
-    /// their ids).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dampening: Option<f64>,
+    /// SGD momentum dampening τ: the velocity is `momentum * v + (1 - τ) * g`. Default `0`,
+    /// PyTorch's SGD, the authors' optimiser. `0.1` is Burn's default, with which the CPU-scale
+    /// results recorded before this key existed were computed: records and checkpoints
+    /// written then, which lack the key, read as 0.1 ([`crate::records`]), and a configuration
+    /// asking for 0.1 keeps their cell ids.
+    #[serde(default)]
+    pub dampening: f64,
     /// Weight decay (5e-4: the paper).
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
@@ -181,6 +182,21 @@ pub struct DeepConfig {
     /// (scl-train's `interrupt::request`, which stops every run of the process).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interrupt_at_step: Option<usize>,
+}
+
+/// The dampening of Burn's SGD, which every deep run used before the `dampening` key existed:
+/// what a record or checkpoint without the key means.
+pub const BURN_DAMPENING: f64 = 0.1;
+
+impl DeepConfig {
+    /// Puts [`BURN_DAMPENING`] into the JSON of a configuration written before the
+    /// `dampening` key existed (a record or checkpoint without it), so that it reads as the
+    /// run it was.
+    pub fn upgrade_json(config: &mut serde_json::Map<String, serde_json::Value>) {
+        config
+            .entry("dampening")
+            .or_insert_with(|| serde_json::Value::from(BURN_DAMPENING));
+    }
 }
 
 /// Every key of [`DeepConfig`], for experiment files.
@@ -351,12 +367,10 @@ impl DeepConfig {
                 self.momentum
             )));
         }
-        if let Some(d) = self.dampening
-            && !(0.0..1.0).contains(&d)
-        {
+        if !(0.0..1.0).contains(&self.dampening) {
             return Err(ConfigError::new(format!(
                 "dampening = {} is not allowed: it must be in [0, 1) (0: PyTorch's SGD)",
-                shown(d)
+                shown(self.dampening)
             )));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
@@ -513,7 +527,7 @@ mod tests {
         cfg.inject_nan_at_step = Some(1);
         cfg.interrupt_at_step = Some(1);
         cfg.linear_probe = true;
-        cfg.dampening = Some(0.0);
+        cfg.dampening = 0.1;
         cfg.eval_epochs = Some(vec![1]);
         cfg.cnn_head = CnnHead::LinearBn;
         cfg.init = WeightInit::Authors;

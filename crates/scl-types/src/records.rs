@@ -206,6 +206,16 @@ fn parse_value(path: &Path, text: &str) -> Result<Map<String, Value>, String> {
     }
 }
 
+/// The configuration inside a record of schema 1, upgraded: a deep run's without `dampening`
+/// ran with Burn's ([`DeepConfig::upgrade_json`]).
+fn upgrade_config<C: RunConfig>(record: &mut Map<String, Value>) {
+    if C::KIND == RunKind::Deep
+        && let Some(Value::Object(config)) = record.get_mut("config")
+    {
+        DeepConfig::upgrade_json(config);
+    }
+}
+
 /// Checks the `kind` of a record of schema 2 against the kind asked for.
 fn check_kind(path: &Path, map: &Map<String, Value>, kind: RunKind) -> Result<(), String> {
     let found: RunKind = serde_json::from_value(map.get("kind").cloned().unwrap_or(Value::Null))
@@ -254,6 +264,7 @@ pub fn read_config_record<C: RunConfig>(
         );
         map.remove("class_counts");
         map.remove("dataset_title");
+        upgrade_config::<C>(&mut map);
         let named = serde_json::to_value(label).expect("a label serialises");
         if let Value::Object(named) = named {
             for (key, value) in named {
@@ -291,6 +302,7 @@ pub fn parse_summary<C: RunConfig>(
             serde_json::to_value(C::KIND).expect("a kind"),
         );
         upgraded.insert("outcome".into(), Value::Object(map));
+        upgrade_config::<C>(&mut upgraded);
         map = upgraded;
     }
     serde_json::from_value(Value::Object(map)).map_err(|e| format!("{}: {e}", path.display()))

@@ -287,6 +287,13 @@ impl CellConfig for DeepConfig {
     fn cell_id(&self) -> String {
         let config = self;
         let json = serde_json::to_string(config).expect("a DeepConfig serialises to JSON");
+        // Cells computed before the `dampening` key existed ran with Burn's 0.1 and had no
+        // such key: a configuration asking for 0.1 keeps their ids.
+        let json = json.replacen(
+            &format!(",\"dampening\":{}", scl_types::deep::BURN_DAMPENING),
+            "",
+            1,
+        );
         format!(
             "{}-{}-{}-{}-{}-{}-s{}-{:08x}",
             config.dataset,

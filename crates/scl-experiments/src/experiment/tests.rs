@@ -347,3 +347,25 @@ fn ufm_cells_take_the_imbalance_table_of_deep_cells_and_keep_their_ids() {
         "{e}"
     );
 }
+
+#[test]
+fn a_deep_cell_with_burns_dampening_keeps_the_id_it_had_before_the_key_existed() {
+    let cfg = |extra: &str| -> DeepConfig {
+        toml::from_str(&format!(
+            "dataset = \"mnist\"\nmodel = \"mlp\"\nepochs = 1\n{extra}"
+        ))
+        .unwrap()
+    };
+    let burn = cfg("dampening = 0.1");
+    let json = serde_json::to_string(&burn).unwrap();
+    assert!(json.contains(",\"dampening\":0.1,"), "{json}");
+    let before = json.replacen(",\"dampening\":0.1", "", 1);
+    assert!(
+        burn.cell_id()
+            .ends_with(&format!("{:08x}", fnv1a(before.as_bytes()) as u32))
+    );
+    // The default is PyTorch's 0, a different run with a different id.
+    assert_eq!(cfg("").dampening, 0.0);
+    assert_eq!(cfg("").cell_id(), cfg("dampening = 0").cell_id());
+    assert_ne!(cfg("").cell_id(), burn.cell_id());
+}

@@ -97,6 +97,13 @@ impl Run<'_> {
         let state: State = std::fs::read_to_string(&state_path)
             .map_err(|e| e.to_string())
             .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+            .and_then(|mut value: serde_json::Value| {
+                // A checkpoint written before the `dampening` key existed ran with Burn's.
+                if let Some(serde_json::Value::Object(config)) = value.get_mut("config") {
+                    DeepConfig::upgrade_json(config);
+                }
+                serde_json::from_value(value).map_err(|e| e.to_string())
+            })
             .map_err(|e| Loaded::Damaged(format!("{}: {e}", state_path.display())))?;
         if state.config != *self.cfg {
             return Err(Loaded::Refused(RunError::Config(ConfigError::new(

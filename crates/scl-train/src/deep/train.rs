@@ -22,15 +22,13 @@ pub fn scl_batch_loss(
     loss.forward(z.reshape([n, views, d]), Some(labels))
 }
 
-/// The SGD of a run: momentum with its dampening (Burn's default 0.1 where `dampening` is
-/// absent) and weight decay added to the gradient before the momentum, as PyTorch's SGD does.
+/// The SGD of a run: momentum with its dampening (0 by default, PyTorch's) and weight decay
+/// added to the gradient before the momentum, as PyTorch's SGD does.
 pub(super) fn sgd_config(cfg: &DeepConfig) -> SgdConfig {
     let momentum = (cfg.momentum > 0.0).then(|| {
-        let m = MomentumConfig::new().with_momentum(cfg.momentum);
-        match cfg.dampening {
-            Some(d) => m.with_dampening(d),
-            None => m,
-        }
+        MomentumConfig::new()
+            .with_momentum(cfg.momentum)
+            .with_dampening(cfg.dampening)
     });
     let wd = (cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.weight_decay as f32));
     SgdConfig::new()
@@ -451,14 +449,14 @@ mod tests {
         let x = [0.5f32, -1.0, 2.0];
         let theta0 = [0.3f32, -0.2, 0.1];
         let (lr, mu, wd) = (0.1f64, 0.9f64, 0.01f64);
-        for dampening in [Some(0.0), None] {
+        for dampening in [0.0, 0.1] {
             let mut cfg: DeepConfig =
                 toml::from_str("dataset = \"sklearn-digits\"\nmodel = \"mlp\"\nepochs = 1")
                     .unwrap();
             cfg.momentum = mu;
             cfg.weight_decay = wd;
             cfg.dampening = dampening;
-            let tau = dampening.unwrap_or(0.1);
+            let tau = dampening;
             let mut optim = sgd_config(&cfg).init();
             let mut module = Weights {
                 w: Param::from_tensor(Tensor::<1>::from_floats(theta0, &device)),
