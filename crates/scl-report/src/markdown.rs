@@ -252,7 +252,7 @@ fn render_deep(s: &mut String, deep: &[DeepSummary]) {
         if probed { " probe bal acc |" } else { "" },
         if probed { "---|" } else { "" }
     );
-    type Key = (String, String, String, String, String, String);
+    type Key = (String, String, ImbalanceKey, String, String, String);
     let mut groups: BTreeMap<Key, Vec<&DeepSummary>> = BTreeMap::new();
     for r in deep {
         let c = &r.config;
@@ -260,7 +260,7 @@ fn render_deep(s: &mut String, deep: &[DeepSummary]) {
             .entry((
                 r.outcome.dataset_title.clone(),
                 scl_experiments::experiment::serde_plain(&c.model),
-                c.imbalance.label(),
+                ImbalanceKey::of(&c.imbalance),
                 scl_experiments::experiment::serde_plain(&c.final_activation),
                 c.schedule.name().to_string(),
                 scl_experiments::experiment::serde_plain(&c.loss),
@@ -341,6 +341,39 @@ fn render_deep(s: &mut String, deep: &[DeepSummary]) {
     }
 }
 
+/// An imbalance as tables sort it: by kind, then by ratio as a number (R = 5 before R = 10),
+/// shown by its label (`step-R10`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ImbalanceKey {
+    kind: String,
+    ratio_millis: u64,
+    label: String,
+}
+
+impl ImbalanceKey {
+    fn of(imbalance: &scl_data::Imbalance) -> Self {
+        use scl_data::Imbalance;
+        let (kind, ratio) = match imbalance {
+            Imbalance::Step { ratio, .. } => ("step", *ratio),
+            Imbalance::LongTail { ratio, .. } => ("long-tail", *ratio),
+            Imbalance::None => ("none", 1.0),
+            Imbalance::Counts { .. } => ("counts", 1.0),
+        };
+        Self {
+            kind: kind.to_string(),
+            // Ratios are at least 1 and finite (validated); rounding to thousandths only orders.
+            ratio_millis: (ratio * 1000.0).round() as u64,
+            label: imbalance.label(),
+        }
+    }
+}
+
+impl std::fmt::Display for ImbalanceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
 /// The figures, grouped by setting, each as a markdown image.
 fn render_figures(s: &mut String, figures: &[Figure]) {
     let _ = writeln!(s, "## Figures\n");
@@ -374,7 +407,7 @@ fn render_figures(s: &mut String, figures: &[Figure]) {
 /// Balanced test accuracy with and without the final ReLU, per setting and imbalance
 /// (means over seeds, last evaluated epoch): the paper's claim that ReLU costs no accuracy.
 fn render_balanced_accuracy(s: &mut String, deep: &[DeepSummary]) {
-    type Key = (String, String, String, String, String);
+    type Key = (String, String, String, String, ImbalanceKey);
     let mut rows: BTreeMap<Key, [Vec<f64>; 2]> = BTreeMap::new();
     for r in deep {
         let c = &r.config;
@@ -386,7 +419,7 @@ fn render_balanced_accuracy(s: &mut String, deep: &[DeepSummary]) {
             scl_experiments::experiment::serde_plain(&c.model),
             c.schedule.name().to_string(),
             scl_experiments::experiment::serde_plain(&c.loss),
-            c.imbalance.label(),
+            ImbalanceKey::of(&c.imbalance),
         );
         let relu = scl_experiments::experiment::serde_plain(&c.final_activation) == "relu";
         rows.entry(key).or_default()[usize::from(!relu)].push(last.balanced_accuracy);
