@@ -1,5 +1,5 @@
 //! Figures that lay several settings out together: the paper's main figure (rows of
-//! imbalance kinds, columns of settings) and batch schedules side by side.
+//! imbalance kinds, columns of settings) and batch schedules or losses side by side.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -88,32 +88,75 @@ pub(super) fn main_figures(dir: &Path, all: &[Trace]) -> Result<Vec<Figure>, Str
     Ok(figures)
 }
 
-/// Batch schedules side by side, where a setting's cells differ in their schedule alone:
-/// OF distance along training, one curve per schedule and R (seeds averaged), final ReLU on
-/// the left, none on the right (`<setting>-schedules.png`).
-pub(super) fn schedule_figures(dir: &Path, all: &[Trace]) -> Result<Vec<Figure>, String> {
+/// What a comparison figure sets side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Compared {
+    /// Batch schedules (`<setting>-schedules.png`).
+    Schedule,
+    /// Losses, SCL and cross-entropy (`<setting>-losses.png`).
+    Loss,
+}
+
+impl Compared {
+    /// Every comparison.
+    pub(super) const ALL: [Self; 2] = [Self::Schedule, Self::Loss];
+
+    /// The file suffix and the words of the title.
+    fn words(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Schedule => ("schedules", "batch schedule"),
+            Self::Loss => ("losses", "loss"),
+        }
+    }
+
+    /// The value a trace has of the compared axis.
+    fn value(self, t: &Trace) -> &str {
+        match self {
+            Self::Schedule => &t.schedule,
+            Self::Loss => &t.loss,
+        }
+    }
+
+    /// The trace's setting without the compared axis.
+    fn setting(self, t: &Trace) -> &str {
+        match self {
+            Self::Schedule => &t.unscheduled,
+            Self::Loss => &t.unlossed,
+        }
+    }
+}
+
+/// Batch schedules, or losses, side by side where a setting's cells differ in that alone:
+/// OF distance along training, one curve per value and R (seeds averaged), final ReLU on the
+/// left, none on the right (`<setting>-schedules.png`, `<setting>-losses.png`).
+pub(super) fn comparison_figures(
+    dir: &Path,
+    all: &[Trace],
+    compared: Compared,
+) -> Result<Vec<Figure>, String> {
+    let (suffix, word) = compared.words();
     let mut settings: BTreeMap<&str, Vec<&Trace>> = BTreeMap::new();
     for t in all {
-        settings.entry(t.unscheduled.as_str()).or_default().push(t);
+        settings.entry(compared.setting(t)).or_default().push(t);
     }
     let mut figures = Vec::new();
     for (setting, traces) in settings {
-        let mut schedules: Vec<&str> = traces.iter().map(|t| t.schedule.as_str()).collect();
-        schedules.sort_unstable();
-        schedules.dedup();
-        if schedules.len() < 2 {
+        let mut values: Vec<&str> = traces.iter().map(|t| compared.value(t)).collect();
+        values.sort_unstable();
+        values.dedup();
+        if values.len() < 2 {
             continue;
         }
-        let name = format!("{}-schedules.png", slug(setting));
+        let name = format!("{}-{suffix}.png", slug(setting));
         let path = dir.join(&name);
         let x_label = traces[0].x_label;
         two_panel_png(&path, (1400, 520), |panels| {
             for (panel, relu) in panels.iter().zip([true, false]) {
                 let curves = curves_by(&traces, relu, Metric::OfDistance, |t| {
-                    format!("{} R={}", t.schedule, t.order)
+                    format!("{} R={}", compared.value(t), t.order)
                 });
                 let heading = format!(
-                    "OF distance by batch schedule, {}",
+                    "OF distance by {word}, {}",
                     if relu { "final ReLU" } else { "no ReLU" }
                 );
                 draw_panel(
@@ -130,10 +173,7 @@ pub(super) fn schedule_figures(dir: &Path, all: &[Trace]) -> Result<Vec<Figure>,
         })?;
         figures.push(Figure {
             group: setting.to_string(),
-            title: format!(
-                "OF distance by batch schedule ({}): {setting}",
-                schedules.join(", ")
-            ),
+            title: format!("OF distance by {word} ({}): {setting}", values.join(", ")),
             path,
             relative_path: format!("figures/{name}"),
         });

@@ -11,7 +11,7 @@ use scl_experiments::experiment::Experiment;
 use scl_experiments::records::{DeepSummary, UfmSummary};
 
 use draw::{draw_error, draw_heatmap, draw_panel, register_fonts, two_panel_png};
-use layouts::{main_figures, schedule_figures};
+use layouts::{Compared, comparison_figures, main_figures};
 
 /// One figure file of a report.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +45,10 @@ struct Trace {
     schedule: String,
     /// The setting without the schedule, for the figures that compare schedules.
     unscheduled: String,
+    /// The loss (`scl`, `ce`; UFM cells are SCL).
+    loss: String,
+    /// The setting without the loss, for the figures that compare losses.
+    unlossed: String,
     relu: bool,
     /// Curve label (`R=10`, `step-R10`).
     curve: String,
@@ -151,6 +155,8 @@ fn traces(
                 .schedule
                 .map_or_else(|| "full-batch".to_string(), |k| k.name().to_string()),
             unscheduled: group_without("UFM", &cell.axes, &["schedule", "batch_size"]),
+            loss: "scl".to_string(),
+            unlossed: group_of("UFM", &cell.axes),
             relu: s.config.relu,
             curve: format!("R={}", s.config.ratio),
             order: s.config.ratio,
@@ -188,6 +194,8 @@ fn traces(
             imbalance_kind,
             schedule: c.schedule.name().to_string(),
             unscheduled: group_without(&kind, &cell.axes, &["schedule"]),
+            loss: scl_experiments::experiment::serde_plain(&c.loss),
+            unlossed: group_without(&kind, &cell.axes, &["loss"]),
             relu: matches!(c.final_activation, scl_types::model::FinalActivation::Relu),
             curve: c.imbalance.label(),
             order,
@@ -286,7 +294,9 @@ pub fn draw_figures(
         groups.entry(t.group.as_str()).or_default().push(t);
     }
     let mut figures = main_figures(&dir, &all)?;
-    figures.extend(schedule_figures(&dir, &all)?);
+    for compared in Compared::ALL {
+        figures.extend(comparison_figures(&dir, &all, compared)?);
+    }
     for (group, traces) in groups {
         let x_label = traces[0].x_label;
         for metric in Metric::ALL {

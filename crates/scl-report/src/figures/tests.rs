@@ -1,7 +1,7 @@
 //! Tests of the figures: the layouts on synthetic traces, tick labels.
 
 use super::draw::{register_fonts, tick_decimals};
-use super::layouts::{main_figures, schedule_figures};
+use super::layouts::{Compared, comparison_figures, main_figures};
 use super::*;
 
 /// A deep cell's trace: OF distance falling from 1 to `end` over 3 evaluated epochs.
@@ -18,6 +18,8 @@ fn trace(
         imbalance_kind: Some(kind),
         schedule: schedule.to_string(),
         unscheduled: group.to_string(),
+        loss: "scl".to_string(),
+        unlossed: group.to_string(),
         relu,
         curve: format!("{kind}-R{ratio}"),
         order: ratio,
@@ -75,7 +77,7 @@ fn the_main_figure_has_a_row_per_imbalance_kind_and_a_column_per_setting() {
 }
 
 #[test]
-fn settings_that_differ_in_their_schedule_alone_get_a_schedule_figure() {
+fn settings_that_differ_in_their_schedule_or_loss_alone_get_a_comparison_figure() {
     register_fonts();
     let dir = tempfile::tempdir().unwrap();
     let traces: Vec<Trace> = ["batch-binding", "shuffle"]
@@ -84,7 +86,7 @@ fn settings_that_differ_in_their_schedule_alone_get_a_schedule_figure() {
             [true, false].map(|relu| trace("mnist small-cnn", "step", 100.0, relu, schedule, 0.6))
         })
         .collect();
-    let figures = schedule_figures(dir.path(), &traces).unwrap();
+    let figures = comparison_figures(dir.path(), &traces, Compared::Schedule).unwrap();
     assert_eq!(figures.len(), 1);
     assert!(
         figures[0].title.contains("batch-binding, shuffle"),
@@ -93,7 +95,38 @@ fn settings_that_differ_in_their_schedule_alone_get_a_schedule_figure() {
     );
     assert!(colours(&figures[0].path) > 20);
     assert!(
-        schedule_figures(dir.path(), &traces[..2])
+        comparison_figures(dir.path(), &traces[..2], Compared::Schedule)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        comparison_figures(dir.path(), &traces, Compared::Loss)
+            .unwrap()
+            .is_empty()
+    );
+    // Cross-entropy beside SCL, one schedule: a loss figure, no schedule figure.
+    let losses: Vec<Trace> = ["scl", "ce"]
+        .into_iter()
+        .flat_map(|loss| {
+            [true, false].map(|relu| {
+                let mut t = trace("mnist small-cnn", "step", 10.0, relu, "batch-binding", 0.7);
+                t.loss = loss.to_string();
+                t
+            })
+        })
+        .collect();
+    let figures = comparison_figures(dir.path(), &losses, Compared::Loss).unwrap();
+    assert_eq!(figures.len(), 1);
+    assert!(
+        figures[0]
+            .title
+            .starts_with("OF distance by loss (ce, scl)"),
+        "{}",
+        figures[0].title
+    );
+    assert!(colours(&figures[0].path) > 20);
+    assert!(
+        comparison_figures(dir.path(), &losses, Compared::Schedule)
             .unwrap()
             .is_empty()
     );
