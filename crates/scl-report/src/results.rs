@@ -7,7 +7,8 @@
 //! (`imbalance_kind`: `step`, `long-tail`, `none`, `counts`; `ratio`; `largest_class`: the
 //! majority or first class's size where the configuration gives it; a column an axis already
 //! has is not repeated), `backend`, `seconds`, then the last logged (UFM) or evaluated (deep) point: `step`,
-//! `epoch` (deep), `loss` (UFM: the full-batch loss; deep: the epoch's mean training loss),
+//! `epoch` (deep), `final_loss` (UFM: the full-batch loss; deep: the epoch's mean training
+//! loss; not `loss`, which is a key of deep configurations and so may be an axis),
 //! `of_distance`, `etf_distance`, `nc1`, `mean_cosine`, `norm_ratio`, `loss_gap` (UFM: the
 //! loss minus the orthogonal frame's), `ncc_accuracy`, `balanced_accuracy`, `probe_accuracy`,
 //! `probe_balanced_accuracy` (deep; the probe's only where it ran). Rows follow the grid order.
@@ -21,7 +22,7 @@ const METRICS: [&str; 15] = [
     "seconds",
     "step",
     "epoch",
-    "loss",
+    "final_loss",
     "of_distance",
     "etf_distance",
     "nc1",
@@ -127,7 +128,7 @@ pub fn render_results_csv(
                 ("backend", s.backend.name().to_string()),
                 ("seconds", number(s.seconds)),
                 ("step", last.step.to_string()),
-                ("loss", number(last.loss)),
+                ("final_loss", number(last.loss)),
                 ("loss_gap", number(s.outcome.loss_gap)),
             ]);
             values.extend(geometry(g));
@@ -143,7 +144,7 @@ pub fn render_results_csv(
                 values.extend([
                     ("step", m.step.to_string()),
                     ("epoch", m.epoch.to_string()),
-                    ("loss", number(m.train_loss)),
+                    ("final_loss", number(m.train_loss)),
                     ("ncc_accuracy", number(m.ncc_accuracy)),
                     ("balanced_accuracy", number(m.balanced_accuracy)),
                 ]);
@@ -178,4 +179,54 @@ pub fn render_results_csv(
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_column_name_is_given_once_even_where_an_axis_is_named_like_a_metric() {
+        // `loss` is a key of deep configurations, so a grid may have it as an axis; `ratio` is
+        // an axis of the older UFM spelling.
+        let experiment = Experiment::parse(
+            r#"
+            [experiment]
+            name = "t"
+            kind = "deep"
+            [base]
+            dataset = "sklearn-digits"
+            model = "mlp"
+            epochs = 1
+            [grid]
+            loss = ["scl", "ce"]
+            [parts.ufm]
+            kind = "ufm"
+            [parts.ufm.base]
+            num_classes = 2
+            n_majority = 4
+            temperature = 1.0
+            steps = 2
+            lr = 0.1
+            optimizer = "adam"
+            log_every = 1
+            seed = 0
+            relu = true
+            [parts.ufm.grid]
+            ratio = [2]
+            "#,
+            "t",
+            None,
+        )
+        .unwrap();
+        let text = render_results_csv(&experiment, &[], &[]);
+        let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+        let mut unique = header.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), header.len(), "{header:?}");
+        for column in ["loss", "ratio", "final_loss", "imbalance_kind"] {
+            assert!(header.contains(&column), "{column} in {header:?}");
+        }
+    }
 }
