@@ -1835,7 +1835,8 @@ fn report_redraws_a_committed_experiment_from_its_records() {
     std::fs::create_dir_all(&root).unwrap();
     let mut cells = 0;
     for entry in std::fs::read_dir(&records).unwrap().flatten() {
-        if !entry.path().is_dir() {
+        // Cell folders only: a redraw into docs/results leaves figures/ there (ignored by git).
+        if !entry.path().join("summary.json").is_file() {
             continue;
         }
         let to = root.join(entry.file_name());
