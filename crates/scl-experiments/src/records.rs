@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use scl_types::config::UfmConfig;
+use scl_types::deep::DeepConfig;
 pub use scl_types::records::{
     ConfigRecord, DeepSummary, RunConfig, RunKind, RunLabel, Summary, UfmSummary, write_json,
 };
@@ -65,8 +67,8 @@ pub fn cell_records(root: &Path, id: &str, kind: CellKind) -> Records {
         Err(e) => return Records::Damaged(format!("{}: {e}", summary_path.display())),
     };
     let checked = match kind {
-        CellKind::Ufm => check_ufm(&dir, id, &text).map(drop),
-        CellKind::Deep => check_deep(&dir, id, &text).map(drop),
+        CellKind::Ufm => UfmConfig::finished_summary(&dir, id, &text).map(drop),
+        CellKind::Deep => DeepConfig::finished_summary(&dir, id, &text).map(drop),
     };
     match checked {
         Ok(()) => Records::Complete,
@@ -115,7 +117,7 @@ fn check_records<C: RunConfig>(
     Ok(summary)
 }
 
-fn check_ufm(dir: &Path, id: &str, text: &str) -> Result<UfmSummary, String> {
+pub(crate) fn check_ufm(dir: &Path, id: &str, text: &str) -> Result<UfmSummary, String> {
     let summary: UfmSummary = check_records(dir, id, text)?;
     let path = dir.join(METRICS);
     let rows = read_metrics_strict(&path, &scl_types::run_files::UFM_COLUMNS)?;
@@ -132,7 +134,7 @@ fn check_ufm(dir: &Path, id: &str, text: &str) -> Result<UfmSummary, String> {
     }
 }
 
-fn check_deep(dir: &Path, id: &str, text: &str) -> Result<DeepSummary, String> {
+pub(crate) fn check_deep(dir: &Path, id: &str, text: &str) -> Result<DeepSummary, String> {
     let summary: DeepSummary = check_records(dir, id, text)?;
     let path = dir.join(METRICS);
     let columns = scl_types::run_files::DEEP_COLUMNS;
@@ -279,12 +281,7 @@ where
         .filter_map(|cell| {
             let dir = cell_dir(root, &cell.id);
             let text = std::fs::read_to_string(dir.join(SUMMARY)).ok()?;
-            let checked = match C::KIND {
-                CellKind::Ufm => check_ufm(&dir, &cell.id, &text).map(drop),
-                CellKind::Deep => check_deep(&dir, &cell.id, &text).map(drop),
-            };
-            checked.ok()?;
-            parse_summary(&dir, &text).ok()
+            C::finished_summary(&dir, &cell.id, &text).ok()
         })
         .collect()
 }

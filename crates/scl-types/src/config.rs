@@ -126,10 +126,13 @@ pub struct UfmConfig {
     pub batch_size: Option<usize>,
 }
 
-/// The keys a UFM configuration accepts, for error messages.
+/// The keys a UFM cell of an experiment file accepts, for error messages: the fields of
+/// [`UfmConfig`] and `imbalance`, the table `{ kind = "step", ratio, n_majority }` that
+/// experiment files may give in place of `ratio` and `n_majority`.
 pub const UFM_KEYS: &[&str] = &[
     "num_classes",
     "dim",
+    "imbalance",
     "n_majority",
     "ratio",
     "relu",
@@ -145,9 +148,10 @@ pub const UFM_KEYS: &[&str] = &[
     "batch_size",
 ];
 
-/// The keys that may be left out.
+/// The keys that may be left out (`imbalance` stands for two keys that may not).
 pub const UFM_OPTIONAL_KEYS: &[&str] = &[
     "dim",
+    "imbalance",
     "schedule",
     "batch_size",
     "lr_schedule",

@@ -164,30 +164,20 @@ pub trait CellConfig: RunConfig {
     /// A [`ConfigError`] naming the key and what is allowed.
     fn check(&self) -> Result<(), ConfigError>;
 
+    /// The summary of a finished cell `id` in `dir`, whose `summary.json` reads `text`, once
+    /// its records are checked complete and in agreement ([`crate::records::cell_records`]).
+    ///
+    /// # Errors
+    /// Why the records are not those of a finished cell, naming the file.
+    fn finished_summary(
+        dir: &Path,
+        id: &str,
+        text: &str,
+    ) -> Result<scl_types::records::Summary<Self, Self::Outcome>, String>;
+
     /// A stable, readable id: the main settings, then a hash of the whole configuration.
     fn cell_id(&self) -> String;
 }
-
-/// The keys of a UFM cell in an experiment file: [`UFM_KEYS`] and the `imbalance` table that
-/// stands for `ratio` and `n_majority` ([`CellConfig::normalise`]).
-const UFM_FILE_KEYS: &[&str] = &[
-    "num_classes",
-    "dim",
-    "imbalance",
-    "n_majority",
-    "ratio",
-    "relu",
-    "temperature",
-    "steps",
-    "lr",
-    "lr_schedule",
-    "adam_epsilon",
-    "optimizer",
-    "seed",
-    "log_every",
-    "schedule",
-    "batch_size",
-];
 
 impl CellConfig for UfmConfig {
     /// `imbalance = { kind = "step", ratio = R, n_majority = N }`, the spelling deep cells use,
@@ -236,7 +226,7 @@ impl CellConfig for UfmConfig {
     }
 
     fn keys() -> &'static [&'static str] {
-        UFM_FILE_KEYS
+        UFM_KEYS
     }
 
     fn required_keys() -> Vec<&'static str> {
@@ -249,6 +239,14 @@ impl CellConfig for UfmConfig {
 
     fn check(&self) -> Result<(), ConfigError> {
         self.validate()
+    }
+
+    fn finished_summary(
+        dir: &Path,
+        id: &str,
+        text: &str,
+    ) -> Result<scl_types::records::UfmSummary, String> {
+        crate::records::check_ufm(dir, id, text)
     }
 
     /// `ufm-K<classes>-R<ratio>-<relu|norelu>[-<schedule><batch>]-s<seed>-<hash>`.
@@ -281,6 +279,14 @@ impl CellConfig for DeepConfig {
 
     fn check(&self) -> Result<(), ConfigError> {
         self.validate()
+    }
+
+    fn finished_summary(
+        dir: &Path,
+        id: &str,
+        text: &str,
+    ) -> Result<scl_types::records::DeepSummary, String> {
+        crate::records::check_deep(dir, id, text)
     }
 
     /// `<dataset>-<model>-<imbalance>-<relu|norelu>-<schedule>-<loss>-s<seed>-<hash>`.
