@@ -1503,16 +1503,19 @@ fn stress_round(
         .unwrap()
         .trim()
         .to_string();
+    // The live process's lock goes on the first unfinished cell (a round that waited for a
+    // checkpoint always has one), the others on the next ones.
     let planted = [
+        format!("{host} 1"),
         String::new(),
         "garbage \u{1}".to_string(),
         format!("{host} 99999999"),
-        format!("{host} 1"),
     ];
-    for (id, content) in ids.iter().zip(&planted) {
-        if !root.join(id).join("summary.json").exists() {
-            std::fs::write(root.join(format!(".lock-{id}")), content).unwrap();
-        }
+    let unfinished = ids
+        .iter()
+        .filter(|id| !root.join(id).join("summary.json").exists());
+    for (id, content) in unfinished.zip(&planted) {
+        std::fs::write(root.join(format!(".lock-{id}")), content).unwrap();
     }
     let mut children = vec![
         sweep(&["--jobs", "2"]).spawn().unwrap(),

@@ -160,7 +160,7 @@ impl ChildProtocol {
 }
 
 /// Runs cell `index` in a child process made by `launcher`, relaying its progress lines;
-/// its stderr goes to `<root>/.logs/<id>.log`.
+/// its stderr is appended to `<root>/.logs/<id>.log`.
 pub(crate) fn run_child(
     launcher: &Launcher,
     root: &Path,
@@ -173,8 +173,13 @@ pub(crate) fn run_child(
     let logs = logs_dir(root);
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     let log_path = log_file(root, id);
-    let log =
-        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    // Appended, never truncated: every process that runs (or finds busy or finished) the
+    // cell adds to one log, so a warning of one attempt survives the next attempt's start.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
     let mut child = Command::new(&launcher.program)
         .args((launcher.args)(request))
         .stdin(Stdio::piped())

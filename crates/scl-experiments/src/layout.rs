@@ -13,7 +13,7 @@
 //!   .lock-<cell-id>                     OS-locked by the process running the cell (`host pid`)
 //!   .<name>.tmp-<pid>-<n>[.ext]         a file or folder being written (`scl_fs`); one left by
 //!                                       a killed process is removed by the next run
-//!   .logs/<cell-id>.log                 the stderr of the cell's process
+//!   .logs/<cell-id>.log                 the stderr of the cell's processes, appended
 //!   .slurm/                             logs of cluster job-array tasks
 //! ```
 //!
@@ -94,7 +94,7 @@ pub fn logs_dir(root: &Path) -> PathBuf {
     root.join(".logs")
 }
 
-/// The log (stderr) of the process that ran cell `id`.
+/// The log of cell `id`: the stderr of every process that ran it, appended in turn.
 pub fn log_file(root: &Path, id: &str) -> PathBuf {
     logs_dir(root).join(format!("{id}.log"))
 }
