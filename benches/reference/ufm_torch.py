@@ -10,11 +10,18 @@ above 0.5 (merged classes).
 
     python3 benches/reference/ufm_torch.py --classes 10 --ratios 10,100 --seeds 0,1,2 \
         --steps 2000 --schedule cosine
+
+`--start-dir DIR` starts each run from the features and labels in `DIR/start-R<ratio>-s<seed>.npy`
+and `DIR/labels-R<ratio>-s<seed>.npy` (`<ratio>` as given in `--ratios`) instead of drawing
+them: `cargo xtask bench ufm` writes scl-train's starting points there, so that both programs
+start each seed from the same point. `--out FILE` also writes every run's line into one JSON
+list.
 """
 
 import argparse
 import json
 import math
+import os
 
 import torch
 
@@ -50,14 +57,21 @@ def orthogonal_frame_loss(sizes, tau):
     return total / sum(s for s in sizes if s >= 2)
 
 
-def run(k, n_majority, ratio, seed, steps, lr, schedule, tau, dim):
+def run(k, n_majority, ratio, seed, steps, lr, schedule, tau, dim, eps, start=None):
     minority = k // 2
     n_min = int(math.floor(n_majority / ratio))
     sizes = [n_majority] * (k - minority) + [n_min] * minority
-    y = torch.cat([torch.full((s,), c, dtype=torch.long) for c, s in enumerate(sizes)])
-    torch.manual_seed(seed)
-    w = torch.randn(len(y), dim).abs().requires_grad_(True)
-    opt = torch.optim.Adam([w], lr=lr)
+    if start is None:
+        y = torch.cat([torch.full((s,), c, dtype=torch.long) for c, s in enumerate(sizes)])
+        torch.manual_seed(seed)
+        w = torch.randn(len(y), dim).abs().requires_grad_(True)
+    else:
+        features, labels = start
+        y = torch.from_numpy(labels).long()
+        w = torch.from_numpy(features).float().clone().requires_grad_(True)
+        sizes = [int((y == c).sum()) for c in range(k)]
+        dim = w.shape[1]
+    opt = torch.optim.Adam([w], lr=lr, eps=eps)
     for t in range(steps):
         rate = lr if schedule == "constant" else lr * 0.5 * (1 + math.cos(math.pi * t / steps))
         for g in opt.param_groups:
@@ -88,6 +102,8 @@ def run(k, n_majority, ratio, seed, steps, lr, schedule, tau, dim):
         "schedule": schedule,
         "temperature": tau,
         "dim": dim,
+        "adam_epsilon": eps,
+        "start": "given" if start is not None else "drawn",
         "of_distance": dist,
         "loss_gap": loss - orthogonal_frame_loss(sizes, tau),
         "merged_pairs": merged,
@@ -105,13 +121,32 @@ def main():
     p.add_argument("--schedule", choices=["constant", "cosine"], default="cosine")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--dim", type=int, default=0, help="feature dimension (0: 2K)")
+    p.add_argument("--adam-epsilon", type=float, default=1e-8)
+    p.add_argument("--start-dir", default=None,
+                   help="start from the .npy features and labels written there")
+    p.add_argument("--out", default=None, help="also write every run into this JSON list")
+    p.add_argument("--threads", type=int, default=2, help="PyTorch's CPU threads")
     a = p.parse_args()
-    torch.set_num_threads(2)
-    for ratio in [float(r) for r in a.ratios.split(",")]:
+    torch.set_num_threads(a.threads)
+    runs = []
+    for token in a.ratios.split(","):
+        ratio = float(token)
         for seed in [int(s) for s in a.seeds.split(",")]:
             dim = a.dim or 2 * a.classes
-            print(json.dumps(run(a.classes, a.n_majority, ratio, seed, a.steps, a.lr,
-                                 a.schedule, a.temperature, dim)), flush=True)
+            start = None
+            if a.start_dir is not None:
+                import numpy as np
+
+                name = f"R{token}-s{seed}.npy"
+                start = (np.load(os.path.join(a.start_dir, "start-" + name)),
+                         np.load(os.path.join(a.start_dir, "labels-" + name)))
+            result = run(a.classes, a.n_majority, ratio, seed, a.steps, a.lr, a.schedule,
+                         a.temperature, dim, a.adam_epsilon, start)
+            runs.append(result)
+            print(json.dumps(result), flush=True)
+    if a.out is not None:
+        with open(a.out, "w") as f:
+            json.dump(runs, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,31 @@ fn an_unknown_or_missing_backend_exits_2() {
 }
 
 #[test]
+fn bench_ufm_bad_options_exit_2_with_one_sentence_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--ratios", "10,0.5"],
+            "--ratios 0.5 is not allowed: each ratio must be a finite number of at least 1",
+        ),
+        (
+            &["--classes", "1"],
+            "--classes 1 is not allowed: it must be at least 2",
+        ),
+        (&["--steps", "0"], "steps = 0 is not allowed"),
+    ];
+    for (options, expected) in cases {
+        let mut args = vec!["bench", "ufm", "--out", "paired.csv"];
+        args.extend_from_slice(options);
+        let (code, err) = xtask(dir.path(), &args);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        assert_eq!(err.trim().lines().count(), 1, "one sentence: {err:?}");
+        assert!(!dir.path().join("paired.csv").exists());
+    }
+}
+
+#[test]
 fn a_good_sweep_writes_cells_and_a_report_and_skips_them_the_second_time() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("exp.toml"), GOOD).unwrap();

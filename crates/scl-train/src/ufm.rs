@@ -121,12 +121,25 @@ pub fn write_records(
     Ok(summary)
 }
 
+/// The starting features of a UFM run of `cfg` on `n` samples, row-major `[n, cfg.dim()]`:
+/// drawn from a `StdRng` seeded with `cfg.seed`, on the host, so the start is the same on
+/// every backend: `|N(0, 1)|` entries for UFM+ (`cfg.relu`: non-negative, every ReLU alive,
+/// as features after a ReLU are), `N(0, 1)` for UFM. [`run_ufm`] starts from exactly these,
+/// so another implementation handed them starts where a run of this crate does.
+pub fn initial_features(cfg: &UfmConfig, n: usize) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    (0..n * cfg.dim())
+        .map(|_| {
+            let v: f32 = rng.sample(StandardNormal);
+            if cfg.relu { v.abs() } else { v }
+        })
+        .collect()
+}
+
 /// Runs the UFM optimisation described by `cfg` on `device`.
 ///
-/// `progress(step)` is called after every step. The initial features are drawn from a
-/// `StdRng` seeded with `cfg.seed`, on the host, so the start is the same on every backend:
-/// `|N(0, 1)|` entries for UFM+ (non-negative, every ReLU alive, as features after a ReLU
-/// are), `N(0, 1)` for UFM.
+/// `progress(step)` is called after every step. The run starts from
+/// [`initial_features`] (the same on every backend).
 ///
 /// # Errors
 /// A [`ConfigError`] when the configuration is invalid, and a message when the loss or the
@@ -224,13 +237,7 @@ fn run_ufm_with(
         .map(|c| labels.iter().filter(|&&l| l == c).count())
         .collect();
 
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let init: Vec<f32> = (0..n * d)
-        .map(|_| {
-            let v: f32 = rng.sample(StandardNormal);
-            if cfg.relu { v.abs() } else { v }
-        })
-        .collect();
+    let init = initial_features(cfg, n);
     let model = FreeFeatures {
         weights: Param::from_data(TensorData::new(init, [n, d]), device),
     };

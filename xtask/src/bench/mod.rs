@@ -1,8 +1,10 @@
-//! `cargo xtask bench loss|train`: benchmarks that print a table and write their own section
-//! of `docs/benchmarks.md` (and a JSON file beside it).
+//! `cargo xtask bench loss|train|ufm`: benchmarks that print a table; `loss` and `train`
+//! write their own section of `docs/benchmarks.md` (and a JSON file beside it), `ufm` its
+//! paired rows as CSV.
 
 mod loss;
 mod train;
+mod ufm;
 
 use scl_train::backend::BackendRuntime;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,9 @@ enum Bench {
     Loss(loss::LossArgs),
     /// One SCL training step of every scl-models network per backend, beside PyTorch's.
     Train(train::TrainBenchArgs),
+    /// Full-batch UFM+ cells in scl-train and in PyTorch from the same starting features,
+    /// seed by seed: what each optimiser reaches.
+    Ufm(ufm::UfmBenchArgs),
 }
 
 /// Runs the benchmark named on the command line.
@@ -30,6 +35,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.what {
         Bench::Loss(args) => loss::run(args),
         Bench::Train(args) => train::run(args),
+        Bench::Ufm(args) => ufm::run(args),
     }
 }
 
