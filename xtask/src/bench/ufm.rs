@@ -59,6 +59,10 @@ pub struct UfmBenchArgs {
     /// exists, else python3).
     #[arg(long)]
     python: Option<PathBuf>,
+    /// Keep the starting features (`start-R<ratio>-s<seed>.npy`, `labels-...`) in this folder
+    /// (default: a temporary folder, removed at the end).
+    #[arg(long)]
+    starts: Option<PathBuf>,
     /// Where to write the paired rows (CSV).
     #[arg(long, default_value = "docs/results/ufm-paired.csv")]
     out: PathBuf,
@@ -240,7 +244,9 @@ pub fn run(args: UfmBenchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let python = args.python.clone().unwrap_or_else(super::default_python);
-    let dir = std::env::temp_dir().join(format!("scl-bench-ufm-{}", std::process::id()));
+    let dir = args.starts.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("scl-bench-ufm-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&dir)?;
     let starts = write_starts(&args, &dir);
     let torch: Result<Vec<TorchRun>, String> = starts.and_then(|()| {
@@ -265,7 +271,9 @@ pub fn run(args: UfmBenchArgs) -> anyhow::Result<ExitCode> {
         ];
         super::run_reference(&python, "ufm_torch.py", &flags, &[])
     });
-    let _ = std::fs::remove_dir_all(&dir);
+    if args.starts.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let torch = torch.unwrap_or_else(|e| {
         println!("PyTorch is left out: {e} (install it: python3 -m venv ~/.venv-torch && ~/.venv-torch/bin/pip install torch numpy)");
         Vec::new()
