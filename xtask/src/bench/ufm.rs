@@ -128,27 +128,6 @@ fn merged_pairs(gram: &[Vec<f64>]) -> Vec<(usize, usize)> {
     pairs
 }
 
-/// A `.npy` file (format 1.0, little-endian) of `shape` holding `payload`, whose element
-/// type numpy calls `descr`.
-fn npy(descr: &str, shape: &[usize], payload: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let shape = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    // Magic (6) + version (2) + header length (2) + header + '\n', a multiple of 64.
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(payload);
-    bytes
-}
-
 /// Writes the starting features and labels of every cell into `dir`, under the names
 /// PyTorch's script reads (`start-R<ratio>-s<seed>.npy`, `labels-R<ratio>-s<seed>.npy`).
 fn write_starts(args: &UfmBenchArgs, dir: &Path) -> Result<(), String> {
@@ -157,20 +136,16 @@ fn write_starts(args: &UfmBenchArgs, dir: &Path) -> Result<(), String> {
             let cfg = args.config(ratio, seed);
             let labels = cfg.step_labels();
             let features = initial_features(&cfg, labels.len());
-            let f: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let l: Vec<u8> = labels
-                .iter()
-                .flat_map(|&c| (c as i64).to_le_bytes())
-                .collect();
+            let l: Vec<i64> = labels.iter().map(|&c| c as i64).collect();
             let name = format!("R{ratio}-s{seed}.npy");
             scl_fs::write(
                 &dir.join(format!("start-{name}")),
-                npy("<f4", &[labels.len(), cfg.dim()], &f),
+                scl_geometry::io::npy_f32(labels.len(), cfg.dim(), &features),
             )
             .map_err(|e| e.to_string())?;
             scl_fs::write(
                 &dir.join(format!("labels-{name}")),
-                npy("<i8", &[labels.len()], &l),
+                scl_geometry::io::npy_i64(&l),
             )
             .map_err(|e| e.to_string())?;
         }
@@ -369,7 +344,7 @@ pub fn run(args: UfmBenchArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::{UfmBenchArgs, merged_pairs, npy, write_starts};
+    use super::{UfmBenchArgs, merged_pairs, write_starts};
     use clap::Parser;
 
     #[derive(clap::Parser)]
@@ -397,7 +372,7 @@ mod tests {
         let labels = cfg.step_labels();
         assert_eq!(labels.len(), 2 * 6 + 2 * 2);
         let start = scl_train::ufm::initial_features(&cfg, labels.len());
-        // Read back by the project's own .npy reader, as numpy reads it.
+        // Read back by the project's .npy reader: the files hold the run's own start.
         let read = scl_geometry::io::read_embeddings(&dir.path().join("start-R3-s7.npy")).unwrap();
         assert_eq!((read.rows(), read.dim()), (labels.len(), 8));
         for (i, row) in start.chunks(8).enumerate() {
@@ -411,24 +386,6 @@ mod tests {
         let read = scl_geometry::io::read_labels(&dir.path().join("labels-R3-s7.npy")).unwrap();
         let expected: Vec<i64> = labels.iter().map(|&c| c as i64).collect();
         assert_eq!(read, expected);
-    }
-
-    #[test]
-    fn npy_headers_are_aligned_and_name_the_shape() {
-        let bytes = npy("<f4", &[3, 2], &[0u8; 24]);
-        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
-        let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-        assert_eq!((10 + len) % 64, 0);
-        let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
-        assert!(header.contains("'shape': (3, 2)") && header.ends_with('\n'));
-        assert_eq!(bytes.len(), 10 + len + 24);
-        let one = npy("<i8", &[5], &[0u8; 40]);
-        let len = u16::from_le_bytes([one[8], one[9]]) as usize;
-        assert!(
-            std::str::from_utf8(&one[10..10 + len])
-                .unwrap()
-                .contains("(5,)")
-        );
     }
 
     #[test]
